@@ -1,0 +1,63 @@
+/* The relay's configuration: one libconfig file, checked against a
+ * declarative key table. Errors are "FILE:LINE: reason".
+ *
+ * obx_config_load fills cfg with copies of every string (libconfig's strings
+ * die with its config); the caller owns cfg and frees it with obx_config_free. */
+#ifndef OBX_CONFIG_H
+#define OBX_CONFIG_H
+
+#include <stddef.h>
+
+#include "log.h"
+#include "route.h"
+
+typedef enum { OBX_FAIL_PARK = 0, OBX_FAIL_BLOCK } obx_fail_policy_t;
+
+typedef struct {
+    char *key;   /* librdkafka property name, dots restored */
+    char *value;
+    int line;
+} obx_kafka_prop_t;
+
+typedef struct {
+    char *path;
+    int has_secret;           /* a password or secret is written in the file */
+
+    char *pg_conninfo;
+    char *pg_table;           /* as written: schema.table or table */
+    char *pg_table_sql;       /* quoted for SQL: "schema"."table" */
+    char *pg_channel;
+
+    obx_kafka_prop_t *kafka;
+    size_t kafka_n;
+
+    int batch_size;
+    int max_inflight;
+    int poll_interval_ms;
+    char *topic_pattern;
+    int on_failure;           /* obx_fail_policy_t */
+    int max_attempts;
+    int shutdown_timeout_ms;
+    int reconnect_max_ms;
+
+    obx_route_t *routes;
+    size_t routes_n;
+
+    int log_level;            /* obx_log_level_t */
+    int log_format;           /* obx_log_format_t */
+    int stats_interval_s;
+} obx_config_t;
+
+/* Sets every key to its default (strings allocated). */
+void obx_config_defaults(obx_config_t *cfg);
+/* Returns 0, or -1 with "FILE[:LINE]: reason" in errstr. cfg is freed on error. */
+int obx_config_load(const char *path, obx_config_t *cfg, char *errstr, size_t errsize);
+void obx_config_free(obx_config_t *cfg);
+/* Copies the reloadable settings of fresh into cur; writes the names of
+ * changed settings that need a restart into ignored (comma-separated). */
+void obx_config_reload(obx_config_t *cur, const obx_config_t *fresh, char *ignored,
+                       size_t ignored_size);
+/* Quotes one identifier the way PostgreSQL reads it; caller frees. */
+char *obx_config_quote_ident(const char *ident, size_t len);
+
+#endif

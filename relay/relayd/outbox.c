@@ -1,0 +1,247 @@
+#include "outbox.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+enum {
+    COL_ID, COL_EVENT_ID, COL_AGG_TYPE, COL_AGG_ID, COL_EVENT_TYPE, COL_TOPIC,
+    COL_PAYLOAD, COL_CREATED, COL_ATTEMPTS, COL_HEADERS_OK, COL_HKEYS, COL_HVALS
+};
+
+/* Headers arrive as two aligned text[] (keys, values) so the C side needs no
+ * JSON parser; headers_ok says whether the jsonb was an object of strings. */
+static const char claim_sql[] =
+    "SELECT id, event_id::text, aggregate_type, aggregate_id, event_type, topic, payload,"
+    " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+    " attempts,"
+    " CASE WHEN headers IS NULL THEN true"
+    "      WHEN jsonb_typeof(headers) <> 'object' THEN false"
+    "      ELSE NOT EXISTS (SELECT 1 FROM jsonb_each(headers) h"
+    "                       WHERE jsonb_typeof(h.value) <> 'string') END,"
+    " CASE WHEN jsonb_typeof(headers) = 'object' THEN"
+    "   ARRAY(SELECT h.key FROM jsonb_each_text(headers) h ORDER BY h.key) END,"
+    " CASE WHEN jsonb_typeof(headers) = 'object' THEN"
+    "   ARRAY(SELECT h.value FROM jsonb_each_text(headers) h ORDER BY h.key) END"
+    " FROM %s WHERE sent_at IS NULL AND parked_at IS NULL AND id > $1"
+    " ORDER BY id LIMIT $2";
+
+static const char mark_sql[] =
+    "UPDATE %s SET sent_at = now() WHERE id = ANY($1::bigint[]) AND sent_at IS NULL";
+
+static const char fail_sql[] =
+    "UPDATE %s SET attempts = attempts + 1, last_error = $2,"
+    " parked_at = CASE WHEN $3::bool THEN clock_timestamp() END WHERE id = $1";
+
+static const char stats_sql[] =
+    "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::bigint"
+    " FROM %s WHERE sent_at IS NULL AND parked_at IS NULL";
+
+static const char waiting_sql[] =
+    "INSERT INTO outbox_relay_state (table_oid, waiting, updated_at)"
+    " VALUES ($1::regclass::oid, $2::bool, now())"
+    " ON CONFLICT (table_oid) DO UPDATE SET waiting = EXCLUDED.waiting, updated_at = now()";
+
+static int prepare(PGconn *conn, const char *name, const char *fmt, const char *table,
+                   char *errstr, size_t errsize) {
+    char sql[2048];
+    PGresult *res;
+    int rc = 0;
+
+    snprintf(sql, sizeof sql, fmt, table);
+    res = PQprepare(conn, name, sql, 0, NULL);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        snprintf(errstr, errsize, "prepare %s: %s", name, PQresultErrorMessage(res));
+        rc = -1;
+    }
+    PQclear(res);
+    return rc;
+}
+
+static int exec_ok(PGconn *conn, const char *sql, char *errstr, size_t errsize) {
+    PGresult *res = PQexec(conn, sql);
+    int rc = 0;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        snprintf(errstr, errsize, "%s: %s", sql, PQresultErrorMessage(res));
+        rc = -1;
+    }
+    PQclear(res);
+    return rc;
+}
+
+static void chomp(char *s) {
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' '))
+        s[--n] = '\0';
+}
+
+PGconn *obx_outbox_connect(const obx_config_t *cfg, char *errstr, size_t errsize) {
+    /* The user's conninfo comes last so its settings win over these defaults. */
+    const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
+    const char *vals[] = {"10", "outbox-relay", cfg->pg_conninfo, NULL};
+    char sql[512], *chan = NULL;
+    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+
+    if (PQstatus(conn) != CONNECTION_OK) {
+        snprintf(errstr, errsize, "%s", PQerrorMessage(conn));
+        goto fail;
+    }
+    /* A lost mark only causes a re-publish, so the relay's own commits need not wait for fsync. */
+    if (exec_ok(conn, "SET synchronous_commit = off", errstr, errsize) != 0)
+        goto fail;
+    chan = PQescapeIdentifier(conn, cfg->pg_channel, strlen(cfg->pg_channel));
+    snprintf(sql, sizeof sql, "LISTEN %s", chan);
+    PQfreemem(chan);
+    if (exec_ok(conn, sql, errstr, errsize) != 0)
+        goto fail;
+    if (prepare(conn, "claim", claim_sql, cfg->pg_table_sql, errstr, errsize) != 0 ||
+        prepare(conn, "mark", mark_sql, cfg->pg_table_sql, errstr, errsize) != 0 ||
+        prepare(conn, "fail", fail_sql, cfg->pg_table_sql, errstr, errsize) != 0 ||
+        prepare(conn, "stats", stats_sql, cfg->pg_table_sql, errstr, errsize) != 0 ||
+        prepare(conn, "waiting", waiting_sql, cfg->pg_table_sql, errstr, errsize) != 0)
+        goto fail;
+    return conn;
+fail:
+    chomp(errstr);
+    PQfinish(conn);
+    return NULL;
+}
+
+int obx_outbox_try_lead(PGconn *conn, const obx_config_t *cfg, char *errstr, size_t errsize) {
+    const char *params[1] = {cfg->pg_table_sql};
+    PGresult *res = PQexecParams(conn,
+        "SELECT pg_try_advisory_lock(hashtextextended('outbox-relay:' || $1::regclass::oid::text, 0))",
+        1, NULL, params, NULL, NULL, 0);
+    int rc = -1;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        snprintf(errstr, errsize, "%s", PQresultErrorMessage(res));
+        chomp(errstr);
+    } else {
+        rc = PQgetvalue(res, 0, 0)[0] == 't';
+    }
+    PQclear(res);
+    return rc;
+}
+
+static uint64_t be64(const char *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return __builtin_bswap64(v);
+}
+
+static uint32_t be32(const char *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return __builtin_bswap32(v);
+}
+
+int obx_outbox_send_claim(PGconn *conn, int64_t after_id, int limit) {
+    /* Binary parameters, both int8 (PostgreSQL infers bigint for LIMIT), network byte order. */
+    uint64_t a = __builtin_bswap64((uint64_t)after_id);
+    uint64_t l = __builtin_bswap64((uint64_t)limit);
+    const char *vals[2] = {(const char *)&a, (const char *)&l};
+    const int lens[2] = {8, 8}, fmts[2] = {1, 1};
+    return PQsendQueryPrepared(conn, "claim", 2, vals, lens, fmts, 1) ? 0 : -1;
+}
+
+int obx_outbox_send_mark(PGconn *conn, const int64_t *ids, size_t n) {
+    size_t cap = n * 21 + 3, len = 0;
+    char *buf = malloc(cap);
+    const char *vals[1];
+    int rc;
+
+    if (!buf)
+        return -1;
+    buf[len++] = '{';
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(buf + len, cap - len, "%s%lld", i ? "," : "", (long long)ids[i]);
+    buf[len++] = '}';
+    buf[len] = '\0';
+    vals[0] = buf;
+    rc = PQsendQueryPrepared(conn, "mark", 1, vals, NULL, NULL, 0) ? 0 : -1;
+    free(buf);
+    return rc;
+}
+
+int obx_outbox_send_fail(PGconn *conn, int64_t id, const char *error, int park) {
+    char idbuf[24];
+    const char *vals[3] = {idbuf, error, park ? "true" : "false"};
+    snprintf(idbuf, sizeof idbuf, "%lld", (long long)id);
+    return PQsendQueryPrepared(conn, "fail", 3, vals, NULL, NULL, 0) ? 0 : -1;
+}
+
+int obx_outbox_send_waiting(PGconn *conn, const obx_config_t *cfg, int waiting) {
+    const char *vals[2] = {cfg->pg_table_sql, waiting ? "true" : "false"};
+    return PQsendQueryPrepared(conn, "waiting", 2, vals, NULL, NULL, 0) ? 0 : -1;
+}
+
+int obx_outbox_send_stats(PGconn *conn) {
+    return PQsendQueryPrepared(conn, "stats", 0, NULL, NULL, NULL, 0) ? 0 : -1;
+}
+
+static const char *val_or_null(const PGresult *res, int i, int col) {
+    return PQgetisnull(res, i, col) ? NULL : PQgetvalue(res, i, col);
+}
+
+void obx_outbox_row(const PGresult *res, int i, obx_row_t *row) {
+    memset(row, 0, sizeof *row);
+    row->id = (int64_t)be64(PQgetvalue(res, i, COL_ID));
+    row->event_id = PQgetvalue(res, i, COL_EVENT_ID);
+    row->aggregate_type = PQgetvalue(res, i, COL_AGG_TYPE);
+    row->aggregate_id = val_or_null(res, i, COL_AGG_ID);
+    row->event_type = PQgetvalue(res, i, COL_EVENT_TYPE);
+    row->topic = val_or_null(res, i, COL_TOPIC);
+    row->payload = val_or_null(res, i, COL_PAYLOAD);
+    row->payload_len = row->payload ? (size_t)PQgetlength(res, i, COL_PAYLOAD) : 0;
+    row->created_at = PQgetvalue(res, i, COL_CREATED);
+    row->attempts = (int)be32(PQgetvalue(res, i, COL_ATTEMPTS));
+    row->headers_ok = PQgetvalue(res, i, COL_HEADERS_OK)[0] != 0;
+    row->hkeys = val_or_null(res, i, COL_HKEYS);
+    row->hkeys_len = row->hkeys ? (size_t)PQgetlength(res, i, COL_HKEYS) : 0;
+    row->hvals = val_or_null(res, i, COL_HVALS);
+    row->hvals_len = row->hvals ? (size_t)PQgetlength(res, i, COL_HVALS) : 0;
+}
+
+static int check_query(PGconn *conn, const char *what, const char *sql, const char *param,
+                       char *errstr, size_t errsize) {
+    const char *params[1] = {param};
+    PGresult *res = PQexecParams(conn, sql, param ? 1 : 0, NULL, params, NULL, NULL, 0);
+    int rc = 0;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        snprintf(errstr, errsize, "%s: %s", what, PQresultErrorMessage(res));
+        chomp(errstr);
+        rc = -1;
+    } else if (PQntuples(res) < 1 || PQgetvalue(res, 0, 0)[0] != 't') {
+        snprintf(errstr, errsize, "%s", what);
+        rc = -1;
+    }
+    PQclear(res);
+    return rc;
+}
+
+int obx_outbox_check(PGconn *conn, const obx_config_t *cfg, char *errstr, size_t errsize) {
+    char msg[512];
+    if (check_query(conn, "outbox table does not exist (run: outbox-relay -c FILE migrate)",
+                    "SELECT to_regclass($1) IS NOT NULL", cfg->pg_table_sql, errstr, errsize) != 0)
+        return -1;
+    snprintf(msg, sizeof msg, "role %s lacks SELECT and UPDATE on %s", PQuser(conn), cfg->pg_table);
+    if (check_query(conn, msg,
+                    "SELECT has_table_privilege($1, 'SELECT') AND has_table_privilege($1, 'UPDATE')",
+                    cfg->pg_table_sql, errstr, errsize) != 0)
+        return -1;
+    if (check_query(conn, "outbox_relay_state table is missing or not writable (run migrate)",
+                    "SELECT to_regclass('outbox_relay_state') IS NOT NULL AND "
+                    "has_table_privilege('outbox_relay_state', 'INSERT') AND "
+                    "has_table_privilege('outbox_relay_state', 'UPDATE')",
+                    NULL, errstr, errsize) != 0)
+        return -1;
+    if (check_query(conn, "the outbox table has no outbox_notify trigger: the relay will only poll",
+                    "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass"
+                    " AND tgname = 'outbox_notify')", cfg->pg_table_sql, errstr, errsize) != 0)
+        OBX_LOG(OBX_LOG_WARN, "check", KS("warning", errstr));
+    return 0;
+}

@@ -1,0 +1,58 @@
+/* The relay's side of the PostgreSQL outbox: session set-up, prepared
+ * statements, and asynchronous claim / mark / fail / waiting-flag queries.
+ * Rows decoded by obx_outbox_row point into the PGresult: they live exactly
+ * as long as the caller keeps that result (zero-copy produce relies on it). */
+#ifndef OBX_OUTBOX_H
+#define OBX_OUTBOX_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+#define OBX_HEADERS_MAX 64
+
+typedef struct {
+    int64_t id;
+    const char *event_id;
+    const char *aggregate_type;
+    const char *aggregate_id;   /* NULL when SQL NULL */
+    const char *event_type;
+    const char *topic;          /* NULL: route by config */
+    const char *payload;        /* NULL when SQL NULL */
+    size_t payload_len;
+    const char *created_at;     /* ISO 8601 UTC */
+    int attempts;
+    int headers_ok;             /* headers is NULL or an object of strings */
+    const char *hkeys;          /* binary text[] or NULL */
+    size_t hkeys_len;
+    const char *hvals;
+    size_t hvals_len;
+} obx_row_t;
+
+/* Connects and prepares the session: synchronous_commit off, LISTEN on the
+ * channel, prepared statements. Returns NULL with errstr on failure. */
+PGconn *obx_outbox_connect(const obx_config_t *cfg, char *errstr, size_t errsize);
+/* Tries the session advisory lock that makes this relay the outbox's only
+ * publisher. Returns 1 leader, 0 standby, -1 error (errstr). Blocking. */
+int obx_outbox_try_lead(PGconn *conn, const obx_config_t *cfg, char *errstr, size_t errsize);
+
+/* Asynchronous sends: return 0 when the query went out, -1 otherwise. */
+int obx_outbox_send_claim(PGconn *conn, int64_t after_id, int limit);
+/* ids are marked sent in one UPDATE. */
+int obx_outbox_send_mark(PGconn *conn, const int64_t *ids, size_t n);
+/* Records a failed attempt with its error; park != 0 also parks the row. */
+int obx_outbox_send_fail(PGconn *conn, int64_t id, const char *error, int park);
+int obx_outbox_send_waiting(PGconn *conn, const obx_config_t *cfg, int waiting);
+/* Backlog count and age of the oldest unsent row, in a two-column text result. */
+int obx_outbox_send_stats(PGconn *conn);
+
+/* Decodes row i of a claim result. */
+void obx_outbox_row(const PGresult *res, int i, obx_row_t *row);
+
+/* Blocking schema and privilege checks for --check; prints findings to out.
+ * Returns 0 when the relay can run. */
+int obx_outbox_check(PGconn *conn, const obx_config_t *cfg, char *errstr, size_t errsize);
+
+#endif

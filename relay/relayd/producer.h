@@ -1,0 +1,39 @@
+/* The relay's idempotent Kafka producer: built from the config's kafka group
+ * with enable.idempotence forced on, its logs routed through our logger, and
+ * its events (delivery reports, errors, logs) signalled on a pipe so the one
+ * poll loop can serve them. */
+#ifndef OBX_PRODUCER_H
+#define OBX_PRODUCER_H
+
+#include <librdkafka/rdkafka.h>
+
+#include "config.h"
+
+typedef struct obx_producer obx_producer_t;
+
+/* Called from obx_producer_serve for every delivery report; opaque is what
+ * was passed to obx_producer_send. */
+typedef void (*obx_dr_fn)(void *ctx, void *opaque, rd_kafka_resp_err_t err, int32_t partition,
+                          int64_t offset);
+
+obx_producer_t *obx_producer_new(const obx_config_t *cfg, obx_dr_fn dr, void *ctx,
+                                 char *errstr, size_t errsize);
+/* Readable when librdkafka has events for us. */
+int obx_producer_fd(const obx_producer_t *p);
+/* Drains the pipe and serves queued events (delivery reports, logs, errors). */
+void obx_producer_serve(obx_producer_t *p);
+/* Produces without copying: key, payload and the row they point into must
+ * outlive the delivery report. On success librdkafka owns hdrs; on failure
+ * the caller still does. */
+rd_kafka_resp_err_t obx_producer_send(obx_producer_t *p, const char *topic, const char *key,
+                                      size_t keylen, const char *payload, size_t len,
+                                      rd_kafka_headers_t *hdrs, void *opaque);
+/* 1 once librdkafka raised a fatal (idempotence) error; its text in errstr. */
+int obx_producer_fatal(obx_producer_t *p, char *errstr, size_t errsize);
+/* Fails everything not yet acknowledged (delivered as __PURGE_* reports on the next serve). */
+void obx_producer_purge(obx_producer_t *p);
+/* The librdkafka handle, borrowed (for metadata requests in --check). */
+rd_kafka_t *obx_producer_handle(obx_producer_t *p);
+void obx_producer_destroy(obx_producer_t *p);
+
+#endif

@@ -1,0 +1,681 @@
+#include "relay.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backoff.h"
+#include "headers.h"
+#include "log.h"
+#include "outbox.h"
+#include "producer.h"
+#include "route.h"
+
+#define MARK_MAX 10000 /* ids per UPDATE */
+
+typedef struct batch batch_t;
+
+/* One produced row; its strings point into batch->res. */
+typedef struct {
+    batch_t *batch;
+    int64_t id;
+    int row;
+    int attempts;
+} msg_t;
+
+struct batch {
+    PGresult *res;
+    int remaining;   /* produced, not yet reported */
+    msg_t *msgs;
+};
+
+typedef struct {
+    int64_t id;
+    int park;
+    char event_id[40];
+    char error[256];
+} fail_t;
+
+typedef enum { OP_NONE, OP_CLAIM, OP_MARK, OP_FAIL, OP_WAITING, OP_STATS } op_t;
+
+/* Idle protocol (DESIGN.md 2): set the waiting flag, re-check, sleep on
+ * LISTEN; clear the flag before draining again. */
+typedef enum { IDLE_RUN, IDLE_RECHECK, IDLE_SLEEP, IDLE_CLEAR } idle_t;
+
+typedef struct {
+    obx_config_t *cfg;
+    PGconn *conn;
+    obx_producer_t *producer;
+    int leader;
+    op_t op;
+    size_t op_mark_n;
+    int op_waiting;          /* value sent by the pending waiting query */
+    int64_t op_after;        /* cursor the pending claim started from */
+
+    idle_t idle;
+    int64_t cursor;          /* highest id produced in this scan */
+    int scan_end;            /* last claim was short: rescan from 0 once drained */
+    int blocked;             /* on_failure=block and a row failed */
+    int fatal;               /* producer must be recreated */
+
+    int64_t *acks;
+    size_t acks_n, acks_cap;
+    fail_t *fails;
+    size_t fails_n, fails_cap;
+    long inflight;
+
+    int stopping;
+    int exit_code;
+    int64_t stop_deadline;
+    int64_t sleep_until;     /* fallback poll while idle */
+    int64_t retry_at;        /* earliest rescan after a failed attempt */
+    int64_t reconnect_at;
+    int64_t lead_retry_at;
+    int64_t stats_at;
+    obx_backoff_t backoff;
+
+    /* counters for the stats line */
+    long long published, marked, parked, failed, claimed, reconnects, rescans;
+    long long last_published;
+    int64_t last_stats_ms;
+} relay_t;
+
+static int sigpipe_fds[2] = {-1, -1};
+
+static void on_signal(int sig) {
+    unsigned char c = (unsigned char)sig;
+    int saved = errno;
+    if (write(sigpipe_fds[1], &c, 1) < 0) {
+        /* The pipe is full: a signal is already pending, nothing to add. */
+    }
+    errno = saved;
+}
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void *xrealloc(void *p, size_t n) {
+    void *q = realloc(p, n);
+    if (!q) {
+        OBX_LOG(OBX_LOG_ERROR, "out of memory");
+        abort();
+    }
+    return q;
+}
+
+static void push_ack(relay_t *r, int64_t id) {
+    if (r->acks_n == r->acks_cap) {
+        r->acks_cap = r->acks_cap ? r->acks_cap * 2 : 1024;
+        r->acks = xrealloc(r->acks, r->acks_cap * sizeof *r->acks);
+    }
+    r->acks[r->acks_n++] = id;
+}
+
+static int is_permanent(rd_kafka_resp_err_t err) {
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* A row could not be published: queue the attempt (and maybe the parking)
+ * for the database, log it with its event id. */
+static void row_failed(relay_t *r, int64_t id, const char *event_id, int attempts,
+                       int permanent, const char *error) {
+    fail_t *f;
+    int park = r->cfg->on_failure == OBX_FAIL_PARK &&
+               (permanent || attempts + 1 >= r->cfg->max_attempts);
+
+    if (r->fails_n == r->fails_cap) {
+        r->fails_cap = r->fails_cap ? r->fails_cap * 2 : 16;
+        r->fails = xrealloc(r->fails, r->fails_cap * sizeof *r->fails);
+    }
+    f = &r->fails[r->fails_n++];
+    f->id = id;
+    f->park = park;
+    snprintf(f->event_id, sizeof f->event_id, "%s", event_id);
+    snprintf(f->error, sizeof f->error, "%s", error);
+    r->failed++;
+    if (park) {
+        r->parked++;
+        OBX_LOG(OBX_LOG_ERROR, "event parked", KS("event_id", event_id), KI("id", id),
+                KI("attempts", attempts + 1), KS("error", error));
+    } else {
+        OBX_LOG(r->cfg->on_failure == OBX_FAIL_BLOCK ? OBX_LOG_ERROR : OBX_LOG_WARN,
+                r->cfg->on_failure == OBX_FAIL_BLOCK ? "publish failed, blocking" : "publish failed",
+                KS("event_id", event_id), KI("id", id), KI("attempts", attempts + 1),
+                KS("error", error));
+        if (r->cfg->on_failure == OBX_FAIL_BLOCK) {
+            r->blocked = 1;
+            r->scan_end = 1;
+        }
+    }
+    r->retry_at = now_ms() + r->cfg->poll_interval_ms;
+}
+
+static void batch_release(batch_t *b) {
+    if (--b->remaining > 0)
+        return;
+    PQclear(b->res);
+    free(b->msgs);
+    free(b);
+}
+
+static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, int32_t partition,
+                        int64_t offset) {
+    relay_t *r = ctx;
+    msg_t *m = opaque;
+
+    (void)partition;
+    (void)offset;
+    r->inflight--;
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        r->published++;
+        push_ack(r, m->id);
+        if (r->blocked && r->cfg->on_failure == OBX_FAIL_BLOCK) {
+            r->blocked = 0;
+            OBX_LOG(OBX_LOG_INFO, "unblocked", KI("id", m->id));
+        }
+    } else if (err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT ||
+               err == RD_KAFKA_RESP_ERR__FATAL) {
+        /* Not the row's fault: it stays unsent and is claimed again. */
+        OBX_LOG(OBX_LOG_DEBUG, "delivery abandoned", KI("id", m->id),
+                KS("error", rd_kafka_err2name(err)));
+    } else {
+        const char *eid = PQgetvalue(m->batch->res, m->row, 1);
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s: %s", rd_kafka_err2name(err), rd_kafka_err2str(err));
+        row_failed(r, m->id, eid, m->attempts, is_permanent(err), msg);
+    }
+    batch_release(m->batch);
+}
+
+/* Produces the rows of one claim result in id order. */
+static void produce_batch(relay_t *r, PGresult *res) {
+    int n = PQntuples(res);
+    batch_t *b = calloc(1, sizeof *b);
+
+    b->res = res;
+    b->msgs = calloc((size_t)n, sizeof *b->msgs);
+    b->remaining = 1; /* held by this function until the loop ends */
+    for (int i = 0; i < n; i++) {
+        obx_row_t row;
+        char topic[256], err[256];
+        rd_kafka_headers_t *hdrs = NULL;
+        rd_kafka_resp_err_t kerr;
+        msg_t *m = &b->msgs[i];
+
+        obx_outbox_row(res, i, &row);
+        m->batch = b;
+        m->id = row.id;
+        m->row = i;
+        m->attempts = row.attempts;
+        if (!row.aggregate_id || !*row.aggregate_id) {
+            row_failed(r, row.id, row.event_id, row.attempts, 1,
+                       "aggregate_id is NULL or empty (it is the Kafka key)");
+        } else if (obx_route_resolve(r->cfg->routes, r->cfg->routes_n, r->cfg->topic_pattern,
+                                     row.topic, row.aggregate_type, row.event_type, topic,
+                                     sizeof topic, err, sizeof err) != 0 ||
+                   obx_headers_build(&row, &hdrs, err, sizeof err) != 0) {
+            row_failed(r, row.id, row.event_id, row.attempts, 1, err);
+        } else {
+            b->remaining++;
+            r->inflight++;
+            kerr = obx_producer_send(r->producer, topic, row.aggregate_id,
+                                     strlen(row.aggregate_id), row.payload, row.payload_len,
+                                     hdrs, m);
+            if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+                b->remaining--;
+                r->inflight--;
+                rd_kafka_headers_destroy(hdrs);
+                if (kerr == RD_KAFKA_RESP_ERR__QUEUE_FULL || kerr == RD_KAFKA_RESP_ERR__FATAL) {
+                    /* Not the row's fault: stop here, claim it again later. */
+                    OBX_LOG(OBX_LOG_WARN, "produce deferred", KI("id", row.id),
+                            KS("error", rd_kafka_err2name(kerr)));
+                    r->scan_end = 1;
+                    break;
+                }
+                snprintf(err, sizeof err, "%s: %s", rd_kafka_err2name(kerr), rd_kafka_err2str(kerr));
+                row_failed(r, row.id, row.event_id, row.attempts, is_permanent(kerr), err);
+            }
+        }
+        r->cursor = row.id;
+        if (r->blocked) {
+            /* Strict order: nothing after a failed row is produced. */
+            r->scan_end = 1;
+            break;
+        }
+    }
+    batch_release(b);
+}
+
+static void disconnect(relay_t *r, const char *why) {
+    int64_t delay = obx_backoff_next(&r->backoff);
+    if (r->conn) {
+        OBX_LOG(OBX_LOG_ERROR, "postgres connection lost", KS("error", why),
+                KI("retry_in_ms", delay), KI("inflight", r->inflight));
+        PQfinish(r->conn);
+        r->conn = NULL;
+    } else {
+        OBX_LOG(OBX_LOG_ERROR, "postgres connect failed", KS("error", why),
+                KI("retry_in_ms", delay));
+    }
+    r->leader = 0;
+    r->op = OP_NONE;
+    r->idle = IDLE_RUN;
+    r->scan_end = 1; /* rescan from the start: anything may have changed */
+    r->reconnect_at = now_ms() + delay;
+}
+
+static void try_connect(relay_t *r) {
+    char err[512];
+    int lead;
+
+    r->conn = obx_outbox_connect(r->cfg, err, sizeof err);
+    if (!r->conn) {
+        disconnect(r, err);
+        return;
+    }
+    lead = obx_outbox_try_lead(r->conn, r->cfg, err, sizeof err);
+    if (lead < 0) {
+        disconnect(r, err);
+        return;
+    }
+    OBX_LOG(OBX_LOG_INFO, "postgres connected", KS("host", PQhost(r->conn)),
+            KS("db", PQdb(r->conn)), KS("table", r->cfg->pg_table),
+            KS("role", lead ? "leader" : "standby"));
+    r->leader = lead;
+    r->lead_retry_at = now_ms() + r->cfg->poll_interval_ms;
+    r->cursor = 0;
+    r->scan_end = 0;
+    /* A relay killed while idle leaves the flag set; clear it first. */
+    r->idle = IDLE_CLEAR;
+}
+
+static int pending_work(const relay_t *r) {
+    return r->inflight > 0 || r->acks_n > 0 || r->fails_n > 0;
+}
+
+/* Picks the next query for an idle connection. */
+static void send_next(relay_t *r) {
+    int64_t now = now_ms();
+    int rc = 0;
+
+    if (r->fails_n > 0) {
+        rc = obx_outbox_send_fail(r->conn, r->fails[0].id, r->fails[0].error, r->fails[0].park);
+        r->op = OP_FAIL;
+    } else if (r->acks_n > 0) {
+        r->op_mark_n = r->acks_n < MARK_MAX ? r->acks_n : MARK_MAX;
+        rc = obx_outbox_send_mark(r->conn, r->acks, r->op_mark_n);
+        r->op = OP_MARK;
+    } else if (r->cfg->stats_interval_s > 0 && now >= r->stats_at) {
+        rc = obx_outbox_send_stats(r->conn);
+        r->op = OP_STATS;
+    } else if (r->idle == IDLE_CLEAR) {
+        r->op_waiting = 0;
+        rc = obx_outbox_send_waiting(r->conn, r->cfg, 0);
+        r->op = OP_WAITING;
+    } else if (r->stopping || r->fatal || r->idle == IDLE_SLEEP ||
+               r->inflight >= r->cfg->max_inflight) {
+        return;
+    } else if (r->idle == IDLE_RECHECK) {
+        r->op_after = 0;
+        rc = obx_outbox_send_claim(r->conn, 0, r->cfg->batch_size);
+        r->op = OP_CLAIM;
+    } else if (r->scan_end) {
+        if (pending_work(r) || now < r->retry_at)
+            return;
+        r->scan_end = 0;
+        r->cursor = 0;
+        r->rescans++;
+        r->op_after = 0;
+        rc = obx_outbox_send_claim(r->conn, 0, r->blocked ? 1 : r->cfg->batch_size);
+        r->op = OP_CLAIM;
+    } else if (r->blocked) {
+        return;
+    } else {
+        r->op_after = r->cursor;
+        rc = obx_outbox_send_claim(r->conn, r->cursor, r->cfg->batch_size);
+        r->op = OP_CLAIM;
+    }
+    if (rc != 0)
+        disconnect(r, PQerrorMessage(r->conn));
+}
+
+static void on_result(relay_t *r, PGresult *res) {
+    ExecStatusType st = PQresultStatus(res);
+    op_t op = r->op;
+
+    r->op = OP_NONE;
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        char err[512];
+        snprintf(err, sizeof err, "%s", PQresultErrorMessage(res));
+        err[strcspn(err, "\n")] = '\0';
+        PQclear(res);
+        disconnect(r, err);
+        return;
+    }
+    /* Reset only once a query worked: a session that connects but then fails
+     * (missing table, no privilege) must keep backing off. */
+    obx_backoff_reset(&r->backoff);
+    switch (op) {
+    case OP_CLAIM: {
+        int n = PQntuples(res);
+        r->claimed += n;
+        if (n < r->cfg->batch_size)
+            r->scan_end = 1;
+        if (n > 0) {
+            if (r->idle == IDLE_RECHECK)
+                r->idle = IDLE_CLEAR;
+            produce_batch(r, res);
+            return; /* the batch owns res now */
+        }
+        PQclear(res);
+        if (r->op_after == 0)
+            r->cursor = 0;
+        if (r->op_after == 0 && !pending_work(r) && !r->stopping) {
+            if (r->idle == IDLE_RECHECK) {
+                r->idle = IDLE_SLEEP;
+                r->sleep_until = now_ms() + r->cfg->poll_interval_ms;
+            } else if (r->idle == IDLE_RUN) {
+                r->op_waiting = 1;
+                if (obx_outbox_send_waiting(r->conn, r->cfg, 1) != 0)
+                    disconnect(r, PQerrorMessage(r->conn));
+                else
+                    r->op = OP_WAITING;
+            }
+        }
+        return;
+    }
+    case OP_MARK:
+        r->marked += PQcmdTuples(res)[0] ? atoll(PQcmdTuples(res)) : 0;
+        memmove(r->acks, r->acks + r->op_mark_n, (r->acks_n - r->op_mark_n) * sizeof *r->acks);
+        r->acks_n -= r->op_mark_n;
+        break;
+    case OP_FAIL:
+        memmove(r->fails, r->fails + 1, (r->fails_n - 1) * sizeof *r->fails);
+        r->fails_n--;
+        break;
+    case OP_WAITING:
+        if (r->op_waiting) {
+            r->idle = IDLE_RECHECK;
+        } else {
+            r->idle = IDLE_RUN;
+        }
+        break;
+    case OP_STATS: {
+        int64_t now = now_ms();
+        double secs = (double)(now - r->last_stats_ms) / 1000.0;
+        OBX_LOG(OBX_LOG_INFO, "stats", KI("published", r->published), KI("marked", r->marked),
+                KI("parked", r->parked), KI("failed", r->failed), KI("inflight", r->inflight),
+                KI("backlog", atoll(PQgetvalue(res, 0, 0))),
+                KI("oldest_unsent_age_s", atoll(PQgetvalue(res, 0, 1))),
+                KD("rate_per_s", secs > 0 ? (double)(r->published - r->last_published) / secs : 0),
+                KI("reconnects", r->reconnects), KI("rescans", r->rescans),
+                KS("role", r->leader ? "leader" : "standby"),
+                KS("state", r->stopping ? "stopping" : r->blocked ? "blocked"
+                            : r->idle == IDLE_SLEEP ? "idle" : "running"));
+        r->last_published = r->published;
+        r->last_stats_ms = now;
+        r->stats_at = now + (int64_t)r->cfg->stats_interval_s * 1000;
+        break;
+    }
+    case OP_NONE:
+        break;
+    }
+    PQclear(res);
+}
+
+static void pg_input(relay_t *r) {
+    PGnotify *n;
+
+    if (!PQconsumeInput(r->conn)) {
+        disconnect(r, PQerrorMessage(r->conn));
+        return;
+    }
+    while ((n = PQnotifies(r->conn)) != NULL) {
+        PQfreemem(n);
+        if (r->idle == IDLE_SLEEP) {
+            r->idle = IDLE_CLEAR;
+            OBX_LOG(OBX_LOG_DEBUG, "woken by notify");
+        }
+    }
+    while (r->conn && r->op != OP_NONE && !PQisBusy(r->conn)) {
+        PGresult *res = PQgetResult(r->conn), *extra;
+        if (!res) {
+            disconnect(r, "query ended without a result");
+            return;
+        }
+        /* Each prepared query yields one result then NULL; collect the NULL
+         * before the next send. */
+        while ((extra = PQgetResult(r->conn)) != NULL)
+            PQclear(extra);
+        on_result(r, res);
+    }
+}
+
+static void reload(relay_t *r) {
+    obx_config_t fresh;
+    char err[1024], ignored[512];
+
+    if (obx_config_load(r->cfg->path, &fresh, err, sizeof err) != 0) {
+        OBX_LOG(OBX_LOG_ERROR, "reload failed, keeping the current config", KS("error", err));
+        return;
+    }
+    obx_config_reload(r->cfg, &fresh, ignored, sizeof ignored);
+    obx_config_free(&fresh);
+    obx_log_configure((obx_log_level_t)r->cfg->log_level, (obx_log_format_t)r->cfg->log_format);
+    r->backoff.max_ms = r->cfg->reconnect_max_ms;
+    OBX_LOG(OBX_LOG_INFO, "config reloaded", KS("restart_needed_for", ignored));
+}
+
+static int handle_signals(relay_t *r) {
+    unsigned char sig;
+    while (read(sigpipe_fds[0], &sig, 1) == 1) {
+        if (sig == SIGHUP) {
+            reload(r);
+        } else if (r->stopping) {
+            OBX_LOG(OBX_LOG_WARN, "second signal, exiting now", KI("inflight", r->inflight),
+                    KI("unmarked", (long long)r->acks_n));
+            return 1;
+        } else {
+            r->stopping = 1;
+            if (r->idle != IDLE_RUN)
+                r->idle = IDLE_CLEAR; /* writers must not keep paying NOTIFY */
+            r->stop_deadline = now_ms() + r->cfg->shutdown_timeout_ms;
+            OBX_LOG(OBX_LOG_INFO, "shutting down", KS("signal", sig == SIGINT ? "SIGINT" : "SIGTERM"),
+                    KI("inflight", r->inflight), KI("deadline_ms", r->cfg->shutdown_timeout_ms));
+        }
+    }
+    return 0;
+}
+
+static void recreate_producer(relay_t *r) {
+    char err[512];
+    if (r->inflight > 0)
+        return; /* wait for the purged reports first */
+    obx_producer_destroy(r->producer);
+    r->producer = obx_producer_new(r->cfg, on_delivery, r, err, sizeof err);
+    if (!r->producer) {
+        OBX_LOG(OBX_LOG_ERROR, "cannot recreate the kafka producer", KS("error", err));
+        r->stopping = 1;
+        r->exit_code = 1;
+        r->stop_deadline = now_ms();
+        return;
+    }
+    r->fatal = 0;
+    r->scan_end = 1;
+    OBX_LOG(OBX_LOG_INFO, "kafka producer recreated; unmarked rows will be published again");
+}
+
+static void check_fatal(relay_t *r) {
+    char err[512];
+    if (r->fatal || !obx_producer_fatal(r->producer, err, sizeof err))
+        return;
+    OBX_LOG(OBX_LOG_ERROR, "kafka fatal error, recreating the producer", KS("error", err),
+            KI("inflight", r->inflight));
+    r->fatal = 1;
+    obx_producer_purge(r->producer);
+}
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+static int poll_timeout(const relay_t *r) {
+    int64_t now = now_ms(), next = now + 1000;
+    if (!r->conn)
+        next = min64(next, r->reconnect_at);
+    else if (!r->leader)
+        next = min64(next, r->lead_retry_at);
+    if (r->idle == IDLE_SLEEP)
+        next = min64(next, r->sleep_until);
+    if (r->scan_end && r->retry_at > now)
+        next = min64(next, r->retry_at);
+    if (r->cfg->stats_interval_s > 0)
+        next = min64(next, r->stats_at);
+    if (r->stopping)
+        next = min64(next, r->stop_deadline);
+    if (r->fatal)
+        next = min64(next, now + 10);
+    return next > now ? (int)(next - now) : 0;
+}
+
+static void setup_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static void drain_batches(relay_t *r) {
+    /* Fail what is still queued so every batch is released before exit. */
+    if (r->inflight > 0) {
+        obx_producer_purge(r->producer);
+        for (int i = 0; i < 100 && r->inflight > 0; i++) {
+            obx_producer_serve(r->producer);
+            if (r->inflight > 0)
+                poll(NULL, 0, 10);
+        }
+    }
+}
+
+int obx_relay_run(obx_config_t *cfg) {
+    relay_t r;
+    char err[512];
+    int64_t started = now_ms();
+
+    memset(&r, 0, sizeof r);
+    r.cfg = cfg;
+    r.exit_code = 0;
+    obx_backoff_init(&r.backoff, 100, cfg->reconnect_max_ms,
+                     (uint64_t)started ^ ((uint64_t)getpid() << 32));
+    if (pipe2(sigpipe_fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+        OBX_LOG(OBX_LOG_ERROR, "pipe failed", KS("error", strerror(errno)));
+        return 1;
+    }
+    setup_signals();
+    r.producer = obx_producer_new(cfg, on_delivery, &r, err, sizeof err);
+    if (!r.producer) {
+        OBX_LOG(OBX_LOG_ERROR, "kafka producer", KS("error", err));
+        return 1;
+    }
+    r.last_stats_ms = started;
+    r.stats_at = started + (int64_t)cfg->stats_interval_s * 1000;
+    OBX_LOG(OBX_LOG_INFO, "relay starting", KS("table", cfg->pg_table),
+            KS("channel", cfg->pg_channel), KI("batch_size", cfg->batch_size),
+            KI("max_inflight", cfg->max_inflight),
+            KS("on_failure", cfg->on_failure == OBX_FAIL_PARK ? "park" : "block"));
+    try_connect(&r);
+
+    for (;;) {
+        struct pollfd fds[3];
+        int nfds = 2, pgidx = -1, rc;
+        int64_t now;
+
+        obx_producer_serve(r.producer);
+        check_fatal(&r);
+        if (r.fatal)
+            recreate_producer(&r);
+        now = now_ms();
+        if (!r.conn && now >= r.reconnect_at) {
+            r.reconnects++;
+            try_connect(&r);
+        }
+        if (r.conn && !r.leader && now >= r.lead_retry_at) {
+            int lead = obx_outbox_try_lead(r.conn, cfg, err, sizeof err);
+            if (lead < 0)
+                disconnect(&r, err);
+            else if (lead) {
+                r.leader = 1;
+                OBX_LOG(OBX_LOG_INFO, "leadership acquired", KS("role", "leader"));
+            }
+            r.lead_retry_at = now + cfg->poll_interval_ms;
+        }
+        if (r.idle == IDLE_SLEEP && now >= r.sleep_until)
+            r.idle = IDLE_CLEAR;
+        if (r.conn && r.leader && r.op == OP_NONE)
+            send_next(&r);
+        if (r.stopping && ((!pending_work(&r) && r.op == OP_NONE &&
+                            (r.idle == IDLE_RUN || !r.conn || !r.leader)) ||
+                           now >= r.stop_deadline))
+            break;
+
+        fds[0].fd = sigpipe_fds[0];
+        fds[0].events = POLLIN;
+        fds[1].fd = obx_producer_fd(r.producer);
+        fds[1].events = POLLIN;
+        if (r.conn) {
+            pgidx = nfds++;
+            fds[pgidx].fd = PQsocket(r.conn);
+            fds[pgidx].events = POLLIN;
+        }
+        rc = poll(fds, (nfds_t)nfds, r.op != OP_NONE && r.conn && !PQisBusy(r.conn) ? 0 : poll_timeout(&r));
+        if (rc < 0 && errno != EINTR) {
+            OBX_LOG(OBX_LOG_ERROR, "poll failed", KS("error", strerror(errno)));
+            r.exit_code = 1;
+            break;
+        }
+        if (rc > 0 && (fds[0].revents & POLLIN) && handle_signals(&r)) {
+            r.exit_code = 1;
+            break;
+        }
+        if (r.conn && pgidx >= 0 && (fds[pgidx].revents || (r.op != OP_NONE && !PQisBusy(r.conn))))
+            pg_input(&r);
+    }
+
+    if (r.stopping && pending_work(&r))
+        OBX_LOG(OBX_LOG_WARN, "shutdown deadline passed; unacknowledged rows will be published again on restart",
+                KI("inflight", r.inflight), KI("unmarked", (long long)r.acks_n));
+    drain_batches(&r);
+    OBX_LOG(OBX_LOG_INFO, "relay stopped", KI("published", r.published), KI("marked", r.marked),
+            KI("parked", r.parked), KI("exit_code", r.exit_code));
+    obx_producer_destroy(r.producer);
+    if (r.conn)
+        PQfinish(r.conn);
+    free(r.acks);
+    free(r.fails);
+    close(sigpipe_fds[0]);
+    close(sigpipe_fds[1]);
+    return r.exit_code;
+}

@@ -1,0 +1,79 @@
+-- outbox-relay schema. Idempotent: apply with `outbox-relay -c FILE migrate`
+-- or `psql -f`. Needs PostgreSQL 13+ (gen_random_uuid is built in).
+
+-- One row per outbox table the relay serves. `waiting` is set by the relay
+-- just before it sleeps on LISTEN; the outbox trigger only NOTIFYs while it is
+-- set, because a NOTIFY serializes every notifying transaction at commit and
+-- halves writer throughput when paid on every insert. Unlogged: after a crash
+-- it is empty, which means "relay busy", and the relay's fallback poll covers it.
+CREATE UNLOGGED TABLE IF NOT EXISTS outbox_relay_state (
+    table_oid  oid PRIMARY KEY,
+    waiting    boolean NOT NULL DEFAULT false,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM outbox_relay_state WHERE table_oid = TG_RELID AND waiting) THEN
+        PERFORM pg_notify(TG_ARGV[0], '');
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- Creates an outbox table (any name; each part quoted) with its index and
+-- gated notify trigger. Safe to call again.
+CREATE OR REPLACE FUNCTION outbox_install(p_schema text, p_table text, p_channel text DEFAULT 'outbox')
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    qt text := format('%I.%I', p_schema, p_table);
+BEGIN
+    EXECUTE format($f$
+        CREATE TABLE IF NOT EXISTS %s (
+            id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            event_id       uuid NOT NULL UNIQUE DEFAULT gen_random_uuid(),
+            aggregate_type text NOT NULL,
+            aggregate_id   text,
+            event_type     text NOT NULL,
+            topic          text,
+            payload        bytea,
+            headers        jsonb,
+            created_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+            sent_at        timestamptz,
+            attempts       integer NOT NULL DEFAULT 0,
+            last_error     text,
+            parked_at      timestamptz
+        ) WITH (fillfactor = 70)$f$, qt);
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %s (id) WHERE sent_at IS NULL AND parked_at IS NULL',
+                   p_table || '_unsent', qt);
+    EXECUTE format('DROP TRIGGER IF EXISTS outbox_notify ON %s', qt);
+    EXECUTE format('CREATE TRIGGER outbox_notify AFTER INSERT ON %s FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify(%L)',
+                   qt, p_channel);
+END $$;
+
+SELECT outbox_install('public', 'outbox', 'outbox');
+
+-- Enqueue one event into public.outbox in the caller's transaction; returns its event_id.
+CREATE OR REPLACE FUNCTION outbox_enqueue(
+    p_aggregate_type text, p_aggregate_id text, p_event_type text, p_payload bytea,
+    p_headers jsonb DEFAULT NULL, p_topic text DEFAULT NULL)
+RETURNS uuid LANGUAGE sql AS $$
+    INSERT INTO public.outbox (aggregate_type, aggregate_id, event_type, payload, headers, topic)
+    VALUES (p_aggregate_type, p_aggregate_id, p_event_type, p_payload, p_headers, p_topic)
+    RETURNING event_id
+$$;
+
+CREATE OR REPLACE FUNCTION outbox_enqueue(
+    p_aggregate_type text, p_aggregate_id text, p_event_type text, p_payload jsonb,
+    p_headers jsonb DEFAULT NULL, p_topic text DEFAULT NULL)
+RETURNS uuid LANGUAGE sql AS $$
+    SELECT outbox_enqueue(p_aggregate_type, p_aggregate_id, p_event_type,
+                          convert_to(p_payload::text, 'UTF8'), p_headers, p_topic)
+$$;
+
+-- Parked rows (could never be published): inspect, fix, then release with
+--   UPDATE outbox SET parked_at = NULL, attempts = 0 WHERE id = ...;
+CREATE OR REPLACE VIEW outbox_parked AS
+    SELECT id, event_id, aggregate_type, aggregate_id, event_type, topic, attempts,
+           last_error, created_at, parked_at
+    FROM public.outbox WHERE parked_at IS NOT NULL;
