@@ -1,0 +1,262 @@
+/* Faults: relay SIGKILL, PostgreSQL restart, broker outage, leader failover,
+ * graceful shutdown with messages in flight. After each, every committed row
+ * must be on Kafka (G1), first occurrences in per-key id order (G2). */
+#include <check.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+typedef struct {
+    th_ctx_t *t;
+    long n;
+    long written;
+} bg_write_t;
+
+static void *bg_writer(void *p) {
+    bg_write_t *w = p;
+    w->written = th_write(w->t, 4, w->n, 100, 300, "order");
+    return NULL;
+}
+
+typedef struct {
+    th_ctx_t *t;
+    long at_least;
+} marked_arg_t;
+
+static int marked_at_least(void *p) {
+    marked_arg_t *m = p;
+    PGconn *c = PQconnectdb(m->t->conninfo);
+    int ok = 0;
+    if (PQstatus(c) == CONNECTION_OK) {
+        PGresult *r = PQexec(c, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL");
+        ok = PQresultStatus(r) == PGRES_TUPLES_OK && atoll(PQgetvalue(r, 0, 0)) >= m->at_least;
+        PQclear(r);
+    }
+    PQfinish(c);
+    return ok;
+}
+
+static void wait_marked(th_ctx_t *t, long n) {
+    marked_arg_t m = {t, n};
+    ck_assert_msg(th_wait(marked_at_least, &m, 60000), "never reached %ld marked rows", n);
+}
+
+static void mock_topic(th_mock_t *m, const th_ctx_t *t) {
+    char topic[128];
+    snprintf(topic, sizeof topic, "%s.order", t->topic_prefix);
+    ck_assert_int_eq(rd_kafka_mock_topic_create(m->mc, topic, 4, 3), 0);
+}
+
+static long check_all(th_ctx_t *t, const char *bootstrap, long rows) {
+    th_msgs_t msgs;
+    char topic[128];
+    long dups;
+    snprintf(topic, sizeof topic, "%s.order", t->topic_prefix);
+    ck_assert_msg(th_wait_drained(t, 60000), "rows left unsent");
+    th_consume(bootstrap, topic, (size_t)rows, 60000, &msgs);
+    dups = th_verify(t, &msgs, "order");
+    th_msgs_free(&msgs);
+    return dups;
+}
+
+START_TEST(relay_sigkill_twice) {
+    th_ctx_t t;
+    th_mock_t m;
+    bg_write_t w;
+    pthread_t th;
+    const char *conf;
+    pid_t relay;
+    long dups;
+
+    th_mock_start(&m, 3);
+    th_setup(&t, "sigkill");
+    mock_topic(&m, &t);
+    /* Small batches and a slower broker keep many rows between produce and mark. */
+    conf = th_config(&t, "relay.conf", m.bootstrap, "batch_size = 200;", "");
+    rd_kafka_mock_broker_set_rtt(m.mc, -1, 20);
+    relay = th_relay_start(&t, conf);
+    w = (bg_write_t){&t, 10000, 0};
+    pthread_create(&th, NULL, bg_writer, &w);
+    wait_marked(&t, 1500);
+    ck_assert_int_eq(th_relay_stop(relay, SIGKILL, 5000), 128 + SIGKILL);
+    relay = th_relay_start(&t, conf);
+    wait_marked(&t, 5000);
+    ck_assert_int_eq(th_relay_stop(relay, SIGKILL, 5000), 128 + SIGKILL);
+    relay = th_relay_start(&t, conf);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(w.written, 10000);
+    dups = check_all(&t, m.bootstrap, 10000);
+    fprintf(stderr, "sigkill: 2 kills, 10000 rows, %ld duplicates published (allowed)\n", dups);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    ck_assert_int_eq(th_log_count(&t, "msg=\"relay starting\""), 3);
+    th_mock_stop(&m);
+}
+END_TEST
+
+START_TEST(postgres_restart) {
+    th_ctx_t t;
+    th_mock_t m;
+    pid_t relay;
+    char cmd[1024];
+    const char *pgdir = getenv("OBX_TEST_PGDIR");
+
+    ck_assert_msg(pgdir && *pgdir, "OBX_TEST_PGDIR unset: tests/run.sh sets it");
+    th_mock_start(&m, 1);
+    th_setup(&t, "pgrestart");
+    mock_topic(&m, &t);
+    rd_kafka_mock_broker_set_rtt(m.mc, -1, 20);
+    ck_assert_int_eq(th_write(&t, 4, 6000, 100, 300, "order"), 6000);
+    relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "batch_size = 100;", ""));
+    wait_marked(&t, 1000);
+    snprintf(cmd, sizeof cmd, "'%s' restart '%s' fast", th_src("tests/pg.sh"), pgdir);
+    ck_assert_int_eq(th_run(cmd), 0);
+    ck_assert_int_eq(th_write(&t, 4, 3000, 100, 300, "order"), 3000);
+    snprintf(cmd, sizeof cmd, "'%s' restart '%s' immediate", th_src("tests/pg.sh"), pgdir);
+    ck_assert_int_eq(th_run(cmd), 0);
+    check_all(&t, m.bootstrap, 9000);
+    ck_assert_int_ge(th_log_count(&t, "msg=\"postgres connection lost\""), 1);
+    ck_assert_int_ge(th_log_count(&t, "msg=\"postgres connected\""), 2);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_mock_stop(&m);
+}
+END_TEST
+
+static int count_unsent(th_ctx_t *t) {
+    PGconn *c = th_connect(t);
+    int n = (int)th_int(c, "SELECT count(*) FROM outbox WHERE sent_at IS NULL");
+    PQfinish(c);
+    return n;
+}
+
+START_TEST(broker_down_10s) {
+    th_ctx_t t;
+    th_mock_t m;
+    pid_t relay;
+
+    th_mock_start(&m, 1);
+    th_setup(&t, "brokerdown");
+    mock_topic(&m, &t);
+    relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ""));
+    ck_assert_int_eq(th_write(&t, 2, 1000, 50, 300, "order"), 1000);
+    ck_assert(th_wait_drained(&t, 30000));
+    ck_assert_int_eq(rd_kafka_mock_broker_set_down(m.mc, 1), 0);
+    ck_assert_int_eq(th_write(&t, 2, 2000, 50, 300, "order"), 2000);
+    /* The outage itself (not a synchronisation sleep): nothing may be marked
+     * sent while no broker can acknowledge. */
+    sleep(10);
+    ck_assert_int_eq(count_unsent(&t), 2000);
+    ck_assert_int_eq(rd_kafka_mock_broker_set_up(m.mc, 1), 0);
+    check_all(&t, m.bootstrap, 3000);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_mock_stop(&m);
+}
+END_TEST
+
+START_TEST(standby_takes_over) {
+    th_ctx_t t;
+    th_mock_t m;
+    pid_t a, b;
+    const char *conf;
+
+    th_mock_start(&m, 1);
+    th_setup(&t, "standby");
+    mock_topic(&m, &t);
+    conf = th_config(&t, "relay.conf", m.bootstrap, "poll_interval_ms = 100;", "");
+    a = th_relay_start(&t, conf);
+    ck_assert_int_eq(th_write(&t, 2, 500, 20, 100, "order"), 500);
+    ck_assert(th_wait_drained(&t, 30000));
+    b = th_relay_start(&t, conf);
+    {
+        int64_t deadline = th_now_ms() + (int64_t)(10000 * th_mult());
+        while (th_log_count(&t, "role=standby") < 1 && th_now_ms() < deadline)
+            usleep(20000);
+    }
+    ck_assert_int_eq(th_log_count(&t, "role=standby"), 1);
+    ck_assert_int_eq(th_relay_stop(a, SIGKILL, 5000), 128 + SIGKILL);
+    ck_assert_int_eq(th_write(&t, 2, 500, 20, 100, "order"), 500);
+    check_all(&t, m.bootstrap, 1000);
+    ck_assert_int_eq(th_log_count(&t, "msg=\"leadership acquired\""), 1);
+    ck_assert_int_eq(th_relay_stop(b, SIGTERM, 20000), 0);
+    th_mock_stop(&m);
+}
+END_TEST
+
+static int log_has_shutdown_line(void *p) {
+    return th_log_count(p, "msg=\"relay stopped\"") > 0;
+}
+
+START_TEST(graceful_shutdown_in_flight) {
+    th_ctx_t t;
+    th_mock_t m;
+    th_msgs_t msgs;
+    pid_t relay;
+    char topic[128];
+    PGconn *c;
+    PGresult *r;
+    int marked, missing = 0;
+
+    th_mock_start(&m, 1);
+    th_setup(&t, "graceful");
+    mock_topic(&m, &t);
+    snprintf(topic, sizeof topic, "%s.order", t.topic_prefix);
+    /* A slow broker (300 ms per acknowledgement) and a small in-flight bound:
+     * draining takes seconds, so SIGTERM finds rows in flight. */
+    rd_kafka_mock_broker_set_rtt(m.mc, 1, 300);
+    ck_assert_int_eq(th_write(&t, 2, 3000, 50, 300, "order"), 3000);
+    relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap,
+                                         "batch_size = 100; max_inflight = 200;", ""));
+    wait_marked(&t, 100);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    ck_assert(th_wait(log_has_shutdown_line, &t, 1000));
+    c = th_connect(&t);
+    marked = (int)th_int(c, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL");
+    fprintf(stderr, "graceful: %d of 3000 rows marked at shutdown\n", marked);
+    ck_assert_int_gt(marked, 0);
+    ck_assert_int_lt(marked, 3000); /* it stopped claiming */
+    ck_assert_int_eq(th_log_count(&t, "inflight=0 deadline_ms"), 0); /* SIGTERM found rows in flight */
+    /* Every row marked sent must be on Kafka: marks only follow acknowledgements. */
+    th_consume(m.bootstrap, topic, (size_t)marked, 30000, &msgs);
+    r = PQexec(c, "SELECT event_id::text FROM outbox WHERE sent_at IS NOT NULL");
+    for (int i = 0; i < PQntuples(r); i++) {
+        int found = 0;
+        for (size_t j = 0; j < msgs.n && !found; j++)
+            found = strcmp(msgs.v[j].event_id, PQgetvalue(r, i, 0)) == 0;
+        missing += !found;
+    }
+    PQclear(r);
+    PQfinish(c);
+    th_msgs_free(&msgs);
+    ck_assert_int_eq(missing, 0);
+    ck_assert_int_eq(th_log_count(&t, "msg=\"shutting down\""), 1);
+    ck_assert_int_eq(th_log_count(&t, "shutdown deadline passed"), 0);
+    relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ""));
+    check_all(&t, m.bootstrap, 3000);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_mock_stop(&m);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("faults");
+    TCase *tc = tcase_create("faults");
+    SRunner *sr;
+    int failed;
+
+    tcase_set_timeout(tc, 300 * th_mult());
+    tcase_add_test(tc, relay_sigkill_twice);
+    tcase_add_test(tc, postgres_restart);
+    tcase_add_test(tc, broker_down_10s);
+    tcase_add_test(tc, standby_takes_over);
+    tcase_add_test(tc, graceful_shutdown_in_flight);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
