@@ -12,8 +12,9 @@ CREATE UNLOGGED TABLE IF NOT EXISTS outbox_relay_state (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- SECURITY DEFINER: writers need no privilege on the state table.
 CREATE OR REPLACE FUNCTION outbox_notify() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM outbox_relay_state WHERE table_oid = TG_RELID AND waiting) THEN
         PERFORM pg_notify(TG_ARGV[0], '');

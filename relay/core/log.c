@@ -165,7 +165,7 @@ static void scrub_secrets(char *line) {
 size_t obx_log_format_line(char *buf, size_t size, obx_log_level_t level,
                            const char *msg, const obx_kv_t *kvs) {
     sbuf_t sb = {buf, size, 0};
-    char ts[40], num[64];
+    char ts[64], num[64];
     struct timespec now;
     struct tm tm;
     int json = log_format == OBX_LOG_JSON;

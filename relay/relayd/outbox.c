@@ -235,6 +235,7 @@ int obx_outbox_check(PGconn *conn, const obx_config_t *cfg, char *errstr, size_t
         return -1;
     if (check_query(conn, "outbox_relay_state table is missing or not writable (run migrate)",
                     "SELECT to_regclass('outbox_relay_state') IS NOT NULL AND "
+                    "has_table_privilege('outbox_relay_state', 'SELECT') AND "
                     "has_table_privilege('outbox_relay_state', 'INSERT') AND "
                     "has_table_privilege('outbox_relay_state', 'UPDATE')",
                     NULL, errstr, errsize) != 0)

@@ -373,11 +373,11 @@ static void on_result(relay_t *r, PGresult *res) {
         disconnect(r, err);
         return;
     }
-    /* Reset only once a query worked: a session that connects but then fails
-     * (missing table, no privilege) must keep backing off. */
-    obx_backoff_reset(&r->backoff);
     switch (op) {
     case OP_CLAIM: {
+        /* Reset only once a claim worked: a session that connects but then
+         * fails (missing table, no privilege) must keep backing off. */
+        obx_backoff_reset(&r->backoff);
         int n = PQntuples(res);
         r->claimed += n;
         if (n < r->cfg->batch_size)
