@@ -18,7 +18,7 @@ static uint64_t xorshift(uint64_t *s) {
 int64_t obx_backoff_next(obx_backoff_t *b) {
     int64_t cap = b->base_ms;
     for (int i = 0; i < b->attempt && cap < b->max_ms; i++)
-        cap *= 2;
+        cap = cap > b->max_ms / 2 ? b->max_ms : cap * 2;
     if (cap > b->max_ms)
         cap = b->max_ms;
     b->attempt++;

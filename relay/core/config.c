@@ -221,7 +221,8 @@ static int load_kafka(config_setting_t *grp, obx_config_t *cfg, const char *path
         }
         if (strcmp(key, "enable.idempotence") == 0 && strcmp(v, "true") != 0)
             FAIL_AT(s, "kafka.%s: the relay needs enable.idempotence=true (per-key order and no duplicates on retry)", name);
-        if (strcmp(key, "acks") == 0 && strcmp(v, "all") != 0 && strcmp(v, "-1") != 0)
+        if ((strcmp(key, "acks") == 0 || strcmp(key, "request.required.acks") == 0) &&
+            strcmp(v, "all") != 0 && strcmp(v, "-1") != 0)
             FAIL_AT(s, "kafka.%s = %s breaks idempotence: only all (-1) is allowed", name, v);
         if ((strcmp(key, "max.in.flight.requests.per.connection") == 0 ||
              strcmp(key, "max.in.flight") == 0) && atoll(v) > 5)
@@ -409,10 +410,33 @@ out:
     return rc;
 }
 
+static int kafka_changed(const obx_config_t *a, const obx_config_t *b) {
+    if (a->kafka_n != b->kafka_n)
+        return 1;
+    for (size_t i = 0; i < a->kafka_n; i++)
+        if (strcmp(a->kafka[i].key, b->kafka[i].key) || strcmp(a->kafka[i].value, b->kafka[i].value))
+            return 1;
+    return 0;
+}
+
+static int routes_changed(const obx_config_t *a, const obx_config_t *b) {
+    if (a->routes_n != b->routes_n)
+        return 1;
+    for (size_t i = 0; i < a->routes_n; i++)
+        if (strcmp(a->routes[i].aggregate_type, b->routes[i].aggregate_type) ||
+            strcmp(a->routes[i].topic, b->routes[i].topic))
+            return 1;
+    return 0;
+}
+
 void obx_config_reload(obx_config_t *cur, const obx_config_t *fresh, char *ignored,
                        size_t ignored_size) {
     size_t len = 0;
     ignored[0] = '\0';
+    if (kafka_changed(cur, fresh))
+        len += (size_t)snprintf(ignored + len, ignored_size - len, "kafka");
+    if (routes_changed(cur, fresh) && len + 8 < ignored_size)
+        len += (size_t)snprintf(ignored + len, ignored_size - len, "%sroutes", len ? "," : "");
     for (size_t i = 0; i < NKEYS; i++) {
         const key_def_t *k = &keys[i];
         int changed;

@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #define OBX_LOG_LINE_MAX 8192
-#define OBX_LOG_SECRETS_MAX 8
+#define OBX_LOG_SECRETS_MAX 32
 
 static obx_log_level_t log_level = OBX_LOG_INFO;
 static obx_log_format_t log_format = OBX_LOG_LOGFMT;
@@ -147,29 +147,43 @@ static void sb_put_field(sbuf_t *sb, const char *key, const char *val, int quote
     }
 }
 
-static void scrub_secrets(char *line) {
-    for (int i = 0; i < OBX_LOG_SECRETS_MAX && log_secrets[i]; i++) {
-        size_t n = strlen(log_secrets[i]);
-        char *p = line;
-        while ((p = strstr(p, log_secrets[i])) != NULL) {
-            /* Replace in place: "***" is never longer than a secret of 3+ chars;
-             * shorter secrets are masked with as many stars as they have. */
-            size_t stars = n < 3 ? n : 3;
-            memset(p, '*', stars);
-            memmove(p + stars, p + n, strlen(p + n) + 1);
-            p += stars;
+/* Returns s, or a copy in tmp with every registered secret replaced by "***".
+ * Scrubbing happens before escaping and truncation, so neither can leave a
+ * secret (or a prefix of one) in the line. */
+static const char *scrub(const char *s, char *tmp, size_t tmpsize) {
+    size_t out = 0;
+    int found = 0;
+    for (int i = 0; i < OBX_LOG_SECRETS_MAX && log_secrets[i] && !found; i++)
+        found = strstr(s, log_secrets[i]) != NULL;
+    if (!found)
+        return s;
+    while (*s && out + 1 < tmpsize) {
+        size_t n = 0;
+        for (int i = 0; i < OBX_LOG_SECRETS_MAX && log_secrets[i] && !n; i++)
+            if (strncmp(s, log_secrets[i], strlen(log_secrets[i])) == 0)
+                n = strlen(log_secrets[i]);
+        if (n) {
+            for (int k = 0; k < 3 && out + 1 < tmpsize; k++)
+                tmp[out++] = '*';
+            s += n;
+        } else {
+            tmp[out++] = *s++;
         }
     }
+    tmp[out] = '\0';
+    return tmp;
 }
 
 size_t obx_log_format_line(char *buf, size_t size, obx_log_level_t level,
                            const char *msg, const obx_kv_t *kvs) {
     sbuf_t sb = {buf, size, 0};
-    char ts[64], num[64];
+    char ts[64], num[64], tmp[OBX_LOG_LINE_MAX];
     struct timespec now;
     struct tm tm;
     int json = log_format == OBX_LOG_JSON;
 
+    if (size == 0)
+        return 0;
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
     snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
@@ -181,11 +195,11 @@ size_t obx_log_format_line(char *buf, size_t size, obx_log_level_t level,
     sb_put_field(&sb, "level", level_names[level], 0, 0);
     if (log_component)
         sb_put_field(&sb, "component", log_component, 0, 0);
-    sb_put_field(&sb, "msg", msg, 0, 0);
+    sb_put_field(&sb, "msg", scrub(msg, tmp, sizeof tmp), 0, 0);
     for (; kvs && kvs->key; kvs++) {
         switch (kvs->type) {
         case OBX_KV_STR:
-            sb_put_field(&sb, kvs->key, kvs->s ? kvs->s : "", 0, 0);
+            sb_put_field(&sb, kvs->key, scrub(kvs->s ? kvs->s : "", tmp, sizeof tmp), 0, 0);
             break;
         case OBX_KV_INT:
             snprintf(num, sizeof num, "%lld", (long long)kvs->i);
@@ -201,9 +215,7 @@ size_t obx_log_format_line(char *buf, size_t size, obx_log_level_t level,
     }
     if (json)
         sb_putc(&sb, '}');
-    if (size > 0)
-        buf[sb.len < size ? sb.len : size - 1] = '\0';
-    scrub_secrets(buf);
+    buf[sb.len < size ? sb.len : size - 1] = '\0';
     return strlen(buf);
 }
 

@@ -84,13 +84,15 @@ int obx_route_resolve(const obx_route_t *routes, size_t nroutes, const char *pat
 
     if (row_topic) {
         src = row_topic;
-        snprintf(out, outsize, "%s", row_topic);
     } else {
         for (size_t i = 0; i < nroutes && !src; i++)
-            if (strcmp(routes[i].aggregate_type, aggregate_type) == 0) {
+            if (strcmp(routes[i].aggregate_type, aggregate_type) == 0)
                 src = routes[i].topic;
-                snprintf(out, outsize, "%s", routes[i].topic);
-            }
+    }
+    if (src && (size_t)snprintf(out, outsize, "%s", src) >= outsize) {
+        snprintf(errstr, errsize, "invalid topic name \"%.60s...\": longer than 249 characters%s",
+                 src, row_topic ? " in the row's topic column" : "");
+        return -1;
     }
     if (!src && expand(pattern, aggregate_type, event_type, out, outsize, &bad) != 0) {
         snprintf(errstr, errsize, "topic pattern does not expand for aggregate_type=\"%.60s\"",

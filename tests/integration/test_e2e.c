@@ -62,19 +62,4 @@ START_TEST(e2e_real_broker) {
 }
 END_TEST
 
-int main(void) {
-    Suite *s = suite_create("e2e");
-    TCase *tc = tcase_create("delivery");
-    SRunner *sr;
-    int failed;
-
-    tcase_set_timeout(tc, 300 * th_mult());
-    tcase_add_test(tc, e2e_mock);
-    tcase_add_test(tc, e2e_real_broker);
-    suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
-}
+TH_MAIN("e2e", 300, e2e_mock, e2e_real_broker)

@@ -241,22 +241,4 @@ START_TEST(graceful_shutdown_in_flight) {
 }
 END_TEST
 
-int main(void) {
-    Suite *s = suite_create("faults");
-    TCase *tc = tcase_create("faults");
-    SRunner *sr;
-    int failed;
-
-    tcase_set_timeout(tc, 300 * th_mult());
-    tcase_add_test(tc, relay_sigkill_twice);
-    tcase_add_test(tc, postgres_restart);
-    tcase_add_test(tc, broker_down_10s);
-    tcase_add_test(tc, standby_takes_over);
-    tcase_add_test(tc, graceful_shutdown_in_flight);
-    suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
-}
+TH_MAIN("faults", 300, relay_sigkill_twice, postgres_restart, broker_down_10s, standby_takes_over, graceful_shutdown_in_flight)

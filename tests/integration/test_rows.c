@@ -211,21 +211,4 @@ START_TEST(idle_wake_on_notify) {
 }
 END_TEST
 
-int main(void) {
-    Suite *s = suite_create("rows");
-    TCase *tc = tcase_create("rows");
-    SRunner *sr;
-    int failed;
-
-    tcase_set_timeout(tc, 120 * th_mult());
-    tcase_add_test(tc, bad_rows_parked_rest_flows);
-    tcase_add_test(tc, one_megabyte_payload_flows);
-    tcase_add_test(tc, block_policy_stops_at_bad_row);
-    tcase_add_test(tc, idle_wake_on_notify);
-    suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
-}
+TH_MAIN("rows", 120, bad_rows_parked_rest_flows, one_megabyte_payload_flows, block_policy_stops_at_bad_row, idle_wake_on_notify)

@@ -133,7 +133,15 @@ pid_t th_relay_start(const th_ctx_t *t, const char *conf) {
             dup2(fd, STDERR_FILENO);
             close(fd);
         }
-        execl(th_bin("outbox-relay"), "outbox-relay", "-c", conf, (char *)NULL);
+        if (getenv("OBX_TEST_RELAY_WRAPPER")) {
+            /* exec keeps the pid, so signals reach the wrapped relay. */
+            char cmd[2048];
+            snprintf(cmd, sizeof cmd, "exec %s '%s' -c '%s'", getenv("OBX_TEST_RELAY_WRAPPER"),
+                     th_bin("outbox-relay"), conf);
+            execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        } else {
+            execl(th_bin("outbox-relay"), "outbox-relay", "-c", conf, (char *)NULL);
+        }
         _exit(127);
     }
     return pid;
@@ -493,4 +501,21 @@ long th_verify(const th_ctx_t *t, const th_msgs_t *msgs, const char *aggregate_t
     ck_assert_msg(violations == 0, "%ld per-key order violations", violations);
     ck_assert_msg(wrong == 0, "%ld messages with a wrong key or headers", wrong);
     return dups;
+}
+
+int th_main(const char *suite, int timeout_s, const TTest *const *tests, size_t n) {
+    Suite *s = suite_create(suite);
+    TCase *tc = tcase_create(suite);
+    SRunner *sr;
+    int failed;
+
+    tcase_set_timeout(tc, timeout_s * th_mult());
+    for (size_t i = 0; i < n; i++)
+        tcase_add_test(tc, tests[i]);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
 }

@@ -93,4 +93,14 @@ void th_msgs_free(th_msgs_t *m);
  * fails the test on a lost event or an order violation. */
 long th_verify(const th_ctx_t *t, const th_msgs_t *msgs, const char *aggregate_type);
 
+/* Runs one suite of the given tests with a per-test timeout (scaled);
+ * returns the process exit code. Every test program's main calls it. */
+#include <check.h>
+int th_main(const char *suite, int timeout_s, const TTest *const *tests, size_t n);
+#define TH_MAIN(suite, timeout_s, ...)                                                  \
+    int main(void) {                                                                     \
+        const TTest *const tests_[] = {__VA_ARGS__};                                     \
+        return th_main((suite), (timeout_s), tests_, sizeof tests_ / sizeof tests_[0]); \
+    }
+
 #endif
