@@ -65,13 +65,19 @@ static const key_def_t keys[] = {
     {"relay", "max_attempts", K_INT, OFF(max_attempts), 10, 1, 1000, NULL, NULL, NULL, 1},
     {"relay", "shutdown_timeout_ms", K_INT, OFF(shutdown_timeout_ms), 30000, 0, 3600000, NULL, NULL, NULL, 0},
     {"relay", "reconnect_max_ms", K_INT, OFF(reconnect_max_ms), 30000, 100, 600000, NULL, NULL, NULL, 1},
+    {"consumer", "name", K_STR, OFF(consumer_name), 0, 0, 0, "", NULL, NULL, 0},
+    {"consumer", "batch_size", K_INT, OFF(consumer_batch_size), 500, 1, 100000, NULL, NULL, NULL, 0},
+    {"consumer", "batch_timeout_ms", K_INT, OFF(consumer_batch_timeout_ms), 20, 0, 60000, NULL, NULL, NULL, 1},
+    {"inbox", "retention_s", K_INT, OFF(inbox_retention_s), 604800, 60, 315360000, NULL, NULL, NULL, 1},
+    {"inbox", "cleanup_interval_s", K_INT, OFF(inbox_cleanup_interval_s), 3600, 0, 86400, NULL, NULL, NULL, 1},
+    {"inbox", "cleanup_batch", K_INT, OFF(inbox_cleanup_batch), 1000, 1, 100000, NULL, NULL, NULL, 1},
     {"log", "level", K_STR, OFF(log_level), OBX_LOG_INFO, 0, 0, NULL, parse_level, "debug, info, warn, error", 1},
     {"log", "format", K_STR, OFF(log_format), OBX_LOG_LOGFMT, 0, 0, NULL, parse_format, "logfmt, json", 0},
     {"log", "stats_interval_s", K_INT, OFF(stats_interval_s), 10, 0, 86400, NULL, NULL, NULL, 1},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
-static const char *const groups[] = {"postgres", "kafka", "relay", "log"};
+static const char *const groups[] = {"postgres", "kafka", "relay", "log", "consumer", "inbox"};
 
 #define FIELD_INT(cfg, k) ((int *)((char *)(cfg) + (k)->offset))
 #define FIELD_STR(cfg, k) ((char **)((char *)(cfg) + (k)->offset))
@@ -110,6 +116,9 @@ void obx_config_free(obx_config_t *cfg) {
         free(cfg->routes[i].topic);
     }
     free(cfg->routes);
+    for (size_t i = 0; i < cfg->consumer_topics_n; i++)
+        free(cfg->consumer_topics[i]);
+    free(cfg->consumer_topics);
     free(cfg->pg_table_sql);
     free(cfg->path);
     memset(cfg, 0, sizeof *cfg);
@@ -277,6 +286,26 @@ fail:
     return -1;
 }
 
+static int load_topics(config_setting_t *list, obx_config_t *cfg, const char *path,
+                       char *errstr, size_t errsize) {
+    int n = config_setting_length(list);
+    if (!config_setting_is_array(list) && !config_setting_is_list(list))
+        FAIL_AT(list, "consumer.topics must be a list of topic names: [\"a\", \"b\"]");
+    cfg->consumer_topics = calloc((size_t)n + 1, sizeof *cfg->consumer_topics);
+    for (int i = 0; i < n; i++) {
+        config_setting_t *t = config_setting_get_elem(list, (unsigned)i);
+        const char *v = config_setting_get_string(t);
+        if (!v)
+            FAIL_AT(t, "consumer.topics[%d] must be a string", i);
+        if (!obx_route_topic_valid(v))
+            FAIL_AT(t, "consumer.topics[%d] \"%s\" is not a valid Kafka topic name", i, v);
+        cfg->consumer_topics[cfg->consumer_topics_n++] = xstrdup(v);
+    }
+    return 0;
+fail:
+    return -1;
+}
+
 static int check_postgres(config_setting_t *root, obx_config_t *cfg, const char *path,
                           char *errstr, size_t errsize) {
     config_setting_t *s = config_setting_lookup(root, "postgres");
@@ -361,7 +390,7 @@ int obx_config_load(const char *path, obx_config_t *cfg, char *errstr, size_t er
         for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++)
             known |= strcmp(name, groups[g]) == 0;
         if (!known)
-            FAIL_AT(s, "unknown key \"%s\" (known: postgres, kafka, relay, routes, log)", name);
+            FAIL_AT(s, "unknown key \"%s\" (known: postgres, kafka, relay, routes, log, consumer, inbox)", name);
         if (strcmp(name, "routes") != 0 && !config_setting_is_group(s))
             FAIL_AT(s, "%s must be a group { ... }, not %s", name, type_name(config_setting_type(s)));
         if (strcmp(name, "kafka") == 0) {
@@ -378,6 +407,11 @@ int obx_config_load(const char *path, obx_config_t *cfg, char *errstr, size_t er
             config_setting_t *ks = config_setting_get_elem(s, (unsigned)j);
             const char *kn = config_setting_name(ks);
             const key_def_t *k = NULL;
+            if (strcmp(name, "consumer") == 0 && strcmp(kn, "topics") == 0) {
+                if (load_topics(ks, cfg, path, errstr, errsize) != 0)
+                    goto out;
+                continue;
+            }
             for (size_t x = 0; x < NKEYS && !k; x++)
                 if (strcmp(keys[x].group, name) == 0 && strcmp(keys[x].name, kn) == 0)
                     k = &keys[x];

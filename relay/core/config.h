@@ -43,6 +43,16 @@ typedef struct {
     obx_route_t *routes;
     size_t routes_n;
 
+    /* consumer programs (dedup runner); the relay ignores these */
+    char *consumer_name;
+    char **consumer_topics;   /* NULL-terminated */
+    size_t consumer_topics_n;
+    int consumer_batch_size;
+    int consumer_batch_timeout_ms;
+    int inbox_retention_s;
+    int inbox_cleanup_interval_s;
+    int inbox_cleanup_batch;
+
     int log_level;            /* obx_log_level_t */
     int log_format;           /* obx_log_format_t */
     int stats_interval_s;

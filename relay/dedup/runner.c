@@ -1,0 +1,445 @@
+#include "obx_runner.h"
+
+#include <getopt.h>
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backoff.h"
+#include "config.h"
+#include "log.h"
+
+#define HDR_MAX 128
+
+typedef struct {
+    const obx_config_t *cfg;
+    const obx_handler_t *h;
+    rd_kafka_t *rk;
+    PGconn *conn;
+    rd_kafka_message_t **batch;
+    int batch_n;
+    obx_backoff_t backoff;
+    long long applied, rejected, duplicates, parked, compensations, batches, retries, cleaned;
+    long long last_done;
+    int64_t last_stats_ms, next_stats_ms, next_cleanup_ms;
+} runner_t;
+
+static volatile sig_atomic_t stop_signals;
+
+static void on_signal(int sig) {
+    (void)sig;
+    stop_signals++;
+}
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sleeps up to ms, waking early when a stop signal arrives. */
+static void nap(int64_t ms) {
+    int64_t until = now_ms() + ms;
+    while (!stop_signals && now_ms() < until)
+        usleep(10000);
+}
+
+static int db_ok(runner_t *r) {
+    char err[512];
+    while (!stop_signals) {
+        const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
+        const char *vals[] = {"10", r->cfg->consumer_name, r->cfg->pg_conninfo, NULL};
+        if (r->conn && PQstatus(r->conn) == CONNECTION_OK)
+            return 1;
+        PQfinish(r->conn);
+        r->conn = PQconnectdbParams(keys, vals, 1);
+        if (PQstatus(r->conn) == CONNECTION_OK) {
+            OBX_LOG(OBX_LOG_INFO, "postgres connected", KS("consumer", r->cfg->consumer_name),
+                    KS("db", PQdb(r->conn)));
+            return 1;
+        }
+        snprintf(err, sizeof err, "%s", PQerrorMessage(r->conn));
+        err[strcspn(err, "\n")] = '\0';
+        {
+            int64_t delay = obx_backoff_next(&r->backoff);
+            OBX_LOG(OBX_LOG_ERROR, "postgres connect failed", KS("error", err), KI("retry_in_ms", delay));
+            nap(delay);
+        }
+    }
+    return 0;
+}
+
+static const char *header(const rd_kafka_message_t *m, const char *name, char *buf, size_t size) {
+    rd_kafka_headers_t *hdrs = NULL;
+    const void *v;
+    size_t n;
+    if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(hdrs, name, &v, &n) != RD_KAFKA_RESP_ERR_NO_ERROR || !v)
+        return NULL;
+    if (n >= size)
+        n = size - 1;
+    memcpy(buf, v, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+typedef struct {
+    long long applied, rejected, duplicates, parked, compensations;
+} tally_t;
+
+static int apply_one(runner_t *r, const rd_kafka_message_t *m, tally_t *t, char *err, size_t errsize) {
+    char eid[HDR_MAX], etype[HDR_MAX], comp[HDR_MAX], key[512];
+    obx_event_t ev;
+
+    memset(&ev, 0, sizeof ev);
+    ev.event_id = header(m, "event_id", eid, sizeof eid);
+    ev.event_type = header(m, "event_type", etype, sizeof etype);
+    ev.compensates = header(m, "compensates", comp, sizeof comp);
+    if (m->key) {
+        size_t n = m->key_len < sizeof key - 1 ? m->key_len : sizeof key - 1;
+        memcpy(key, m->key, n);
+        key[n] = '\0';
+        ev.key = key;
+    }
+    ev.payload = m->payload;
+    ev.payload_len = m->len;
+    ev.topic = rd_kafka_topic_name(m->rkt);
+    ev.partition = m->partition;
+    ev.offset = m->offset;
+    if (ev.compensates && r->h->undo) {
+        obx_comp_status_t cs;
+        if (!obx_dedup_uuid_valid(ev.compensates)) {
+            t->parked++;
+            return obx_dedup_park_tx(r->conn, r->cfg->consumer_name, &ev,
+                                     "invalid compensates header", err, errsize);
+        }
+        if (obx_dedup_compensate_tx(r->conn, r->cfg->consumer_name, &ev, ev.compensates, r->h->undo,
+                                    r->h->arg, &cs, err, errsize) != 0)
+            return -1;
+        if (cs == OBX_COMP_DUPLICATE)
+            t->duplicates++;
+        else
+            t->compensations++;
+        return 0;
+    }
+    {
+        obx_apply_status_t st;
+        if (obx_dedup_apply_tx(r->conn, r->cfg->consumer_name, &ev, r->h->apply, r->h->arg, &st,
+                               err, errsize) != 0)
+            return -1;
+        switch (st) {
+        case OBX_APPLY_APPLIED: t->applied++; break;
+        case OBX_APPLY_REJECTED: t->rejected++; break;
+        case OBX_APPLY_DUPLICATE: t->duplicates++; break;
+        case OBX_APPLY_PARKED: t->parked++; break;
+        }
+    }
+    return 0;
+}
+
+static int exec_simple(PGconn *conn, const char *sql, char *err, size_t errsize) {
+    PGresult *res = PQexec(conn, sql);
+    int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok) {
+        snprintf(err, errsize, "%s", PQresultErrorMessage(res));
+        err[strcspn(err, "\n")] = '\0';
+    }
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
+/* One transaction for the whole batch: effects, inbox rows, offsets. */
+static int apply_batch_once(runner_t *r, tally_t *t, char *err, size_t errsize) {
+    char ignored[64];
+    memset(t, 0, sizeof *t);
+    if (exec_simple(r->conn, "BEGIN", err, errsize) != 0)
+        return -1;
+    for (int i = 0; i < r->batch_n; i++)
+        if (apply_one(r, r->batch[i], t, err, errsize) != 0)
+            goto fail;
+    /* The last message of each partition in the batch gives its next offset. */
+    for (int i = 0; i < r->batch_n; i++) {
+        const rd_kafka_message_t *m = r->batch[i];
+        int last = 1;
+        for (int j = i + 1; j < r->batch_n && last; j++)
+            last = !(r->batch[j]->rkt == m->rkt && r->batch[j]->partition == m->partition);
+        if (last && obx_dedup_store_offset_tx(r->conn, r->cfg->consumer_name, rd_kafka_topic_name(m->rkt),
+                                              m->partition, m->offset + 1, err, errsize) != 0)
+            goto fail;
+    }
+    if (exec_simple(r->conn, "COMMIT", err, errsize) != 0)
+        goto fail;
+    return 0;
+fail:
+    exec_simple(r->conn, "ROLLBACK", ignored, sizeof ignored);
+    return -1;
+}
+
+/* Applies the pending batch, retrying until it commits or a stop signal. */
+static int flush_batch(runner_t *r) {
+    char err[512];
+    tally_t t;
+
+    if (r->batch_n == 0)
+        return 0;
+    while (!stop_signals) {
+        if (!db_ok(r))
+            break;
+        if (apply_batch_once(r, &t, err, sizeof err) == 0) {
+            rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(r->batch_n);
+            obx_backoff_reset(&r->backoff);
+            r->applied += t.applied;
+            r->rejected += t.rejected;
+            r->duplicates += t.duplicates;
+            r->parked += t.parked;
+            r->compensations += t.compensations;
+            r->batches++;
+            /* Kafka offsets only for lag display: PostgreSQL's are the truth. */
+            for (int i = 0; i < r->batch_n; i++) {
+                const char *tn = rd_kafka_topic_name(r->batch[i]->rkt);
+                rd_kafka_topic_partition_t *p =
+                    rd_kafka_topic_partition_list_find(offs, tn, r->batch[i]->partition);
+                if (!p)
+                    p = rd_kafka_topic_partition_list_add(offs, tn, r->batch[i]->partition);
+                p->offset = r->batch[i]->offset + 1;
+            }
+            rd_kafka_commit(r->rk, offs, 1);
+            rd_kafka_topic_partition_list_destroy(offs);
+            for (int i = 0; i < r->batch_n; i++)
+                rd_kafka_message_destroy(r->batch[i]);
+            r->batch_n = 0;
+            return 0;
+        }
+        r->retries++;
+        {
+            int64_t delay = obx_backoff_next(&r->backoff);
+            OBX_LOG(OBX_LOG_WARN, "batch rolled back, retrying", KS("error", err),
+                    KI("messages", r->batch_n), KI("retry_in_ms", delay));
+            nap(delay);
+        }
+    }
+    /* Stopping: the batch was not committed and will be delivered again. */
+    for (int i = 0; i < r->batch_n; i++)
+        rd_kafka_message_destroy(r->batch[i]);
+    r->batch_n = 0;
+    return -1;
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    runner_t *r = opaque;
+    char e[512];
+
+    /* Messages already fetched are applied before the assignment changes. */
+    flush_batch(r);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        for (int i = 0; i < parts->cnt; i++) {
+            int64_t next = -1;
+            while (db_ok(r) && obx_dedup_load_offset(r->conn, r->cfg->consumer_name, parts->elems[i].topic,
+                                                     parts->elems[i].partition, &next, e, sizeof e) != 0) {
+                OBX_LOG(OBX_LOG_WARN, "cannot load offset, retrying", KS("error", e));
+                PQfinish(r->conn);
+                r->conn = NULL;
+            }
+            parts->elems[i].offset = next >= 0 ? next : RD_KAFKA_OFFSET_BEGINNING;
+            OBX_LOG(OBX_LOG_INFO, "partition assigned", KS("topic", parts->elems[i].topic),
+                    KI("partition", parts->elems[i].partition), KI("next_offset", next));
+        }
+        rd_kafka_assign(rk, parts);
+    } else {
+        OBX_LOG(OBX_LOG_INFO, "partitions revoked", KI("count", parts->cnt));
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    (void)rk;
+    OBX_LOG(level <= 3 ? OBX_LOG_ERROR : level <= 4 ? OBX_LOG_WARN : level <= 6 ? OBX_LOG_INFO : OBX_LOG_DEBUG,
+            "librdkafka", KS("facility", fac), KS("detail", buf));
+}
+
+static rd_kafka_t *consumer_new(runner_t *r, char *err, size_t errsize) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *rk;
+    int has_group = 0;
+    static const char *const forced[][2] = {
+        {"enable.auto.commit", "false"}, {"auto.offset.reset", "earliest"}, {"log.queue", "true"},
+    };
+
+    for (size_t i = 0; i < r->cfg->kafka_n; i++) {
+        has_group |= strcmp(r->cfg->kafka[i].key, "group.id") == 0;
+        if (rd_kafka_conf_set(conf, r->cfg->kafka[i].key, r->cfg->kafka[i].value, err, errsize) != RD_KAFKA_CONF_OK)
+            goto fail;
+    }
+    if (!has_group && rd_kafka_conf_set(conf, "group.id", r->cfg->consumer_name, err, errsize) != RD_KAFKA_CONF_OK)
+        goto fail;
+    for (size_t i = 0; i < sizeof forced / sizeof forced[0]; i++)
+        if (rd_kafka_conf_set(conf, forced[i][0], forced[i][1], err, errsize) != RD_KAFKA_CONF_OK)
+            goto fail;
+    rd_kafka_conf_set_opaque(conf, r);
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, errsize); /* takes conf on success */
+    if (!rk)
+        goto fail;
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_set_log_queue(rk, NULL);
+    return rk;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+static void periodic(runner_t *r) {
+    int64_t now = now_ms();
+    if (r->cfg->stats_interval_s > 0 && now >= r->next_stats_ms) {
+        long long done = r->applied + r->rejected + r->duplicates + r->parked + r->compensations;
+        double secs = (double)(now - r->last_stats_ms) / 1000.0;
+        OBX_LOG(OBX_LOG_INFO, "stats", KS("consumer", r->cfg->consumer_name), KI("applied", r->applied),
+                KI("rejected", r->rejected), KI("duplicates", r->duplicates), KI("parked", r->parked),
+                KI("compensations", r->compensations), KI("batches", r->batches), KI("retries", r->retries),
+                KD("rate_per_s", secs > 0 ? (double)(done - r->last_done) / secs : 0));
+        r->last_done = done;
+        r->last_stats_ms = now;
+        r->next_stats_ms = now + (int64_t)r->cfg->stats_interval_s * 1000;
+    }
+    if (r->cfg->inbox_cleanup_interval_s > 0 && now >= r->next_cleanup_ms && db_ok(r)) {
+        char err[512];
+        long n = obx_dedup_cleanup(r->conn, r->cfg->consumer_name, r->cfg->inbox_retention_s,
+                                   r->cfg->inbox_cleanup_batch, err, sizeof err);
+        if (n < 0)
+            OBX_LOG(OBX_LOG_WARN, "inbox cleanup failed", KS("error", err));
+        else if (n > 0)
+            OBX_LOG(OBX_LOG_INFO, "inbox cleanup", KI("deleted", n), KI("retention_s", r->cfg->inbox_retention_s));
+        r->next_cleanup_ms = now + (int64_t)r->cfg->inbox_cleanup_interval_s * 1000;
+    }
+}
+
+static int run(const obx_config_t *cfg, const obx_handler_t *h) {
+    runner_t r;
+    char err[512];
+    rd_kafka_topic_partition_list_t *topics;
+    int rc = 1;
+
+    memset(&r, 0, sizeof r);
+    r.cfg = cfg;
+    r.h = h;
+    r.batch = calloc((size_t)cfg->consumer_batch_size, sizeof *r.batch);
+    obx_backoff_init(&r.backoff, 100, 10000, (uint64_t)now_ms() ^ (uint64_t)getpid());
+    r.last_stats_ms = now_ms();
+    r.next_stats_ms = r.last_stats_ms + (int64_t)cfg->stats_interval_s * 1000;
+    r.next_cleanup_ms = r.last_stats_ms + 1000;
+    r.rk = consumer_new(&r, err, sizeof err);
+    if (!r.rk) {
+        OBX_LOG(OBX_LOG_ERROR, "kafka consumer", KS("error", err));
+        goto out;
+    }
+    if (!db_ok(&r))
+        goto out;
+    topics = rd_kafka_topic_partition_list_new((int)cfg->consumer_topics_n);
+    for (size_t i = 0; i < cfg->consumer_topics_n; i++)
+        rd_kafka_topic_partition_list_add(topics, cfg->consumer_topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_subscribe(r.rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    OBX_LOG(OBX_LOG_INFO, "consumer starting", KS("consumer", cfg->consumer_name),
+            KS("topics", cfg->consumer_topics[0]), KI("batch_size", cfg->consumer_batch_size));
+    while (!stop_signals) {
+        int64_t deadline = 0;
+        while (!stop_signals && r.batch_n < cfg->consumer_batch_size) {
+            int64_t wait = deadline ? deadline - now_ms() : 100;
+            rd_kafka_message_t *m;
+            if (deadline && wait <= 0)
+                break;
+            m = rd_kafka_consumer_poll(r.rk, (int)(wait > 0 ? wait : 0));
+            if (!m) {
+                if (!deadline)
+                    break;
+                continue;
+            }
+            if (m->err) {
+                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                    OBX_LOG(OBX_LOG_WARN, "kafka consume error", KS("error", rd_kafka_message_errstr(m)));
+                rd_kafka_message_destroy(m);
+                continue;
+            }
+            r.batch[r.batch_n++] = m;
+            if (!deadline)
+                deadline = now_ms() + cfg->consumer_batch_timeout_ms;
+        }
+        flush_batch(&r);
+        periodic(&r);
+    }
+    OBX_LOG(OBX_LOG_INFO, "consumer stopping", KS("consumer", cfg->consumer_name));
+    rc = 0;
+out:
+    if (r.rk) {
+        flush_batch(&r);
+        if (stop_signals < 2)
+            rd_kafka_consumer_close(r.rk);
+        rd_kafka_destroy(r.rk);
+    }
+    for (int i = 0; i < r.batch_n; i++)
+        rd_kafka_message_destroy(r.batch[i]);
+    OBX_LOG(OBX_LOG_INFO, "consumer stopped", KS("consumer", cfg->consumer_name), KI("applied", r.applied),
+            KI("rejected", r.rejected), KI("duplicates", r.duplicates), KI("parked", r.parked),
+            KI("compensations", r.compensations));
+    free(r.batch);
+    PQfinish(r.conn);
+    return rc;
+}
+
+int obx_runner_main(int argc, char **argv, const char *program, const obx_handler_t *h) {
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = NULL;
+    obx_config_t cfg;
+    char err[1024];
+    struct sigaction sa;
+    int opt, rc;
+
+    obx_log_set_component(program);
+    while ((opt = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': path = optarg; break;
+        case 'h':
+            printf("Usage: %s -c FILE\nApplies events from Kafka exactly once per event id "
+                   "(outbox-relay dedup module).\n  -c, --config FILE  configuration "
+                   "(postgres, kafka, consumer, inbox, log groups)\n  -h, --help\n  -V, --version\n",
+                   program);
+            return 0;
+        case 'V': printf("%s %s (librdkafka %s)\n", program, OBX_VERSION, rd_kafka_version_str()); return 0;
+        default: return 2;
+        }
+    }
+    if (!path) {
+        fprintf(stderr, "%s: -c FILE is required (see --help)\n", program);
+        return 2;
+    }
+    if (obx_config_load(path, &cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "%s: %s\n", program, err);
+        return 2;
+    }
+    if (!*cfg.consumer_name || cfg.consumer_topics_n == 0) {
+        fprintf(stderr, "%s: %s: consumer.name and consumer.topics are required\n", program, path);
+        obx_config_free(&cfg);
+        return 2;
+    }
+    obx_log_configure((obx_log_level_t)cfg.log_level, (obx_log_format_t)cfg.log_format);
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    rc = run(&cfg, h);
+    obx_config_free(&cfg);
+    obx_log_clear_secrets();
+    return rc;
+}
