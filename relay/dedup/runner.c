@@ -12,6 +12,7 @@
 #include "backoff.h"
 #include "config.h"
 #include "log.h"
+#include "pgnotice.h"
 
 #define HDR_MAX 128
 
@@ -58,6 +59,7 @@ static int db_ok(runner_t *r) {
         PQfinish(r->conn);
         r->conn = PQconnectdbParams(keys, vals, 1);
         if (PQstatus(r->conn) == CONNECTION_OK) {
+            obx_pgnotice_route(r->conn);
             OBX_LOG(OBX_LOG_INFO, "postgres connected", KS("consumer", r->cfg->consumer_name),
                     KS("db", PQdb(r->conn)));
             return 1;

@@ -143,15 +143,40 @@ static void order_make(const gen_opts_t *o, int64_t index, gen_order_t *ord) {
     ord->amount_cents = ord->qty * o->price_cents;
 }
 
-/* libpq messages end with a newline; a log value reads better without it. */
-static void err_set(char *err, size_t size, PGconn *conn, const PGresult *res) {
-    const char *msg = res ? PQresultErrorMessage(res) : "";
-    size_t n;
+/* libpq messages span lines ("...\n\tIs the server running...") and end
+ * with a newline; a log value reads better as one line. */
+static void msg_one_line(char *dst, size_t size, const char *msg) {
+    size_t n = 0;
 
-    snprintf(err, size, "%s", *msg ? msg : PQerrorMessage(conn));
-    n = strlen(err);
-    while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' '))
-        err[--n] = '\0';
+    for (; *msg && n + 1 < size; msg++) {
+        int space = *msg == '\n' || *msg == '\t' || *msg == ' ';
+        if (!space)
+            dst[n++] = *msg;
+        else if (n > 0 && dst[n - 1] != ' ')
+            dst[n++] = ' ';
+    }
+    while (n > 0 && dst[n - 1] == ' ')
+        n--;
+    dst[n] = '\0';
+}
+
+/* A server error's primary message alone: the full one adds the statement
+ * text and a caret line. libpq's own errors (connection lost) have none. */
+static void err_set(char *err, size_t size, PGconn *conn, const PGresult *res) {
+    const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+
+    if (!msg)
+        msg = res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res) : PQerrorMessage(conn);
+    msg_one_line(err, size, msg);
+}
+
+/* Server notices (e.g. "terminating connection due to administrator
+ * command") would otherwise go raw to stderr, between the log lines. */
+static void on_notice(void *arg, const char *message) {
+    char msg[1024];
+    (void)arg;
+    msg_one_line(msg, sizeof msg, message);
+    OBX_LOG(OBX_LOG_WARN, "server notice", KS("notice", msg));
 }
 
 /* Failures a new connection can cure: the connection or the server went
@@ -173,7 +198,11 @@ static PGconn *db_connect(const char *conninfo) {
     /* fallback_: an application_name in CONNINFO wins. */
     const char *const keys[] = {"dbname", "fallback_application_name", NULL};
     const char *const vals[] = {conninfo, "obx-order-gen", NULL};
-    return PQconnectdbParams(keys, vals, 1);
+    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+
+    if (conn)
+        PQsetNoticeProcessor(conn, on_notice, NULL);
+    return conn;
 }
 
 static gen_try_t client_connect(gen_client_t *c, char *err, size_t errsize) {

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "pgnotice.h"
 
 extern const char obx_schema_sql[];
 
@@ -34,6 +35,7 @@ int obx_migrate_run(const obx_config_t *cfg, char *errstr, size_t errsize) {
         errstr[strcspn(errstr, "\n")] = '\0';
         goto out;
     }
+    obx_pgnotice_route(conn);
     /* Serializes concurrent migrations (two relays starting at once). */
     if (run(conn, "SET client_min_messages = warning", 0, NULL, errstr, errsize) ||
         run(conn, "SELECT pg_advisory_lock(hashtext('outbox-relay:migrate'))", 0, NULL, errstr, errsize) ||

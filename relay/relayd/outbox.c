@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "pgnotice.h"
 
 enum {
     COL_ID, COL_EVENT_ID, COL_AGG_TYPE, COL_AGG_ID, COL_EVENT_TYPE, COL_TOPIC,
@@ -88,6 +89,7 @@ PGconn *obx_outbox_connect(const obx_config_t *cfg, char *errstr, size_t errsize
         snprintf(errstr, errsize, "%s", PQerrorMessage(conn));
         goto fail;
     }
+    obx_pgnotice_route(conn);
     /* A lost mark only causes a re-publish, so the relay's own commits need not wait for fsync. */
     if (exec_ok(conn, "SET synchronous_commit = off", errstr, errsize) != 0)
         goto fail;

@@ -121,10 +121,10 @@ const char *th_config(th_ctx_t *t, const char *file, const char *bootstrap,
     return path;
 }
 
-pid_t th_relay_start(const th_ctx_t *t, const char *conf) {
+pid_t th_spawn(const th_ctx_t *t, const char *bin, const char *conf, const char *logname) {
     char log[512];
     pid_t pid;
-    snprintf(log, sizeof log, "%s/relay.log", t->dir);
+    snprintf(log, sizeof log, "%s/%s", t->dir, logname);
     pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
@@ -134,17 +134,36 @@ pid_t th_relay_start(const th_ctx_t *t, const char *conf) {
             close(fd);
         }
         if (getenv("OBX_TEST_RELAY_WRAPPER")) {
-            /* exec keeps the pid, so signals reach the wrapped relay. */
+            /* exec keeps the pid, so signals reach the wrapped program. */
             char cmd[2048];
             snprintf(cmd, sizeof cmd, "exec %s '%s' -c '%s'", getenv("OBX_TEST_RELAY_WRAPPER"),
-                     th_bin("outbox-relay"), conf);
+                     th_bin(bin), conf);
             execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         } else {
-            execl(th_bin("outbox-relay"), "outbox-relay", "-c", conf, (char *)NULL);
+            execl(th_bin(bin), bin, "-c", conf, (char *)NULL);
         }
         _exit(127);
     }
     return pid;
+}
+
+pid_t th_relay_start(const th_ctx_t *t, const char *conf) {
+    return th_spawn(t, "outbox-relay", conf, "relay.log");
+}
+
+void th_apply_sql(PGconn *c, const char *rel) {
+    FILE *f = fopen(th_src(rel), "r");
+    char *sql;
+    long n;
+    ck_assert_msg(f != NULL, "open %s", th_src(rel));
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    rewind(f);
+    sql = calloc(1, (size_t)n + 1);
+    ck_assert_int_eq(fread(sql, 1, (size_t)n, f), n);
+    fclose(f);
+    th_exec(c, sql);
+    free(sql);
 }
 
 int th_relay_stop(pid_t pid, int sig, int timeout_ms) {
@@ -162,11 +181,11 @@ int th_relay_stop(pid_t pid, int sig, int timeout_ms) {
     return -1;
 }
 
-int th_log_count(const th_ctx_t *t, const char *needle) {
+int th_file_count(const th_ctx_t *t, const char *logname, const char *needle) {
     char path[512], line[8192];
     int n = 0;
     FILE *f;
-    snprintf(path, sizeof path, "%s/relay.log", t->dir);
+    snprintf(path, sizeof path, "%s/%s", t->dir, logname);
     f = fopen(path, "r");
     if (!f)
         return 0;
@@ -175,6 +194,10 @@ int th_log_count(const th_ctx_t *t, const char *needle) {
             n++;
     fclose(f);
     return n;
+}
+
+int th_log_count(const th_ctx_t *t, const char *needle) {
+    return th_file_count(t, "relay.log", needle);
 }
 
 int th_wait(int (*cond)(void *), void *arg, int timeout_ms) {

@@ -53,6 +53,12 @@ const char *th_config(th_ctx_t *t, const char *file, const char *bootstrap,
                       const char *relay_extra, const char *kafka_extra);
 /* Starts outbox-relay -c conf with stderr appended to DIR/relay.log. */
 pid_t th_relay_start(const th_ctx_t *t, const char *conf);
+/* Starts build-dir program bin with -c conf, stderr appended to DIR/log. */
+pid_t th_spawn(const th_ctx_t *t, const char *bin, const char *conf, const char *log);
+/* Counts lines of DIR/log containing needle. */
+int th_file_count(const th_ctx_t *t, const char *log, const char *needle);
+/* Applies a SQL file of the source tree (e.g. "schema/003_shop.sql"). */
+void th_apply_sql(PGconn *c, const char *rel);
 /* Sends sig and waits up to timeout_ms; returns the exit status or -1. */
 int th_relay_stop(pid_t pid, int sig, int timeout_ms);
 /* Counts lines of DIR/relay.log containing needle. */
