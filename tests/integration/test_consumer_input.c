@@ -1,0 +1,103 @@
+/* Bad messages at the consumer: each is parked in dead_letters with its
+ * reason, logged once, and every good event still takes effect. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "shop.h"
+
+/* Produces one raw message; event_id/event_type NULL leave the header out. */
+static void produce_raw(const char *bootstrap, const char *topic, const char *event_id,
+                        const char *event_type, const char *payload) {
+    char err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *rk;
+    rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+
+    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, err, sizeof err);
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    ck_assert_ptr_nonnull(rk);
+    if (event_id)
+        rd_kafka_header_add(h, "event_id", -1, event_id, -1);
+    if (event_type)
+        rd_kafka_header_add(h, "event_type", -1, event_type, -1);
+    ck_assert_int_eq(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY("bad", 3),
+                                       RD_KAFKA_V_VALUE((void *)payload, strlen(payload)),
+                                       RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                       RD_KAFKA_V_END), 0);
+    ck_assert_int_eq(rd_kafka_flush(rk, 10000), 0);
+    rd_kafka_destroy(rk);
+}
+
+static void assert_dead_letter(th_ctx_t *t, PGconn *c, const char *event_id, const char *reason) {
+    char sql[512], needle[128];
+    if (event_id)
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM dead_letters WHERE event_id = '%s' AND reason LIKE '%%%s%%'",
+                 event_id, reason);
+    else
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM dead_letters WHERE event_id IS NULL AND reason LIKE '%%%s%%'",
+                 reason);
+    ck_assert_msg(th_int(c, sql) == 1, "no dead letter for %s with \"%s\"", event_id ? event_id : "(none)", reason);
+    if (event_id) {
+        snprintf(needle, sizeof needle, "event_id=%s", event_id);
+        ck_assert_int_eq(th_file_count(t, "stock.log", needle), 1);
+    }
+}
+
+START_TEST(bad_messages_parked_good_ones_flow) {
+    th_ctx_t t;
+    th_mock_t m;
+    char topic[128], conf[512];
+    pid_t relay, stock;
+    PGconn *c;
+    static const char *const ids[] = {
+        "b0000000-0000-4000-8000-000000000001", "b0000000-0000-4000-8000-000000000002",
+        "b0000000-0000-4000-8000-000000000003", "b0000000-0000-4000-8000-000000000004",
+    };
+
+    th_mock_start(&m, 1);
+    th_setup(&t, "consumer_input");
+    snprintf(topic, sizeof topic, "%s.order", t.topic_prefix);
+    ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, topic, 2, 1), 0);
+    c = th_connect(&t);
+    th_apply_sql(c, "schema/003_shop.sql");
+    produce_raw(m.bootstrap, topic, NULL, "OrderPlaced", "{\"order_id\": 1}");
+    produce_raw(m.bootstrap, topic, "not-a-uuid", "OrderPlaced", "{}");
+    produce_raw(m.bootstrap, topic, ids[0], "OrderPlaced", "{\"order_id\": 900001, \"sku\": \"sku-1\", \"qty\"");
+    produce_raw(m.bootstrap, topic, ids[1], "OrderPlaced", "this is not json");
+    produce_raw(m.bootstrap, topic, ids[2], "OrderShipped", "{\"order_id\": 900003}");
+    produce_raw(m.bootstrap, topic, ids[3], "OrderPlaced",
+                "{\"order_id\": 900004, \"sku\": \"sku-1\", \"qty\": -2, \"amount_cents\": 100}");
+    relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ""));
+    snprintf(conf, sizeof conf, "%s", th_consumer_conf(&t, "stock.conf", m.bootstrap, "stock", "order"));
+    stock = th_spawn(&t, "obx-stock-consumer", conf, "stock.log");
+    th_gen_orders(&t, 300, 1000);
+    th_wait_count(&t, "SELECT count(*) FROM shop_stock_moves", 300, 60000);
+    th_wait_count(&t, "SELECT count(*) FROM dead_letters", 6, 30000);
+    ck_assert_int_eq(th_relay_stop(stock, SIGTERM, 20000), 0);
+    assert_dead_letter(&t, c, NULL, "missing event_id header");
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM dead_letters WHERE event_id = 'not-a-uuid'"
+                               " AND reason = 'invalid event_id header'"), 1);
+    assert_dead_letter(&t, c, ids[0], "invalid input syntax for type json");
+    assert_dead_letter(&t, c, ids[1], "invalid input syntax for type json");
+    assert_dead_letter(&t, c, ids[2], "unknown event type \"OrderShipped\"");
+    assert_dead_letter(&t, c, ids[3], "needs order_id, sku and qty > 0");
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM dead_letters"), 6);
+    /* Nothing of the bad messages took effect; every good order did, once. */
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM shop_stock_moves WHERE order_id > 900000"), 0);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM shop_stock_moves"), 300);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM shop_stock s LEFT JOIN (SELECT sku, sum(qty) q"
+                               " FROM shop_stock_moves WHERE outcome = 'deducted' GROUP BY sku) d USING (sku)"
+                               " WHERE s.initial - s.available <> COALESCE(d.q, 0)"), 0);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM processed_events WHERE status = 'parked'"), 4);
+    ck_assert_int_eq(th_file_count(&t, "stock.log", "msg=\"message parked\""), 6);
+    PQfinish(c);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_mock_stop(&m);
+}
+END_TEST
+
+TH_MAIN("consumer_input", 120, bad_messages_parked_good_ones_flow)
