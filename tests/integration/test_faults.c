@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "shop.h"
 
 typedef struct {
     th_ctx_t *t;
@@ -241,4 +242,49 @@ START_TEST(graceful_shutdown_in_flight) {
 }
 END_TEST
 
-TH_MAIN("faults", 300, relay_sigkill_twice, postgres_restart, broker_down_10s, standby_takes_over, graceful_shutdown_in_flight)
+/* The consumers' database restarts under load: batches roll back, the
+ * consumers reconnect and retry, nothing is skipped or applied twice. */
+START_TEST(consumers_survive_postgres_restart) {
+    th_ctx_t t;
+    th_mock_t m;
+    pid_t relay, stock, pay;
+    char sconf[512], pconf[512], cmd[1024], topic[128];
+    const char *pgdir = getenv("OBX_TEST_PGDIR");
+    PGconn *c;
+    static const char *const topics[] = {"order", "stock", "payment"};
+
+    ck_assert_msg(pgdir && *pgdir, "OBX_TEST_PGDIR unset: tests/run.sh sets it");
+    th_mock_start(&m, 1);
+    th_setup(&t, "consumer_pgrestart");
+    for (int i = 0; i < 3; i++) {
+        snprintf(topic, sizeof topic, "%s.%s", t.topic_prefix, topics[i]);
+        ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, topic, 4, 1), 0);
+    }
+    c = th_connect(&t);
+    th_apply_sql(c, "schema/003_shop.sql");
+    PQfinish(c);
+    snprintf(sconf, sizeof sconf, "%s", th_consumer_conf(&t, "stock.conf", m.bootstrap, "stock", "order"));
+    snprintf(pconf, sizeof pconf, "%s", th_consumer_conf(&t, "payment.conf", m.bootstrap, "payment", "stock"));
+    relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ""));
+    stock = th_spawn(&t, "obx-stock-consumer", sconf, "stock.log");
+    pay = th_spawn(&t, "obx-payment-consumer", pconf, "payment.log");
+    th_gen_orders(&t, 3000, 40);
+    th_wait_count(&t, "SELECT count(*) FROM shop_order_outcomes", 300, 60000);
+    snprintf(cmd, sizeof cmd, "'%s' restart '%s' fast", th_src("tests/pg.sh"), pgdir);
+    ck_assert_int_eq(th_run(cmd), 0);
+    th_wait_count(&t, "SELECT count(*) FROM shop_order_outcomes", 1500, 60000);
+    snprintf(cmd, sizeof cmd, "'%s' restart '%s' immediate", th_src("tests/pg.sh"), pgdir);
+    ck_assert_int_eq(th_run(cmd), 0);
+    th_wait_count(&t, "SELECT count(*) FROM shop_order_outcomes", 3000, 120000);
+    ck_assert(th_wait_drained(&t, 30000));
+    th_shop_check(&t, 3000);
+    ck_assert_int_ge(th_file_count(&t, "stock.log", "msg=\"postgres connected\"") +
+                     th_file_count(&t, "payment.log", "msg=\"postgres connected\""), 4);
+    ck_assert_int_eq(th_relay_stop(stock, SIGTERM, 20000), 0);
+    ck_assert_int_eq(th_relay_stop(pay, SIGTERM, 20000), 0);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_mock_stop(&m);
+}
+END_TEST
+
+TH_MAIN("faults", 300, relay_sigkill_twice, postgres_restart, consumers_survive_postgres_restart, broker_down_10s, standby_takes_over, graceful_shutdown_in_flight)

@@ -100,4 +100,37 @@ START_TEST(flash_sale_with_kills_and_rebalances) {
 }
 END_TEST
 
-TH_MAIN("shop", 400, flash_sale_with_kills_and_rebalances)
+/* The same flow on a real Kafka broker: group coordination, rebalances and
+ * offsets as a real cluster does them. */
+START_TEST(flash_sale_real_broker) {
+    th_ctx_t t;
+    const char *b = getenv("OBX_KAFKA_BOOTSTRAP");
+    pid_t relay, stock_a, stock_b, pay;
+    char sconf[512], pconf[512];
+    PGconn *c;
+
+    ck_assert_msg(b && *b, "OBX_KAFKA_BOOTSTRAP unset: tests/run.sh starts a real broker");
+    th_setup(&t, "shop_real");
+    c = th_connect(&t);
+    th_apply_sql(c, "schema/003_shop.sql");
+    PQfinish(c);
+    snprintf(sconf, sizeof sconf, "%s", th_consumer_conf(&t, "stock.conf", b, "stock", "order"));
+    snprintf(pconf, sizeof pconf, "%s", th_consumer_conf(&t, "payment.conf", b, "payment", "stock"));
+    relay = th_relay_start(&t, th_config(&t, "relay.conf", b, "", ""));
+    stock_a = th_spawn(&t, "obx-stock-consumer", sconf, "stock-a.log");
+    pay = th_spawn(&t, "obx-payment-consumer", pconf, "payment.log");
+    th_gen_orders(&t, 2000, 30);
+    th_wait_count(&t, "SELECT count(*) FROM shop_stock_moves", 500, 60000);
+    stock_b = th_spawn(&t, "obx-stock-consumer", sconf, "stock-b.log"); /* joins: rebalance */
+    th_wait_count(&t, "SELECT count(*) FROM shop_order_outcomes", 2000, 120000);
+    ck_assert(th_wait_drained(&t, 30000));
+    th_shop_check(&t, 2000);
+    ck_assert_int_eq(th_relay_stop(stock_b, SIGTERM, 30000), 0);
+    ck_assert_int_eq(th_relay_stop(stock_a, SIGTERM, 30000), 0);
+    ck_assert_int_eq(th_relay_stop(pay, SIGTERM, 30000), 0);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 30000), 0);
+    ck_assert_int_ge(th_file_count(&t, "stock-a.log", "msg=\"partitions revoked\""), 1);
+}
+END_TEST
+
+TH_MAIN("shop", 400, flash_sale_with_kills_and_rebalances, flash_sale_real_broker)
