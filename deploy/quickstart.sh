@@ -281,12 +281,14 @@ drain_s=$((SECONDS - t0))
 ((outcomes < ORDERS || unsent > 0)) || echo "   done: all $ORDERS orders decided ${drain_s}s after obx-order-gen started"
 
 # One more stats line from each service, so the summary shows its view after the drain.
-declare -A n_stats
-for s in relay stock payment; do n_stats[$s]=$(grep -c 'msg=stats' "$WORK/$s.log" || true); done
+n_stats() { grep -c 'msg=stats' "$WORK/$1.log" || true; }
+declare -A stats_before
+for s in relay stock payment; do stats_before[$s]=$(n_stats "$s"); done
 for _ in $(seq 1 50); do
     fresh=1
     for s in relay stock payment; do
-        (($(grep -c 'msg=stats' "$WORK/$s.log" || true) > n_stats[$s])) || fresh=0
+        n=$(n_stats "$s")
+        ((${n:-0} > ${stats_before[$s]:-0})) || fresh=0
     done
     ((fresh)) && break
     sleep 0.1

@@ -39,7 +39,9 @@ CREATE TABLE IF NOT EXISTS shop_stock_moves (
     order_id   bigint PRIMARY KEY,
     sku        text NOT NULL,
     qty        int NOT NULL,
-    outcome    text NOT NULL CHECK (outcome IN ('deducted', 'rejected')),
+    -- released: the order was cancelled after its stock was deducted and
+    -- the stock went back (a compensation, see obx_dedup_compensate_tx).
+    outcome    text NOT NULL CHECK (outcome IN ('deducted', 'rejected', 'released')),
     created_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 

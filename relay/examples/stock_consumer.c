@@ -1,6 +1,9 @@
 /* obx-stock-consumer: on OrderPlaced deducts stock (never below zero) and
  * emits StockDeducted or StockRejected through its own outbox, all in the
- * dedup module's transaction, so each order is decided exactly once. */
+ * dedup module's transaction, so each order is decided exactly once.
+ * OrderCancelled, sent with a "compensates" header naming its OrderPlaced
+ * event, puts deducted stock back; if it arrives first, the late OrderPlaced
+ * is skipped (the runner's compensation path, obx_dedup_compensate_tx). */
 #include <stdio.h>
 #include <string.h>
 
@@ -46,7 +49,35 @@ static obx_effect_rc_t apply(PGconn *conn, const obx_event_t *ev, void *arg, cha
     return OBX_EFFECT_OK;
 }
 
+/* Runs only when the original OrderPlaced was applied (the inbox says so). */
+static const char release_sql[] =
+    "WITH m AS (UPDATE shop_stock_moves SET outcome = 'released'"
+    "           WHERE order_id = ($1::jsonb->>'order_id')::bigint AND outcome = 'deducted'"
+    "           RETURNING sku, qty),"
+    " s AS (UPDATE shop_stock st SET available = st.available + m.qty FROM m WHERE st.sku = m.sku"
+    "       RETURNING st.sku)"
+    " SELECT count(*) FROM s";
+
+static obx_effect_rc_t undo(PGconn *conn, const obx_event_t *ev, void *arg, char *reason,
+                            size_t reason_size) {
+    char released[16];
+    obx_effect_rc_t rc;
+
+    (void)arg;
+    if (!ev->event_type || strcmp(ev->event_type, "OrderCancelled") != 0) {
+        snprintf(reason, reason_size, "unknown compensating event type \"%s\"",
+                 ev->event_type ? ev->event_type : "");
+        return OBX_EFFECT_POISON;
+    }
+    rc = obx_effect_sql(conn, release_sql, ev, released, sizeof released, reason, reason_size);
+    if (rc == OBX_EFFECT_OK && strcmp(released, "0") == 0) {
+        snprintf(reason, reason_size, "order was not deducted: nothing to release");
+        return OBX_EFFECT_REJECT;
+    }
+    return rc;
+}
+
 int main(int argc, char **argv) {
-    static const obx_handler_t h = {.apply = apply};
+    static const obx_handler_t h = {.apply = apply, .undo = undo};
     return obx_runner_main(argc, argv, "obx-stock-consumer", &h);
 }

@@ -100,4 +100,52 @@ START_TEST(bad_messages_parked_good_ones_flow) {
 }
 END_TEST
 
-TH_MAIN("consumer_input", 120, bad_messages_parked_good_ones_flow)
+#define UA "a0000000-0000-4000-8000-00000000000a"
+#define CA "c0000000-0000-4000-8000-00000000000a"
+#define UB "a0000000-0000-4000-8000-00000000000b"
+#define CB "c0000000-0000-4000-8000-00000000000b"
+
+/* OrderCancelled compensates OrderPlaced through relay and stock consumer:
+ * after its original it puts the stock back; before it, the late original is
+ * skipped (no hanging deduction) and the cancel itself does nothing. */
+START_TEST(compensation_through_the_flow) {
+    th_ctx_t t;
+    th_mock_t m;
+    char topic[128], conf[512];
+    pid_t relay, stock;
+    PGconn *c;
+
+    th_mock_start(&m, 1);
+    th_setup(&t, "compensation");
+    snprintf(topic, sizeof topic, "%s.order", t.topic_prefix);
+    ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, topic, 2, 1), 0);
+    c = th_connect(&t);
+    th_apply_sql(c, "schema/003_shop.sql");
+    th_exec(c, "INSERT INTO shop_stock VALUES ('sku-1', 10, 10)");
+    /* Written in this id order; each order's events share a key, so they
+     * reach the consumer in this order too. */
+    th_exec(c,
+        "INSERT INTO outbox (event_id, aggregate_type, aggregate_id, event_type, payload, headers) VALUES"
+        " ('" UA "', 'order', '1', 'OrderPlaced', convert_to('{\"order_id\": 1, \"sku\": \"sku-1\", \"qty\": 3, \"amount_cents\": 300}', 'UTF8'), NULL),"
+        " ('" CA "', 'order', '1', 'OrderCancelled', convert_to('{\"order_id\": 1}', 'UTF8'), '{\"compensates\": \"" UA "\"}'),"
+        " ('" CB "', 'order', '2', 'OrderCancelled', convert_to('{\"order_id\": 2}', 'UTF8'), '{\"compensates\": \"" UB "\"}'),"
+        " ('" UB "', 'order', '2', 'OrderPlaced', convert_to('{\"order_id\": 2, \"sku\": \"sku-1\", \"qty\": 4, \"amount_cents\": 400}', 'UTF8'), NULL)");
+    relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ""));
+    snprintf(conf, sizeof conf, "%s", th_consumer_conf(&t, "stock.conf", m.bootstrap, "stock", "order"));
+    stock = th_spawn(&t, "obx-stock-consumer", conf, "stock.log");
+    th_wait_count(&t, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets WHERE consumer = 'stock'", 4, 60000);
+    ck_assert_int_eq(th_relay_stop(stock, SIGTERM, 20000), 0);
+    ck_assert_int_eq(th_int(c, "SELECT available FROM shop_stock WHERE sku = 'sku-1'"), 10);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM shop_stock_moves WHERE order_id = 1 AND outcome = 'released'"), 1);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM shop_stock_moves WHERE order_id = 2"), 0);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM processed_events WHERE event_id = '" UA "' AND status = 'compensated'"), 1);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM processed_events WHERE event_id = '" UB "' AND status = 'preempted'"), 1);
+    ck_assert_int_eq(th_file_count(&t, "stock.log", "compensation before its original"), 1);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM dead_letters"), 0);
+    PQfinish(c);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_mock_stop(&m);
+}
+END_TEST
+
+TH_MAIN("consumer_input", 120, bad_messages_parked_good_ones_flow, compensation_through_the_flow)
