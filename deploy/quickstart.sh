@@ -16,8 +16,9 @@
 #     as cancelled, and writes PaymentCaptured ──relay──▶ outbox.payment
 #
 # When every order has an outcome it checks the invariants in PostgreSQL
-# (the same queries as tests/integration/test_shop.c) and reads the topics
-# back with kcat, an independent Kafka client.
+# (the same queries as the flash-sale test, tests/integration/test_shop.c:
+# th_shop_check in tests/support/shop.c) and reads the topics back with kcat,
+# an independent Kafka client.
 #
 # For a fresh Debian 12 machine, run as root (it installs packages with
 # apt-get when they are missing, and runs PostgreSQL as the postgres user).
@@ -326,7 +327,7 @@ check() {
 }
 info() { printf '         %-62s %8s\n' "$1" "$2"; }
 
-say "invariants (queried in PostgreSQL; the same queries as tests/integration/test_shop.c)"
+say "invariants (queried in PostgreSQL; the same queries as the flash-sale test, tests/support/shop.c)"
 check "orders in shop_orders" "$(q 'SELECT count(*) FROM shop_orders')" = "$ORDERS"
 check "skus with stock below zero" "$(q 'SELECT count(*) FROM shop_stock WHERE available < 0')" = 0
 check "skus where deducted qty <> initial - final stock" "$(q \

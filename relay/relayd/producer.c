@@ -124,6 +124,9 @@ rd_kafka_resp_err_t obx_producer_send(obx_producer_t *p, const char *topic, cons
 }
 
 int obx_producer_fatal(obx_producer_t *p, char *errstr, size_t errsize) {
+    char ignored[8];
+    if (!errstr)
+        return rd_kafka_fatal_error(p->rk, ignored, sizeof ignored) != RD_KAFKA_RESP_ERR_NO_ERROR;
     return rd_kafka_fatal_error(p->rk, errstr, errsize) != RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 

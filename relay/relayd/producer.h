@@ -28,7 +28,8 @@ void obx_producer_serve(obx_producer_t *p);
 rd_kafka_resp_err_t obx_producer_send(obx_producer_t *p, const char *topic, const char *key,
                                       size_t keylen, const char *payload, size_t len,
                                       rd_kafka_headers_t *hdrs, void *opaque);
-/* 1 once librdkafka raised a fatal (idempotence) error; its text in errstr. */
+/* 1 once librdkafka raised a fatal (idempotence) error; its text in errstr
+ * (which may be NULL when only the answer is wanted). */
 int obx_producer_fatal(obx_producer_t *p, char *errstr, size_t errsize);
 /* Fails everything not yet acknowledged (delivered as __PURGE_* reports on the next serve). */
 void obx_producer_purge(obx_producer_t *p);

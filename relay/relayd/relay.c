@@ -195,7 +195,8 @@ static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, int32_
             OBX_LOG(OBX_LOG_INFO, "unblocked", KI("id", m->id));
         }
     } else if (err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT ||
-               err == RD_KAFKA_RESP_ERR__FATAL) {
+               err == RD_KAFKA_RESP_ERR__FATAL || r->fatal ||
+               obx_producer_fatal(r->producer, NULL, 0)) {
         /* Not the row's fault: it stays unsent and is claimed again. */
         OBX_LOG(OBX_LOG_DEBUG, "delivery abandoned", KI("id", m->id),
                 KS("error", rd_kafka_err2name(err)));
@@ -383,6 +384,8 @@ static void on_result(relay_t *r, PGresult *res) {
         if (n < r->cfg->batch_size)
             r->scan_end = 1;
         if (n > 0) {
+            OBX_LOG(OBX_LOG_DEBUG, "claimed", KI("rows", n), KI("after_id", r->op_after),
+                    KI("inflight", r->inflight));
             if (r->idle == IDLE_RECHECK)
                 r->idle = IDLE_CLEAR;
             produce_batch(r, res);

@@ -196,4 +196,44 @@ START_TEST(world_readable_secret_warns) {
 }
 END_TEST
 
-TH_MAIN("cli", 120, help_and_version, config_errors_exit_2_at_file_line, check_live_and_dead_servers, migrate_twice_and_quoted_table, password_never_logged, world_readable_secret_warns)
+START_TEST(sighup_reloads_and_keeps_old_on_error) {
+    th_ctx_t t;
+    th_mock_t m;
+    char text[1024];
+    const char *p;
+    pid_t relay;
+    int64_t deadline;
+
+    th_mock_start(&m, 1);
+    th_setup(&t, "cli_reload");
+    snprintf(text, sizeof text, "postgres: { conninfo = \"%s\"; };\nkafka: { bootstrap_servers = \"%s\"; };\n"
+                                "log: { level = \"info\"; };\n", t.conninfo, m.bootstrap);
+    p = write_file(&t, "reload.conf", text);
+    relay = th_relay_start(&t, p);
+    deadline = th_now_ms() + (int64_t)(10000 * th_mult());
+    while (th_log_count(&t, "msg=\"postgres connected\"") < 1 && th_now_ms() < deadline)
+        usleep(20000);
+    snprintf(text, sizeof text, "postgres: { conninfo = \"%s\"; };\nkafka: { bootstrap_servers = \"%s\"; };\n"
+                                "relay: { poll_interval_ms = 50; batch_size = 7; };\nlog: { level = \"debug\"; };\n",
+             t.conninfo, m.bootstrap);
+    write_file(&t, "reload.conf", text);
+    kill(relay, SIGHUP);
+    deadline = th_now_ms() + (int64_t)(10000 * th_mult());
+    while (th_log_count(&t, "msg=\"config reloaded\"") < 1 && th_now_ms() < deadline)
+        usleep(20000);
+    ck_assert_int_eq(th_log_count(&t, "msg=\"config reloaded\" restart_needed_for=relay.batch_size"), 1);
+    ck_assert_int_eq(th_write(&t, 1, 1, 1, 10, "order"), 1);
+    ck_assert(th_wait_drained(&t, 10000));
+    ck_assert_int_ge(th_log_count(&t, "level=debug"), 1); /* the new level took effect */
+    write_file(&t, "reload.conf", "postgres: { conninfo = ; };\n");
+    kill(relay, SIGHUP);
+    deadline = th_now_ms() + (int64_t)(10000 * th_mult());
+    while (th_log_count(&t, "reload failed, keeping the current config") < 1 && th_now_ms() < deadline)
+        usleep(20000);
+    ck_assert_int_eq(th_log_count(&t, "reload failed, keeping the current config"), 1);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_mock_stop(&m);
+}
+END_TEST
+
+TH_MAIN("cli", 120, help_and_version, config_errors_exit_2_at_file_line, check_live_and_dead_servers, migrate_twice_and_quoted_table, password_never_logged, world_readable_secret_warns, sighup_reloads_and_keeps_old_on_error)

@@ -287,4 +287,69 @@ START_TEST(consumers_survive_postgres_restart) {
 }
 END_TEST
 
-TH_MAIN("faults", 300, relay_sigkill_twice, postgres_restart, consumers_survive_postgres_restart, broker_down_10s, standby_takes_over, graceful_shutdown_in_flight)
+#define PRODUCE_API 0 /* Kafka protocol ApiKey of Produce */
+
+/* Retriable broker errors on produce requests: librdkafka retries them under
+ * the idempotent producer, so nothing is lost, duplicated or reordered. */
+START_TEST(broker_errors_injected) {
+    th_ctx_t t;
+    th_mock_t m;
+    pid_t relay;
+    long dups;
+    const char *conf;
+
+    th_mock_start(&m, 3);
+    th_setup(&t, "brokererrors");
+    mock_topic(&m, &t);
+    conf = th_config(&t, "relay.conf", m.bootstrap, "batch_size = 100;", "");
+    relay = th_relay_start(&t, conf);
+    ck_assert_int_eq(th_write(&t, 2, 200, 20, 100, "order"), 200);
+    ck_assert(th_wait_drained(&t, 30000));
+    rd_kafka_mock_push_request_errors(m.mc, PRODUCE_API, 8,
+        RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, RD_KAFKA_RESP_ERR__TRANSPORT,
+        RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION);
+    ck_assert_int_eq(th_write(&t, 2, 2000, 20, 100, "order"), 2000);
+    {
+        char topic[128];
+        snprintf(topic, sizeof topic, "%s.order", t.topic_prefix);
+        ck_assert_int_eq(rd_kafka_mock_partition_set_leader(m.mc, topic, 0, 2), 0); /* leader moved */
+    }
+    dups = check_all(&t, m.bootstrap, 2200);
+    fprintf(stderr, "broker errors: 8 injected, %ld duplicates on the topic\n", dups);
+    ck_assert_int_eq(th_log_count(&t, "msg=\"event parked\""), 0);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_mock_stop(&m);
+}
+END_TEST
+
+/* An idempotence error the producer cannot recover from: the relay purges,
+ * recreates the producer and publishes again what was not marked. */
+START_TEST(fatal_idempotence_error_recreates_producer) {
+    th_ctx_t t;
+    th_mock_t m;
+    pid_t relay;
+    long dups;
+
+    th_mock_start(&m, 1);
+    th_setup(&t, "fatal");
+    mock_topic(&m, &t);
+    relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ""));
+    ck_assert_int_eq(th_write(&t, 2, 200, 20, 100, "order"), 200);
+    ck_assert(th_wait_drained(&t, 30000));
+    rd_kafka_mock_push_request_errors(m.mc, PRODUCE_API, 1, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);
+    ck_assert_int_eq(th_write(&t, 2, 1000, 20, 100, "order"), 1000);
+    dups = check_all(&t, m.bootstrap, 1200);
+    fprintf(stderr, "fatal error: producer recreated %d time(s), %ld duplicates on the topic\n",
+            th_log_count(&t, "kafka producer recreated"), dups);
+    ck_assert_int_ge(th_log_count(&t, "msg=\"kafka fatal error, recreating the producer\""), 1);
+    ck_assert_int_ge(th_log_count(&t, "kafka producer recreated"), 1);
+    ck_assert_int_eq(th_log_count(&t, "msg=\"publish failed\""), 0); /* not the rows' fault */
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_mock_stop(&m);
+}
+END_TEST
+
+TH_MAIN("faults", 300, relay_sigkill_twice, postgres_restart, consumers_survive_postgres_restart, broker_down_10s, broker_errors_injected,
+        fatal_idempotence_error_recreates_producer, standby_takes_over, graceful_shutdown_in_flight)

@@ -1,0 +1,158 @@
+/* obx-bench internals shared by its files: the run context, process and
+ * database helpers, the scenarios and the report. See bench.c for usage. */
+#ifndef OBX_BENCH_H
+#define OBX_BENCH_H
+
+#include <libpq-fe.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define BENCH_DB "obx_bench"
+#define BENCH_MAX_RATES 8
+#define BENCH_MAX_SETS 32
+#define BENCH_MAX_ROWS 96
+#define BENCH_MAX_NOTES 48
+#define BENCH_MAX_STARTS 32
+
+enum {
+    SC_DRAIN = 1 << 0,
+    SC_STEADY = 1 << 1,
+    SC_IDLE = 1 << 2,
+    SC_WRITERS = 1 << 3,
+    SC_CONSUMER = 1 << 4,
+    SC_FOOTPRINT = 1 << 5,
+};
+
+/* One line of the report. value or ref is NAN when not measured. */
+typedef struct {
+    char scenario[16];
+    char figure[72];
+    char key[48];          /* JSON name, unique within the scenario */
+    double value;
+    char unit[12];
+    char ref_name[48];     /* "" when the figure has no reference */
+    double ref;
+    char target_op;        /* '>' at least, '<' at most, 0 no target */
+    int target_on_ratio;   /* the target applies to value/ref, not value */
+    double target;
+} bench_row_t;
+
+/* A child process the bench started (relay, consumer, tools). */
+typedef struct {
+    pid_t pid;
+    double started;        /* bench_now() just before fork */
+    double ready;          /* bench_now() when its readiness line was seen */
+    char log[600];
+} bench_child_t;
+
+typedef struct {
+    /* options */
+    long events;
+    int payload, aggregates, duration_s, writers, idle_samples;
+    long consumer_events;
+    int rates[BENCH_MAX_RATES], nrates;
+    unsigned scenarios;
+    int json, keep;
+    const char *pg_host_opt, *bootstrap_opt;
+    int pg_port;
+    const char *sets[BENCH_MAX_SETS]; /* GROUP.KEY=VALUE for the relay config */
+    int nsets;
+
+    /* environment */
+    char build_root[512], source_root[512], pg_bindir[512], workdir[512];
+    char pghost[512];
+    int own_pg;
+    char bootstrap[256];
+    pid_t mock_pid;
+    char conn_base[1024];  /* host, port, user: everything but dbname */
+    char conninfo[1200];   /* conn_base plus the bench database */
+    char topic_prefix[64];
+    char server_version[32], fsync[16];
+    int commit_ts;         /* track_commit_timestamp is on */
+    int relay_seq;         /* numbers the relay configs and logs */
+    int checkpoint_warned;
+
+    /* raw limits, measured first, used as references by later scenarios */
+    int have_raw;
+    double raw_pg_rate, raw_kafka_rate;   /* rows/s, msgs/s */
+    double raw_floor_ms;                  /* single-row claim+mark + single message produce->ack, p50s */
+    double raw_cpu_100k;                  /* client CPU of (a) + (b) per 100k */
+    double raw_backend_cpu_100k;          /* PostgreSQL backend CPU of (a) per 100k, NAN unknown */
+    double raw_producer_hwm_mb;
+    double raw_connect_ms;                /* bare libpq connect + LISTEN */
+
+    /* results */
+    bench_row_t rows[BENCH_MAX_ROWS];
+    int nrows;
+    char notes[BENCH_MAX_NOTES][320];
+    int nnotes;
+    double starts_ms[BENCH_MAX_STARTS];
+    int nstarts;
+} bench_t;
+
+/* Set by SIGINT/SIGTERM: every wait gives up and the bench cleans up. */
+extern volatile sig_atomic_t bench_stop;
+
+/* util.c: time, logging, processes */
+double bench_now(void);
+void bench_sleep_until(double t);
+void bench_sleep_ms(double ms);
+void bench_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void bench_note(bench_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+double bench_pick(double *v, size_t n, double p);
+/* CPU busy by everything on the machine, in cores, sampled over ms. */
+double bench_machine_busy(int ms);
+pid_t bench_spawn(char *const argv[], const char *log, int out_fd);
+int bench_exited(pid_t pid);
+/* Sends sig (0: none) and reaps within timeout_s, then SIGKILL. Returns the
+ * exit code, 128+signal, or -1. */
+int bench_reap(pid_t pid, int sig, double timeout_s);
+/* Waits for needle in the child's log; 0 when seen (sets c->ready). */
+int bench_wait_log(bench_child_t *c, const char *needle, double timeout_s);
+void bench_log_tail(const char *path);
+double proc_cpu_s(pid_t pid);
+double proc_hwm_mb(pid_t pid);
+char *bench_read_file(const char *path);
+const char *bench_bin(const bench_t *b, const char *name);
+
+/* util.c: PostgreSQL */
+PGconn *db_open(const bench_t *b, const char *dbname);
+int db_exec(PGconn *c, const char *sql);
+/* First column of the first row as a number (NAN for NULL); 0 or -1. */
+int db_num(PGconn *c, const char *sql, int nparams, const char *const *params, double *out);
+int db_checkpoint(bench_t *b, PGconn *c);
+/* Recreates the bench database with the outbox and inbox schema. */
+PGconn *db_reset(bench_t *b);
+int db_apply_file(const bench_t *b, PGconn *c, const char *rel);
+/* Inserts n rows of --payload bytes over --aggregates keys, then VACUUM
+ * ANALYZE and CHECKPOINT so every run starts from the same table state. */
+int db_prefill(bench_t *b, PGconn *c, long n, double *maxid);
+int db_wait_waiting(PGconn *c, double timeout_s);
+pid_t db_backend_pid(PGconn *c, const char *application_name);
+
+/* util.c: the relay and the mock broker */
+int relay_start(bench_t *b, bench_child_t *r);
+int relay_stop(bench_child_t *r);
+int mock_start(bench_t *b);
+
+/* raw.c */
+int scenario_raw(bench_t *b);
+
+/* scenarios.c */
+int scenario_drain(bench_t *b);
+int scenario_steady(bench_t *b);
+int scenario_idle(bench_t *b);
+int scenario_writers(bench_t *b);
+int scenario_consumer(bench_t *b);
+
+/* report.c */
+bench_row_t *bench_row(bench_t *b, const char *scenario, const char *key, const char *figure,
+                       double value, const char *unit);
+void bench_row_ref(bench_row_t *r, const char *ref_name, double ref);
+void bench_row_target(bench_row_t *r, char op, int on_ratio, double target);
+void bench_report_table(const bench_t *b);
+void bench_report_json(const bench_t *b);
+
+#endif

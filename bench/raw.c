@@ -1,0 +1,367 @@
+/* The raw limits every relay figure is set against, measured in the same run:
+ *   (a) a bare libpq loop: SELECT 1,000 unsent rows, UPDATE them sent, until
+ *       none is left, on a pre-filled outbox of --events rows;
+ *   (b) a bare idempotent librdkafka producer: --events keyed messages of
+ *       --payload bytes to the same broker, then wait for every report.
+ * Each runs in a forked child so its CPU and peak RSS are its own. Both also
+ * time single items (one row claimed and marked, one message produced and
+ * acknowledged): their sum is the latency floor of one event. */
+#include "bench.h"
+
+#include <errno.h>
+#include <librdkafka/rdkafka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define RAW_BATCH 1000
+#define RAW_SINGLES 200
+
+typedef struct {
+    int ok;
+    long n;                 /* rows or messages in the bulk phase */
+    double secs;            /* bulk phase */
+    double cpu_s;           /* this process, bulk phase */
+    double backend_cpu_s;   /* its PostgreSQL backend, bulk phase; NAN unknown */
+    double single_p50_ms, single_p99_ms;
+    double hwm_mb;
+    char err[256];
+} raw_result_t;
+
+typedef void (*raw_fn)(bench_t *b, raw_result_t *r);
+
+static double self_cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static int exec_ok(PGresult *res) {
+    ExecStatusType st = PQresultStatus(res);
+    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+/* One SELECT + UPDATE round: claims up to limit unsent rows in id order (what
+ * a relay must fetch to publish them) and marks them sent. Returns the rows
+ * marked, or -1 with r->err. ids is scratch space for limit ids. */
+static int claim_mark(PGconn *c, int limit, char *ids, raw_result_t *r) {
+    static const char sel[] =
+        "SELECT id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at"
+        " FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT $1::int";
+    static const char upd[] = "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])";
+    char lim[16];
+    const char *p1[1] = {lim}, *p2[1] = {ids};
+    PGresult *res;
+    size_t len = 0;
+    int n;
+
+    snprintf(lim, sizeof lim, "%d", limit);
+    res = PQexecParams(c, sel, 1, NULL, p1, NULL, NULL, 0);
+    if (!exec_ok(res)) {
+        snprintf(r->err, sizeof r->err, "select: %s", PQresultErrorMessage(res));
+        PQclear(res);
+        return -1;
+    }
+    n = PQntuples(res);
+    ids[len++] = '{';
+    for (int i = 0; i < n; i++)
+        len += (size_t)sprintf(ids + len, "%s%s", i ? "," : "", PQgetvalue(res, i, 0));
+    ids[len++] = '}';
+    ids[len] = '\0';
+    PQclear(res);
+    if (n == 0)
+        return 0;
+    res = PQexecParams(c, upd, 1, NULL, p2, NULL, NULL, 0);
+    if (!exec_ok(res)) {
+        snprintf(r->err, sizeof r->err, "update: %s", PQresultErrorMessage(res));
+        n = -1;
+    }
+    PQclear(res);
+    return n;
+}
+
+static void raw_pg(bench_t *b, raw_result_t *r) {
+    PGconn *c = db_open(b, BENCH_DB);
+    char *ids = malloc((size_t)RAW_BATCH * 21 + 3);
+    double lat[RAW_SINGLES], t0, cpu0, bcpu0;
+    pid_t backend;
+    int n;
+
+    if (!c || !ids) {
+        snprintf(r->err, sizeof r->err, "no connection or no memory");
+        goto out;
+    }
+    backend = PQbackendPID(c);
+    /* The relay's session runs with synchronous_commit off: same here. */
+    if (db_exec(c, "SET synchronous_commit = off") != 0)
+        goto out;
+    /* Single rows first: the floor of claiming and marking one event. */
+    for (int i = 0; i < RAW_SINGLES; i++) {
+        double s0 = bench_now();
+        if (claim_mark(c, 1, ids, r) != 1)
+            goto out;
+        lat[i] = (bench_now() - s0) * 1000.0;
+    }
+    t0 = bench_now();
+    cpu0 = self_cpu_s();
+    bcpu0 = proc_cpu_s(backend);
+    while ((n = claim_mark(c, RAW_BATCH, ids, r)) > 0 && !bench_stop)
+        r->n += n;
+    if (n != 0)
+        goto out;
+    r->secs = bench_now() - t0;
+    r->cpu_s = self_cpu_s() - cpu0;
+    r->backend_cpu_s = proc_cpu_s(backend) - bcpu0;
+    r->single_p99_ms = bench_pick(lat, RAW_SINGLES, 0.99);
+    r->single_p50_ms = bench_pick(lat, RAW_SINGLES, 0.50);
+    r->ok = r->n > 0;
+out:
+    free(ids);
+    PQfinish(c);
+}
+
+typedef struct {
+    long ok, failed;
+    char err[128];
+} raw_dr_t;
+
+static void raw_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    raw_dr_t *d = opaque;
+    (void)rk;
+    if (m->err) {
+        if (d->failed++ == 0)
+            snprintf(d->err, sizeof d->err, "%s", rd_kafka_err2str(m->err));
+    } else {
+        d->ok++;
+    }
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, raw_result_t *r) {
+    char err[256];
+    if (rd_kafka_conf_set(conf, k, v, err, sizeof err) == RD_KAFKA_CONF_OK)
+        return 0;
+    snprintf(r->err, sizeof r->err, "%s: %s", k, err);
+    return -1;
+}
+
+/* The relay's kafka.* settings of --relay-set, so both producers match:
+ * "_" in the key reads as "." and quotes around the value are dropped. */
+static int conf_sets(const bench_t *b, rd_kafka_conf_t *conf, raw_result_t *r) {
+    for (int i = 0; i < b->nsets; i++) {
+        char key[128], val[256];
+        const char *s = b->sets[i], *eq = strchr(s, '=');
+        size_t vlen;
+        if (strncmp(s, "kafka.", 6) != 0)
+            continue;
+        snprintf(key, sizeof key, "%.*s", (int)(eq - s - 6), s + 6);
+        for (char *k = key; *k; k++)
+            if (*k == '_')
+                *k = '.';
+        snprintf(val, sizeof val, "%s", eq + 1);
+        vlen = strlen(val);
+        if (vlen >= 2 && val[0] == '"' && val[vlen - 1] == '"') {
+            memmove(val, val + 1, vlen - 2);
+            val[vlen - 2] = '\0';
+        }
+        if (conf_set(conf, key, val, r) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static rd_kafka_resp_err_t raw_send(rd_kafka_t *rk, const char *topic, long i, const bench_t *b,
+                                    const char *payload) {
+    char key[32];
+    int klen = snprintf(key, sizeof key, "agg-%ld", i % b->aggregates);
+    return rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, (size_t)klen),
+                             RD_KAFKA_V_VALUE((void *)payload, (size_t)b->payload),
+                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+}
+
+static void raw_kafka(bench_t *b, raw_result_t *r) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *rk = NULL;
+    raw_dr_t dr = {0, 0, ""};
+    char topic[128], qmax[32], err[256];
+    char *payload = malloc((size_t)b->payload);
+    double lat[RAW_SINGLES], t0, cpu0;
+    long sent = 0;
+
+    snprintf(topic, sizeof topic, "%s.raw", b->topic_prefix);
+    snprintf(qmax, sizeof qmax, "%ld", b->events + 1000);
+    if (!payload)
+        goto out;
+    for (int i = 0; i < b->payload; i++)
+        payload[i] = (char)('a' + i % 26);
+    if (conf_set(conf, "bootstrap.servers", b->bootstrap, r) || conf_set(conf, "log_level", "3", r) ||
+        conf_set(conf, "queue.buffering.max.messages", qmax, r) || conf_sets(b, conf, r) ||
+        conf_set(conf, "enable.idempotence", "true", r))
+        goto out;
+    rd_kafka_conf_set_opaque(conf, &dr);
+    rd_kafka_conf_set_dr_msg_cb(conf, raw_dr);
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    if (!rk) {
+        snprintf(r->err, sizeof r->err, "rd_kafka_new: %s", err);
+        goto out;
+    }
+    conf = NULL; /* owned by rk */
+    /* One message first: connection, producer id and topic metadata are
+     * start-up, not throughput. Then single messages, one at a time. */
+    for (int i = 0; i <= RAW_SINGLES && !bench_stop; i++) {
+        double s0 = bench_now();
+        long want = dr.ok + 1;
+        if (raw_send(rk, topic, i, b, payload) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            break;
+        while (dr.ok < want && dr.failed == 0 && bench_now() - s0 < 30)
+            rd_kafka_poll(rk, 100);
+        if (dr.ok < want)
+            break;
+        if (i > 0)
+            lat[i - 1] = (bench_now() - s0) * 1000.0;
+    }
+    if (dr.ok != RAW_SINGLES + 1) {
+        snprintf(r->err, sizeof r->err, "single messages not acknowledged: %s", dr.err);
+        goto out;
+    }
+    t0 = bench_now();
+    cpu0 = self_cpu_s();
+    while (sent < b->events && !bench_stop) {
+        rd_kafka_resp_err_t e = raw_send(rk, topic, sent, b, payload);
+        if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            rd_kafka_poll(rk, 10);
+            continue;
+        }
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            snprintf(r->err, sizeof r->err, "produce: %s", rd_kafka_err2str(e));
+            goto out;
+        }
+        if (++sent % 1000 == 0)
+            rd_kafka_poll(rk, 0);
+    }
+    rd_kafka_flush(rk, 120000);
+    r->secs = bench_now() - t0;
+    r->cpu_s = self_cpu_s() - cpu0;
+    r->backend_cpu_s = NAN;
+    r->n = dr.ok - (RAW_SINGLES + 1);
+    r->single_p99_ms = bench_pick(lat, RAW_SINGLES, 0.99);
+    r->single_p50_ms = bench_pick(lat, RAW_SINGLES, 0.50);
+    r->ok = r->n == b->events && dr.failed == 0;
+    if (!r->ok)
+        snprintf(r->err, sizeof r->err, "%ld of %ld acknowledged, %ld failed: %s", r->n, b->events,
+                 dr.failed, dr.err);
+out:
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    if (rk)
+        rd_kafka_destroy(rk);
+    free(payload);
+}
+
+/* Runs fn in a child and returns its result; the child's peak RSS is added. */
+static int run_child(bench_t *b, raw_fn fn, raw_result_t *out) {
+    raw_result_t r;
+    size_t got = 0;
+    int fds[2], st;
+    pid_t pid;
+
+    memset(out, 0, sizeof *out);
+    if (pipe(fds) != 0) {
+        bench_log("pipe: %s", strerror(errno));
+        return -1;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        memset(&r, 0, sizeof r);
+        fn(b, &r);
+        r.hwm_mb = proc_hwm_mb(getpid());
+        if (write(fds[1], &r, sizeof r) != (ssize_t)sizeof r)
+            _exit(1);
+        _exit(0);
+    }
+    close(fds[1]);
+    while (pid > 0 && got < sizeof *out) {
+        ssize_t n = read(fds[0], (char *)out + got, sizeof *out - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fds[0]);
+    if (pid > 0)
+        waitpid(pid, &st, 0);
+    if (got != sizeof *out || !out->ok) {
+        bench_log("raw limit failed: %s", got == sizeof *out ? out->err : "the child died");
+        return -1;
+    }
+    return 0;
+}
+
+/* Bare connect + LISTEN, the floor of the relay's start-up: median of 5. */
+static double connect_floor_ms(const bench_t *b) {
+    double v[5];
+    size_t n = 0;
+    for (int i = 0; i < 5; i++) {
+        double t0 = bench_now();
+        PGconn *c = db_open(b, BENCH_DB);
+        if (c && db_exec(c, "LISTEN outbox") == 0)
+            v[n++] = (bench_now() - t0) * 1000.0;
+        PQfinish(c);
+    }
+    return bench_pick(v, n, 0.5);
+}
+
+int scenario_raw(bench_t *b) {
+    raw_result_t pg, kafka;
+    PGconn *c = db_reset(b);
+    double maxid;
+    int rc = -1;
+
+    if (!c)
+        return -1;
+    bench_log("raw: pre-filling %ld rows", b->events + RAW_SINGLES);
+    if (db_prefill(b, c, b->events + RAW_SINGLES, &maxid) != 0)
+        goto out;
+    bench_log("raw: (a) bare SELECT %d + UPDATE loop", RAW_BATCH);
+    if (run_child(b, raw_pg, &pg) != 0)
+        goto out;
+    bench_log("raw: (b) bare idempotent producer, %ld messages", b->events);
+    if (run_child(b, raw_kafka, &kafka) != 0)
+        goto out;
+    b->raw_pg_rate = (double)pg.n / pg.secs;
+    b->raw_kafka_rate = (double)kafka.n / kafka.secs;
+    b->raw_floor_ms = pg.single_p50_ms + kafka.single_p50_ms;
+    b->raw_cpu_100k = (pg.cpu_s / (double)pg.n + kafka.cpu_s / (double)kafka.n) * 1e5;
+    b->raw_backend_cpu_100k = pg.backend_cpu_s / (double)pg.n * 1e5;
+    b->raw_producer_hwm_mb = kafka.hwm_mb;
+    b->raw_connect_ms = connect_floor_ms(b);
+    b->have_raw = 1;
+
+    bench_row(b, "raw", "pg_rows_per_s", "(a) bare SELECT 1000 + UPDATE loop", b->raw_pg_rate, "rows/s");
+    bench_row(b, "raw", "pg_backend_cpu_s_per_100k", "(a) its PostgreSQL backend CPU per 100k",
+              b->raw_backend_cpu_100k, "s");
+    bench_row(b, "raw", "pg_single_ms_p50", "(a1) 1 row: SELECT + UPDATE round trip p50",
+              pg.single_p50_ms, "ms");
+    bench_row(b, "raw", "kafka_msgs_per_s", "(b) bare idempotent producer, keyed", b->raw_kafka_rate,
+              "msgs/s");
+    bench_row(b, "raw", "kafka_cpu_s_per_100k", "(b) producer process CPU per 100k",
+              kafka.cpu_s / (double)kafka.n * 1e5, "s");
+    bench_row(b, "raw", "kafka_single_ms_p50", "(b1) 1 message: produce -> ack p50",
+              kafka.single_p50_ms, "ms");
+    bench_row(b, "raw", "kafka_single_ms_p99", "(b1) 1 message: produce -> ack p99",
+              kafka.single_p99_ms, "ms");
+    bench_row(b, "raw", "connect_listen_ms", "bare libpq connect + LISTEN (median of 5)",
+              b->raw_connect_ms, "ms");
+    rc = 0;
+out:
+    PQfinish(c);
+    return rc;
+}

@@ -1,0 +1,759 @@
+/* The relay's scenarios: drain, steady latency, idle wake, writer cost and
+ * the dedup consumer. Each starts from a freshly created database. */
+#include "bench.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* pg_type oids of the writers' parameters. */
+#define TEXTOID 25
+#define BYTEAOID 17
+
+/* A process's CPU only means something when PostgreSQL runs on this machine:
+ * a pid of a remote backend would name some local process. */
+static double backend_cpu_s(const bench_t *b, pid_t pid) {
+    return b->pghost[0] == '/' && pid > 0 ? proc_cpu_s(pid) : NAN;
+}
+
+/* Waits until every row up to maxid is marked. The newest row is polled
+ * first (one primary-key lookup), then the exact count. *done_at is when the
+ * query that saw none left was sent: at most one poll late. */
+static int wait_marked(PGconn *c, const bench_child_t *relay, double maxid, double timeout_s,
+                       double *done_at) {
+    double deadline = bench_now() + timeout_s, v;
+    char id[32];
+    const char *p[1] = {id};
+    int newest = 0;
+
+    snprintf(id, sizeof id, "%.0f", maxid);
+    while (!bench_stop && bench_now() < deadline) {
+        double sent = bench_now();
+        if (!newest) {
+            if (db_num(c, "SELECT (sent_at IS NOT NULL)::int FROM outbox WHERE id = $1::bigint", 1, p,
+                       &v) != 0)
+                return -1;
+            newest = v > 0;
+        }
+        if (newest) {
+            if (db_num(c, "SELECT count(*) FROM outbox WHERE id <= $1::bigint"
+                          " AND sent_at IS NULL AND parked_at IS NULL", 1, p, &v) != 0)
+                return -1;
+            if (v == 0) {
+                *done_at = sent;
+                return 0;
+            }
+        }
+        if (relay && bench_exited(relay->pid)) {
+            bench_log("the relay died");
+            bench_log_tail(relay->log);
+            return -1;
+        }
+        bench_sleep_ms(5);
+    }
+    bench_log("rows up to id %s not all marked within %.0f s", id, timeout_s);
+    return -1;
+}
+
+static double drain_timeout(const bench_t *b, long rows) {
+    return 60.0 + (double)rows / 1000.0;
+}
+
+int scenario_drain(bench_t *b) {
+    PGconn *c = db_reset(b);
+    bench_child_t relay = {.pid = -1};
+    bench_row_t *r;
+    double maxid, done, secs, cpu, hwm, bcpu;
+    int rc = -1;
+
+    if (!c)
+        return -1;
+    bench_log("drain: pre-filling %ld rows", b->events);
+    if (db_prefill(b, c, b->events, &maxid) != 0)
+        goto out;
+    bench_log("drain: relay draining");
+    if (relay_start(b, &relay) != 0 || wait_marked(c, &relay, maxid, drain_timeout(b, b->events), &done) != 0)
+        goto out;
+    /* Read before stopping it: the figures are the drain's, not the shutdown's. */
+    cpu = proc_cpu_s(relay.pid);
+    hwm = proc_hwm_mb(relay.pid);
+    bcpu = backend_cpu_s(b, db_backend_pid(c, "outbox-relay"));
+    if (relay_stop(&relay) != 0)
+        goto out;
+    secs = done - relay.started;
+
+    r = bench_row(b, "drain", "events_per_s", "events/s, relay exec -> all marked",
+                  (double)b->events / secs, "ev/s");
+    bench_row_ref(r, "ev/s (a) bare loop", b->raw_pg_rate);
+    bench_row_target(r, '>', 1, 1.2);
+    r = bench_row(b, "drain", "events_per_s_vs_producer", "same, against the bare producer",
+                  (double)b->events / secs, "ev/s");
+    bench_row_ref(r, "msg/s (b) bare producer", b->raw_kafka_rate);
+    r = bench_row(b, "drain", "events_per_s_from_connected", "events/s, 'postgres connected' -> all marked",
+                  (double)b->events / (done - relay.ready), "ev/s");
+    bench_row_ref(r, "ev/s (a) bare loop", b->raw_pg_rate);
+
+    r = bench_row(b, "footprint", "relay_peak_rss_mb", "relay peak RSS (VmHWM) after the drain", hwm, "MB");
+    bench_row_ref(r, "MB (b) bare producer", b->raw_producer_hwm_mb);
+    bench_row_target(r, '<', 0, 20);
+    r = bench_row(b, "footprint", "relay_cpu_s_per_100k", "relay CPU (utime+stime) per 100k events",
+                  cpu / (double)b->events * 1e5, "s");
+    bench_row_ref(r, "s (a)+(b) client CPU", b->raw_cpu_100k);
+    r = bench_row(b, "footprint", "relay_backend_cpu_s_per_100k", "relay's PostgreSQL backend CPU per 100k",
+                  bcpu / (double)b->events * 1e5, "s");
+    bench_row_ref(r, "s (a) loop's backend", b->raw_backend_cpu_100k);
+    rc = 0;
+out:
+    if (relay.pid > 0)
+        bench_reap(relay.pid, SIGKILL, 5);
+    PQfinish(c);
+    return rc;
+}
+
+/* Steady writers: thread k writes events k, k+T, k+2T, ..., event i being
+ * due at start + i/rate. A thread that fell behind catches up without
+ * sleeping, so the offered rate holds on average. */
+typedef struct {
+    const bench_t *b;
+    int index;
+    double rate, start, end;
+    long committed, failed;
+    pthread_t thread;
+} writer_t;
+
+static uint64_t splitmix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+static void *writer_main(void *arg) {
+    writer_t *w = arg;
+    const bench_t *b = w->b;
+    const Oid types[2] = {TEXTOID, BYTEAOID};
+    PGconn *c = db_open(b, BENCH_DB);
+    char *payload = malloc((size_t)b->payload);
+    PGresult *res = NULL;
+
+    if (!c || !payload)
+        goto out;
+    res = PQprepare(c, "enqueue", "SELECT outbox_enqueue('bench', $1, 'BenchEvent', $2)", 2, types);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        bench_log("prepare: %s", PQresultErrorMessage(res));
+        goto out;
+    }
+    for (int i = 0; i < b->payload; i++)
+        payload[i] = (char)('a' + (i + w->index) % 26);
+    for (long i = w->index;; i += b->writers) {
+        double due = w->start + (double)i / w->rate;
+        char agg[32];
+        const char *vals[2] = {agg, payload};
+        const int lens[2] = {0, b->payload}, fmts[2] = {0, 1};
+        PGresult *ins;
+
+        if (due >= w->end || bench_stop)
+            break;
+        bench_sleep_until(due);
+        snprintf(agg, sizeof agg, "agg-%d", (int)(splitmix64((uint64_t)i) % (uint64_t)b->aggregates));
+        ins = PQexecPrepared(c, "enqueue", 2, vals, lens, fmts, 0);
+        if (PQresultStatus(ins) == PGRES_TUPLES_OK) {
+            w->committed++;
+        } else if (w->failed++ == 0) {
+            bench_log("writer %d: %s", w->index, PQresultErrorMessage(ins));
+        }
+        PQclear(ins);
+        if (PQstatus(c) != CONNECTION_OK)
+            break;
+    }
+out:
+    PQclear(res);
+    free(payload);
+    PQfinish(c);
+    return NULL;
+}
+
+static int run_writers(bench_t *b, double rate, long *committed, long *failed) {
+    writer_t *w = calloc((size_t)b->writers, sizeof *w);
+    /* Half a second for every writer to connect before the first event is due. */
+    double start = bench_now() + 0.5;
+    int started = 0;
+
+    if (!w)
+        return -1;
+    *committed = *failed = 0;
+    for (; started < b->writers; started++) {
+        w[started] = (writer_t){.b = b, .index = started, .rate = rate, .start = start,
+                                .end = start + b->duration_s};
+        if (pthread_create(&w[started].thread, NULL, writer_main, &w[started]) != 0) {
+            bench_log("pthread_create failed");
+            break;
+        }
+    }
+    for (int i = 0; i < started; i++) {
+        pthread_join(w[i].thread, NULL);
+        *committed += w[i].committed;
+        *failed += w[i].failed;
+    }
+    free(w);
+    return started == b->writers ? 0 : -1;
+}
+
+/* p50, p99, p999 and count of sent_at - created_at over ids in (from, to]. */
+static int latency_pcts(PGconn *c, double from, double to, double out[4]) {
+    char lo[32], hi[32];
+    const char *params[2] = {lo, hi};
+    PGresult *res;
+    int rc = -1;
+
+    snprintf(lo, sizeof lo, "%.0f", from);
+    snprintf(hi, sizeof hi, "%.0f", to);
+    res = PQexecParams(c,
+        "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY d), percentile_disc(0.99) WITHIN GROUP (ORDER BY d),"
+        " percentile_disc(0.999) WITHIN GROUP (ORDER BY d), count(d)"
+        " FROM (SELECT extract(epoch FROM sent_at - created_at) * 1000 AS d FROM outbox"
+        "       WHERE id > $1::bigint AND id <= $2::bigint) s",
+        2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        for (int i = 0; i < 4; i++)
+            out[i] = PQgetisnull(res, 0, i) ? NAN : strtod(PQgetvalue(res, 0, i), NULL);
+        rc = 0;
+    } else {
+        bench_log("latency query: %s", PQresultErrorMessage(res));
+    }
+    PQclear(res);
+    return rc;
+}
+
+int scenario_steady(bench_t *b) {
+    PGconn *c = db_reset(b);
+    bench_child_t relay = {.pid = -1};
+    int rc = -1;
+
+    if (!c)
+        return -1;
+    if (relay_start(b, &relay) != 0 || db_wait_waiting(c, 10) != 0)
+        goto out;
+    for (int k = 0; k < b->nrates; k++) {
+        double from, to, done, pct[4];
+        long committed, failed;
+        char key[48], fig[72];
+        bench_row_t *r;
+        int rate = b->rates[k];
+
+        bench_log("steady: %d events/s for %d s", rate, b->duration_s);
+        if (db_num(c, "SELECT coalesce(max(id), 0) FROM outbox", 0, NULL, &from) != 0 ||
+            run_writers(b, rate, &committed, &failed) != 0 ||
+            db_num(c, "SELECT coalesce(max(id), 0) FROM outbox", 0, NULL, &to) != 0 ||
+            wait_marked(c, &relay, to, 60, &done) != 0 || latency_pcts(c, from, to, pct) != 0)
+            goto out;
+        if (failed > 0)
+            bench_note(b, "steady %d/s: %ld inserts failed", rate, failed);
+
+        snprintf(key, sizeof key, "rate_%d_achieved", rate);
+        snprintf(fig, sizeof fig, "%d/s: write rate achieved", rate);
+        r = bench_row(b, "steady", key, fig, (double)committed / b->duration_s, "ev/s");
+        bench_row_ref(r, "ev/s offered", rate);
+        static const struct {
+            const char *name;
+            int idx;
+        } p[] = {{"p50", 0}, {"p99", 1}, {"p999", 2}};
+        for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) {
+            snprintf(key, sizeof key, "rate_%d_commit_to_mark_ms_%s", rate, p[i].name);
+            snprintf(fig, sizeof fig, "%d/s: commit-to-mark %s", rate, p[i].name);
+            r = bench_row(b, "steady", key, fig, pct[p[i].idx], "ms");
+            bench_row_ref(r, "ms (a1)+(b1) floor", b->raw_floor_ms);
+            if (rate == 1000 && p[i].idx == 1)
+                bench_row_target(r, '<', 0, 10);
+        }
+    }
+    if (relay_stop(&relay) != 0)
+        goto out;
+    rc = 0;
+out:
+    if (relay.pid > 0)
+        bench_reap(relay.pid, SIGKILL, 5);
+    PQfinish(c);
+    return rc;
+}
+
+/* Polls one query until it returns a non-zero number. */
+static int poll_true(PGconn *c, const char *sql, int nparams, const char *const *params,
+                     double timeout_s) {
+    double deadline = bench_now() + timeout_s, v;
+    while (!bench_stop && bench_now() < deadline) {
+        if (db_num(c, sql, nparams, params, &v) != 0)
+            return -1;
+        if (v > 0)
+            return 0;
+        bench_sleep_ms(1);
+    }
+    bench_log("timed out: %s", sql);
+    return -1;
+}
+
+/* ids and inserting xids of the samples as two array literals. */
+typedef struct {
+    char *ids, *xids;
+    size_t ids_len, xids_len, cap;
+} idle_arrays_t;
+
+static int idle_latencies(bench_t *b, PGconn *c, const idle_arrays_t *a, double out[2]) {
+    /* The commit record's timestamp (track_commit_timestamp) is when the
+     * writer committed; without it, created_at (the insert) is the best bound. */
+    const char *from = b->commit_ts ? "pg_xact_commit_timestamp(u.x)" : "o.created_at";
+    const char *params[2] = {a->ids, a->xids};
+    char sql[600];
+    PGresult *res;
+    int rc = -1;
+
+    snprintf(sql, sizeof sql,
+             "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY d), percentile_disc(0.99) WITHIN GROUP (ORDER BY d)"
+             " FROM (SELECT extract(epoch FROM o.sent_at - %s) * 1000 AS d"
+             "       FROM unnest($1::bigint[], $2::xid[]) AS u(id, x) JOIN outbox o ON o.id = u.id) s",
+             from);
+    res = PQexecParams(c, sql, 2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        out[0] = strtod(PQgetvalue(res, 0, 0), NULL);
+        out[1] = strtod(PQgetvalue(res, 0, 1), NULL);
+        rc = 0;
+    } else {
+        bench_log("idle latency query: %s", PQresultErrorMessage(res));
+    }
+    PQclear(res);
+    return rc;
+}
+
+static void arrays_add(idle_arrays_t *a, const char *id, const char *xid) {
+    a->ids_len += (size_t)sprintf(a->ids + a->ids_len, "%s%s", a->ids_len > 1 ? "," : "", id);
+    a->xids_len += (size_t)sprintf(a->xids + a->xids_len, "%s%s", a->xids_len > 1 ? "," : "", xid);
+}
+
+int scenario_idle(bench_t *b) {
+    PGconn *c = db_reset(b);
+    bench_child_t relay = {.pid = -1};
+    const Oid types[2] = {TEXTOID, BYTEAOID};
+    size_t cap = (size_t)b->idle_samples * 24 + 8;
+    idle_arrays_t a = {malloc(cap), malloc(cap), 1, 1, cap};
+    char *payload = malloc((size_t)b->payload);
+    PGresult *res = NULL;
+    double lat[2];
+    bench_row_t *r;
+    int rc = -1;
+
+    if (!c || !a.ids || !a.xids || !payload)
+        goto out;
+    strcpy(a.ids, "{");
+    strcpy(a.xids, "{");
+    memset(payload, 'x', (size_t)b->payload);
+    res = PQprepare(c, "insert",
+                    "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+                    " VALUES ('bench', $1, 'BenchEvent', $2) RETURNING id, xmin",
+                    2, types);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        bench_log("prepare: %s", PQresultErrorMessage(res));
+        goto out;
+    }
+    if (relay_start(b, &relay) != 0)
+        goto out;
+    bench_log("idle: %d single inserts, each once the relay sleeps", b->idle_samples);
+    for (int i = 0; i < b->idle_samples && !bench_stop; i++) {
+        char agg[32], id[32];
+        const char *vals[2] = {agg, payload}, *idp[1] = {id};
+        const int lens[2] = {0, b->payload}, fmts[2] = {0, 1};
+        PGresult *ins;
+
+        if (db_wait_waiting(c, 10) != 0)
+            goto out;
+        /* The flag is set before the relay's last re-check: give it time to
+         * finish that and sleep on LISTEN, so each insert wakes an idle relay. */
+        bench_sleep_ms(20);
+        snprintf(agg, sizeof agg, "agg-%d", i % b->aggregates);
+        ins = PQexecPrepared(c, "insert", 2, vals, lens, fmts, 0);
+        if (PQresultStatus(ins) != PGRES_TUPLES_OK) {
+            bench_log("insert: %s", PQresultErrorMessage(ins));
+            PQclear(ins);
+            goto out;
+        }
+        snprintf(id, sizeof id, "%s", PQgetvalue(ins, 0, 0));
+        arrays_add(&a, id, PQgetvalue(ins, 0, 1));
+        PQclear(ins);
+        if (poll_true(c, "SELECT (sent_at IS NOT NULL)::int FROM outbox WHERE id = $1::bigint", 1, idp,
+                      10) != 0)
+            goto out;
+    }
+    strcpy(a.ids + a.ids_len, "}");
+    strcpy(a.xids + a.xids_len, "}");
+    if (bench_stop || idle_latencies(b, c, &a, lat) != 0 || relay_stop(&relay) != 0)
+        goto out;
+    r = bench_row(b, "idle", "wake_ms_p50",
+                  b->commit_ts ? "commit-to-mark p50, relay asleep" : "insert-to-mark p50, relay asleep",
+                  lat[0], "ms");
+    bench_row_ref(r, "ms (a1)+(b1) floor", b->raw_floor_ms);
+    r = bench_row(b, "idle", "wake_ms_p99",
+                  b->commit_ts ? "commit-to-mark p99, relay asleep" : "insert-to-mark p99, relay asleep",
+                  lat[1], "ms");
+    bench_row_ref(r, "ms (a1)+(b1) floor", b->raw_floor_ms);
+    bench_row_target(r, '<', 0, 5);
+    rc = 0;
+out:
+    if (relay.pid > 0)
+        bench_reap(relay.pid, SIGKILL, 5);
+    PQclear(res);
+    free(a.ids);
+    free(a.xids);
+    free(payload);
+    PQfinish(c);
+    return rc;
+}
+
+/* One pgbench run of the writers' script, with the relay's waiting flag
+ * sampled every 50 ms on the side (in every run, so all pay the same). */
+typedef struct {
+    double tps;
+    double flag_share;  /* share of samples with the waiting flag set */
+} pgb_out_t;
+
+static int pgbench_run(bench_t *b, PGconn *mon, const char *tag, pgb_out_t *o) {
+    char pgbench[600], script[600], out[600], clients[16], jobs[16], secs[16], port[16];
+    char *argv[24], *text = NULL, *p;
+    double deadline, v;
+    long samples = 0, set = 0;
+    int n = 0, st;
+    pid_t pid;
+
+    snprintf(pgbench, sizeof pgbench, "%s/pgbench", b->pg_bindir);
+    snprintf(script, sizeof script, "%s/writer.sql", b->workdir);
+    snprintf(out, sizeof out, "%s/pgbench-%s.out", b->workdir, tag);
+    snprintf(clients, sizeof clients, "%d", b->writers);
+    snprintf(jobs, sizeof jobs, "%d", b->writers < 2 ? b->writers : 2);
+    snprintf(secs, sizeof secs, "%d", b->duration_s);
+    snprintf(port, sizeof port, "%d", b->pg_port);
+    argv[n++] = pgbench;
+    argv[n++] = "-n";
+    argv[n++] = "-M";
+    argv[n++] = "prepared";
+    argv[n++] = "-c";
+    argv[n++] = clients;
+    argv[n++] = "-j";
+    argv[n++] = jobs;
+    argv[n++] = "-T";
+    argv[n++] = secs;
+    argv[n++] = "-f";
+    argv[n++] = script;
+    argv[n++] = "-h";
+    argv[n++] = b->pghost;
+    argv[n++] = "-p";
+    argv[n++] = port;
+    if (b->own_pg) {
+        argv[n++] = "-U";
+        argv[n++] = "postgres";
+    }
+    argv[n++] = BENCH_DB;
+    argv[n] = NULL;
+    bench_log("writers: %s (%d clients, %d s)", tag, b->writers, b->duration_s);
+    pid = bench_spawn(argv, out, -1);
+    if (pid < 0)
+        return -1;
+    deadline = bench_now() + b->duration_s + 60;
+    while (!bench_exited(pid) && !bench_stop && bench_now() < deadline) {
+        if (db_num(mon, "SELECT count(*) FROM outbox_relay_state WHERE waiting", 0, NULL, &v) == 0) {
+            samples++;
+            set += v > 0;
+        }
+        bench_sleep_ms(50);
+    }
+    st = bench_reap(pid, bench_exited(pid) ? 0 : SIGINT, 5);
+    text = bench_read_file(out);
+    p = text ? strstr(text, "\ntps = ") : NULL;
+    o->tps = p ? strtod(p + 7, NULL) : NAN;
+    o->flag_share = samples > 0 ? (double)set / (double)samples : NAN;
+    free(text);
+    if (st != 0 || isnan(o->tps)) {
+        bench_log("pgbench %s failed (exit %d)", tag, st);
+        bench_log_tail(out);
+        return -1;
+    }
+    return 0;
+}
+
+static int write_pgbench_script(const bench_t *b) {
+    char path[600];
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/writer.sql", b->workdir);
+    f = fopen(path, "w");
+    if (!f) {
+        bench_log("cannot write %s: %s", path, strerror(errno));
+        return -1;
+    }
+    /* One outbox insert per transaction, through outbox_enqueue as a service would. */
+    fprintf(f, "\\set aid random(0, %d)\n"
+               "SELECT outbox_enqueue('bench', 'agg-' || :aid, 'BenchEvent', repeat('x', %d)::bytea);\n",
+            b->aggregates - 1, b->payload);
+    fclose(f);
+    return 0;
+}
+
+static void relay_cpu_row(bench_t *b, const char *key, const char *figure, double cpu, double secs) {
+    bench_row(b, "writers", key, figure, cpu / secs, "cores");
+}
+
+int scenario_writers(bench_t *b) {
+    PGconn *c = db_reset(b);
+    bench_child_t relay = {.pid = -1};
+    pgb_out_t alone, gate, drain, idle, ungated, again;
+    double maxid, t_db0, left, last_mark, cpu0, t0, drain_cpu, idle_cpu, drain_secs, idle_secs, ref;
+    char maxid_s[32], fig[72];
+    const char *p[1] = {maxid_s};
+    bench_row_t *r;
+    int rc = -1;
+
+    if (!c || write_pgbench_script(b) != 0)
+        goto out;
+    /* 1. The reference: no trigger, no relay. */
+    if (db_exec(c, "DROP TRIGGER outbox_notify ON outbox") != 0)
+        goto out;
+    db_checkpoint(b, c);
+    if (pgbench_run(b, c, "alone", &alone) != 0)
+        goto out;
+
+    /* 2. The gated trigger alone: it reads the flag (off) on every insert. */
+    if (db_exec(c, "SELECT outbox_install('public', 'outbox', 'outbox')") != 0 ||
+        db_exec(c, "TRUNCATE outbox") != 0)
+        goto out;
+    db_checkpoint(b, c);
+    if (pgbench_run(b, c, "gate-only", &gate) != 0)
+        goto out;
+
+    /* 3. The relay draining a backlog while the writers run. */
+    if (db_exec(c, "TRUNCATE outbox") != 0 || db_prefill(b, c, b->events, &maxid) != 0 ||
+        db_num(c, "SELECT extract(epoch FROM clock_timestamp())", 0, NULL, &t_db0) != 0 ||
+        relay_start(b, &relay) != 0)
+        goto out;
+    cpu0 = proc_cpu_s(relay.pid);
+    t0 = bench_now();
+    if (pgbench_run(b, c, "relay-draining", &drain) != 0)
+        goto out;
+    drain_cpu = proc_cpu_s(relay.pid) - cpu0;
+    drain_secs = bench_now() - t0;
+    snprintf(maxid_s, sizeof maxid_s, "%.0f", maxid);
+    if (db_num(c, "SELECT count(*) FROM outbox WHERE id <= $1::bigint AND sent_at IS NULL", 1, p, &left) != 0 ||
+        db_num(c, "SELECT extract(epoch FROM max(sent_at)) FROM outbox WHERE id <= $1::bigint", 1, p,
+               &last_mark) != 0 ||
+        relay_stop(&relay) != 0)
+        goto out;
+
+    /* 4. The relay idle (flag set) when the writers start: it wakes on the
+     * first NOTIFY and then follows them, idling whenever it caught up. */
+    if (db_exec(c, "TRUNCATE outbox") != 0)
+        goto out;
+    db_checkpoint(b, c);
+    if (relay_start(b, &relay) != 0 || db_wait_waiting(c, 10) != 0)
+        goto out;
+    cpu0 = proc_cpu_s(relay.pid);
+    t0 = bench_now();
+    if (pgbench_run(b, c, "relay-idle", &idle) != 0)
+        goto out;
+    idle_cpu = proc_cpu_s(relay.pid) - cpu0;
+    idle_secs = bench_now() - t0;
+    if (relay_stop(&relay) != 0)
+        goto out;
+
+    /* 5. Ungated: the flag forced on, no relay: every commit NOTIFYs. */
+    if (db_exec(c, "TRUNCATE outbox") != 0 ||
+        db_exec(c, "INSERT INTO outbox_relay_state (table_oid, waiting) VALUES ('outbox'::regclass, true)"
+                   " ON CONFLICT (table_oid) DO UPDATE SET waiting = true") != 0)
+        goto out;
+    db_checkpoint(b, c);
+    if (pgbench_run(b, c, "ungated", &ungated) != 0 ||
+        db_exec(c, "UPDATE outbox_relay_state SET waiting = false") != 0)
+        goto out;
+
+    /* 6. The reference again: its drift is the run's noise. */
+    if (db_exec(c, "DROP TRIGGER outbox_notify ON outbox") != 0 || db_exec(c, "TRUNCATE outbox") != 0)
+        goto out;
+    db_checkpoint(b, c);
+    if (pgbench_run(b, c, "alone-again", &again) != 0)
+        goto out;
+
+    ref = (alone.tps + again.tps) / 2;
+    bench_row(b, "writers", "alone_tps", "alone: no trigger, no relay (first run)", alone.tps, "tps");
+    r = bench_row(b, "writers", "alone_again_tps", "alone again (last run): drift", again.tps, "tps");
+    bench_row_ref(r, "tps first run", alone.tps);
+    if (fabs(again.tps / alone.tps - 1) > 0.1)
+        bench_note(b, "writers: the no-trigger reference moved %.0f%% between the first and the last run "
+                      "(noise on the machine); ratios use their mean",
+                   (again.tps / alone.tps - 1) * 100);
+    r = bench_row(b, "writers", "gate_only_tps", "gate only: trigger, flag off, no relay", gate.tps, "tps");
+    bench_row_ref(r, "tps alone (mean)", ref);
+    snprintf(fig, sizeof fig, "relay draining a %ld-row backlog", b->events);
+    r = bench_row(b, "writers", "relay_draining_tps", fig, drain.tps, "tps");
+    bench_row_ref(r, "tps alone (mean)", ref);
+    bench_row_target(r, '>', 1, 0.9);
+    r = bench_row(b, "writers", "relay_draining_backlog_s",
+                  left > 0 ? "  backlog NOT drained within the run" : "  backlog all marked after",
+                  left > 0 ? NAN : last_mark - t_db0, "s");
+    bench_row_ref(r, "s run length", b->duration_s);
+    relay_cpu_row(b, "relay_draining_cpu_cores", "  relay process CPU during the run", drain_cpu, drain_secs);
+    bench_row(b, "writers", "relay_draining_flag_share", "  waiting flag set (share of samples)",
+              drain.flag_share * 100, "%");
+    r = bench_row(b, "writers", "relay_idle_tps", "relay idle at start, then following", idle.tps, "tps");
+    bench_row_ref(r, "tps alone (mean)", ref);
+    bench_row_target(r, '>', 1, 0.95);
+    relay_cpu_row(b, "relay_idle_cpu_cores", "  relay process CPU during the run", idle_cpu, idle_secs);
+    bench_row(b, "writers", "relay_idle_flag_share", "  waiting flag set (share of samples)",
+              idle.flag_share * 100, "%");
+    r = bench_row(b, "writers", "ungated_tps", "ungated: NOTIFY on every commit, no relay", ungated.tps, "tps");
+    bench_row_ref(r, "tps alone (mean)", ref);
+    rc = 0;
+out:
+    if (relay.pid > 0)
+        bench_reap(relay.pid, SIGKILL, 5);
+    PQfinish(c);
+    return rc;
+}
+
+static int wait_count(PGconn *c, const char *sql, double want, double timeout_s, const bench_child_t *child,
+                      double *first_at, double *first_n, double *done_at) {
+    double deadline = bench_now() + timeout_s, v;
+
+    *first_at = NAN;
+    while (!bench_stop && bench_now() < deadline) {
+        double sent = bench_now();
+        if (db_num(c, sql, 0, NULL, &v) != 0)
+            return -1;
+        if (v > 0 && isnan(*first_at)) {
+            *first_at = sent;
+            *first_n = v;
+        }
+        if (v >= want) {
+            *done_at = sent;
+            return 0;
+        }
+        if (child && bench_exited(child->pid)) {
+            bench_log("%s: the process died", child->log);
+            bench_log_tail(child->log);
+            return -1;
+        }
+        bench_sleep_ms(20);
+    }
+    bench_log("timed out waiting for %.0f: %s", want, sql);
+    return -1;
+}
+
+static int write_consumer_conf(const bench_t *b, const char *path) {
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        bench_log("cannot write %s: %s", path, strerror(errno));
+        return -1;
+    }
+    /* batch_size and batch_timeout_ms keep their defaults (those of
+     * config/consumer.conf); a per-run group keeps a given broker's old
+     * groups out of the way. */
+    fprintf(f,
+            "postgres: { conninfo = \"%s\"; };\n"
+            "kafka: { bootstrap_servers = \"%s\"; group_id = \"%s-stock\"; };\n"
+            "consumer: { name = \"stock\"; topics = [\"%s.order\"]; };\n",
+            b->conninfo, b->bootstrap, b->topic_prefix, b->topic_prefix);
+    fclose(f);
+    chmod(path, 0600);
+    return 0;
+}
+
+int scenario_consumer(bench_t *b) {
+    PGconn *c = db_reset(b);
+    bench_child_t relay = {.pid = -1}, gen = {.pid = -1}, cons = {.pid = -1};
+    char conf[600], orders[24];
+    char *gen_argv[14], *cons_argv[4];
+    double n = (double)b->consumer_events, first_at, first_n, done_at, cpu, hwm, applied;
+    bench_row_t *r;
+    int rc = -1, st;
+
+    if (!c || db_apply_file(b, c, "schema/003_shop.sql") != 0)
+        goto out;
+    /* Orders and their OrderPlaced events, written the way a service would. */
+    snprintf(orders, sizeof orders, "%ld", b->consumer_events);
+    snprintf(gen.log, sizeof gen.log, "%s/order-gen.log", b->workdir);
+    gen_argv[0] = (char *)bench_bin(b, "obx-order-gen");
+    gen_argv[1] = "-d";
+    gen_argv[2] = b->conninfo;
+    gen_argv[3] = "-n";
+    gen_argv[4] = orders;
+    gen_argv[5] = "--skus";
+    gen_argv[6] = "50";
+    gen_argv[7] = "--stock";
+    gen_argv[8] = "1000000"; /* every order is deducted: the apply path, not the rejection */
+    gen_argv[9] = "--clients";
+    gen_argv[10] = "4";
+    gen_argv[11] = NULL;
+    bench_log("consumer: writing %ld orders with obx-order-gen", b->consumer_events);
+    gen.pid = bench_spawn(gen_argv, gen.log, -1);
+    st = bench_reap(gen.pid, 0, 600);
+    gen.pid = -1;
+    if (st != 0) {
+        bench_log("obx-order-gen exited with %d", st);
+        bench_log_tail(gen.log);
+        goto out;
+    }
+    bench_log("consumer: relay publishing them");
+    if (relay_start(b, &relay) != 0 ||
+        wait_count(c, "SELECT count(*) FROM outbox WHERE aggregate_type = 'order' AND sent_at IS NOT NULL", n,
+                   drain_timeout(b, b->consumer_events), &relay, &first_at, &first_n, &done_at) != 0 ||
+        relay_stop(&relay) != 0)
+        goto out;
+
+    bench_log("consumer: obx-stock-consumer applying them");
+    snprintf(conf, sizeof conf, "%s/stock.conf", b->workdir);
+    if (write_consumer_conf(b, conf) != 0)
+        goto out;
+    snprintf(cons.log, sizeof cons.log, "%s/stock-consumer.log", b->workdir);
+    cons_argv[0] = (char *)bench_bin(b, "obx-stock-consumer");
+    cons_argv[1] = "-c";
+    cons_argv[2] = conf;
+    cons_argv[3] = NULL;
+    cons.started = bench_now();
+    cons.pid = bench_spawn(cons_argv, cons.log, -1);
+    if (cons.pid < 0 ||
+        wait_count(c, "SELECT count(*) FROM processed_events WHERE consumer = 'stock'", n,
+                   drain_timeout(b, b->consumer_events), &cons, &first_at, &first_n, &done_at) != 0)
+        goto out;
+    cpu = proc_cpu_s(cons.pid);
+    hwm = proc_hwm_mb(cons.pid);
+    st = bench_reap(cons.pid, SIGTERM, 30);
+    cons.pid = -1;
+    if (st != 0) {
+        bench_log("obx-stock-consumer exited with %d", st);
+        bench_log_tail(cons.log);
+        goto out;
+    }
+    if (db_num(c, "SELECT count(*) FROM processed_events WHERE consumer = 'stock' AND status = 'applied'", 0,
+               NULL, &applied) != 0)
+        goto out;
+    if (applied != n)
+        bench_note(b, "consumer: %.0f of %.0f events applied (the rest rejected or parked)", applied, n);
+
+    /* From the first batch seen to the last: the apply rate, without the
+     * consumer's start-up and group join (reported on their own). */
+    r = bench_row(b, "consumer", "apply_events_per_s", "dedup apply events/s, obx-stock-consumer",
+                  done_at > first_at ? (n - first_n) / (done_at - first_at) : NAN, "ev/s");
+    bench_row_ref(r, "rows/s (a) bare loop", b->raw_pg_rate);
+    bench_row_target(r, '>', 0, 20000);
+    bench_row(b, "consumer", "first_apply_ms", "  exec -> first batch applied (group join)",
+              (first_at - cons.started) * 1000, "ms");
+    bench_row(b, "consumer", "cpu_s_per_100k", "  consumer CPU per 100k events", cpu / n * 1e5, "s");
+    bench_row(b, "consumer", "peak_rss_mb", "  consumer peak RSS (VmHWM)", hwm, "MB");
+    rc = 0;
+out:
+    if (relay.pid > 0)
+        bench_reap(relay.pid, SIGKILL, 5);
+    if (cons.pid > 0)
+        bench_reap(cons.pid, SIGKILL, 5);
+    PQfinish(c);
+    return rc;
+}

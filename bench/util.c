@@ -1,0 +1,516 @@
+/* obx-bench helpers: clocks, child processes, /proc, PostgreSQL, the relay
+ * and the mock broker. */
+#include "bench.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+volatile sig_atomic_t bench_stop;
+
+double bench_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void bench_sleep_until(double t) {
+    struct timespec ts;
+    ts.tv_sec = (time_t)t;
+    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR && !bench_stop)
+        continue;
+}
+
+void bench_sleep_ms(double ms) { bench_sleep_until(bench_now() + ms / 1000.0); }
+
+void bench_log(const char *fmt, ...) {
+    va_list ap;
+    fputs("obx-bench: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+void bench_note(bench_t *b, const char *fmt, ...) {
+    char line[sizeof b->notes[0]];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    bench_log("note: %s", line);
+    if (b->nnotes < BENCH_MAX_NOTES)
+        snprintf(b->notes[b->nnotes++], sizeof b->notes[0], "%s", line);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Same definition as PostgreSQL's percentile_disc: the first value whose
+ * cumulative share reaches p. Sorts v. */
+double bench_pick(double *v, size_t n, double p) {
+    size_t i;
+    if (n == 0)
+        return NAN;
+    qsort(v, n, sizeof *v, cmp_double);
+    i = (size_t)ceil(p * (double)n);
+    return v[i > 0 ? i - 1 : 0];
+}
+
+static int read_cpu_jiffies(unsigned long long *busy, unsigned long long *total) {
+    unsigned long long v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    int n;
+    if (!f)
+        return -1;
+    n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+               &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (n < 5)
+        return -1;
+    *total = 0;
+    for (int i = 0; i < 8; i++)
+        *total += v[i];
+    *busy = *total - v[3] - v[4]; /* minus idle and iowait */
+    return 0;
+}
+
+double bench_machine_busy(int ms) {
+    unsigned long long b0, t0, b1, t1;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (read_cpu_jiffies(&b0, &t0) != 0)
+        return NAN;
+    bench_sleep_ms(ms);
+    if (read_cpu_jiffies(&b1, &t1) != 0 || t1 == t0)
+        return NAN;
+    return (double)(b1 - b0) / (double)(t1 - t0) * (double)(cpus > 0 ? cpus : 1);
+}
+
+pid_t bench_spawn(char *const argv[], const char *log, int out_fd) {
+    pid_t pid;
+
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    if (pid < 0) {
+        bench_log("fork: %s", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        /* Its own process group: a ^C on the terminal reaches only the bench,
+         * which then stops its children in order and removes the servers. */
+        setpgid(0, 0);
+        signal(SIGPIPE, SIG_DFL);
+        if (fd < 0 || null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(fd, STDERR_FILENO) < 0 ||
+            dup2(out_fd >= 0 ? out_fd : fd, STDOUT_FILENO) < 0)
+            _exit(127);
+        execv(argv[0], argv);
+        dprintf(STDERR_FILENO, "exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Exited, without reaping it, so bench_reap still gets its status. */
+int bench_exited(pid_t pid) {
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid;
+}
+
+int bench_reap(pid_t pid, int sig, double timeout_s) {
+    double deadline = bench_now() + timeout_s;
+    int st;
+
+    if (pid <= 0)
+        return -1;
+    if (sig)
+        kill(pid, sig);
+    for (;;) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (r < 0 || bench_now() >= deadline)
+            break;
+        bench_sleep_ms(5);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    return -1;
+}
+
+void bench_log_tail(const char *path) {
+    char *text = bench_read_file(path);
+    const char *p;
+    int lines = 0;
+
+    if (!text)
+        return;
+    p = text + strlen(text);
+    while (p > text && lines <= 8)
+        if (*--p == '\n')
+            lines++;
+    bench_log("last lines of %s:\n%s", path, p);
+    free(text);
+}
+
+int bench_wait_log(bench_child_t *c, const char *needle, double timeout_s) {
+    double deadline = bench_now() + timeout_s;
+    char buf[65536];
+
+    while (!bench_stop && bench_now() < deadline) {
+        int fd = open(c->log, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t n = read(fd, buf, sizeof buf - 1);
+            close(fd);
+            if (n > 0) {
+                buf[n] = '\0';
+                if (strstr(buf, needle)) {
+                    c->ready = bench_now();
+                    return 0;
+                }
+            }
+        }
+        if (bench_exited(c->pid)) {
+            bench_log("%s exited before logging \"%s\"", c->log, needle);
+            bench_log_tail(c->log);
+            return -1;
+        }
+        /* 1 ms: the start-up time is read off this loop. */
+        bench_sleep_ms(1);
+    }
+    bench_log("no \"%s\" in %s after %.0f s", needle, c->log, timeout_s);
+    bench_log_tail(c->log);
+    return -1;
+}
+
+double proc_cpu_s(pid_t pid) {
+    char path[64], buf[1024];
+    unsigned long ut, st;
+    const char *p;
+    size_t n;
+    FILE *f;
+
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    f = fopen(path, "r");
+    if (!f)
+        return NAN;
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* The command name may hold spaces: count fields from its closing
+     * parenthesis. state is field 3, utime 14, stime 15 (whole process). */
+    p = strrchr(buf, ')');
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return NAN;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+double proc_hwm_mb(pid_t pid) {
+    char path[64], line[256];
+    double mb = NAN;
+    long kb;
+    FILE *f;
+
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    f = fopen(path, "r");
+    if (!f)
+        return NAN;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
+            mb = (double)kb / 1024.0;
+    fclose(f);
+    return mb;
+}
+
+char *bench_read_file(const char *path) {
+    FILE *f = fopen(path, "r");
+    char *text = NULL;
+    long n;
+
+    if (!f)
+        return NULL;
+    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
+        goto out;
+    text = malloc((size_t)n + 1);
+    if (text && fread(text, 1, (size_t)n, f) != (size_t)n) {
+        free(text);
+        text = NULL;
+        goto out;
+    }
+    if (text)
+        text[n] = '\0';
+out:
+    fclose(f);
+    return text;
+}
+
+const char *bench_bin(const bench_t *b, const char *name) {
+    static char buf[4][700];
+    static int i;
+    char *p = buf[i++ % 4];
+    snprintf(p, sizeof buf[0], "%s/%s", b->build_root, name);
+    return p;
+}
+
+PGconn *db_open(const bench_t *b, const char *dbname) {
+    char ci[1400];
+    PGconn *c;
+
+    snprintf(ci, sizeof ci, "%s dbname=%s application_name=obx-bench", b->conn_base, dbname);
+    c = PQconnectdb(ci);
+    if (PQstatus(c) != CONNECTION_OK) {
+        bench_log("connect to %s: %s", dbname, PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+static int res_ok(PGconn *c, PGresult *res, const char *what) {
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+        return 1;
+    bench_log("%.200s: %s", what, res ? PQresultErrorMessage(res) : PQerrorMessage(c));
+    return 0;
+}
+
+int db_exec(PGconn *c, const char *sql) {
+    PGresult *res = PQexec(c, sql);
+    int ok = res_ok(c, res, sql);
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
+int db_num(PGconn *c, const char *sql, int nparams, const char *const *params, double *out) {
+    PGresult *res = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+    int rc = -1;
+
+    if (res_ok(c, res, sql) && PQntuples(res) >= 1) {
+        *out = PQgetisnull(res, 0, 0) ? NAN : strtod(PQgetvalue(res, 0, 0), NULL);
+        rc = 0;
+    } else if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        bench_log("%.200s: no row", sql);
+    }
+    PQclear(res);
+    return rc;
+}
+
+int db_checkpoint(bench_t *b, PGconn *c) {
+    PGresult *res = PQexec(c, "CHECKPOINT");
+    int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+
+    /* A given server may refuse it (PostgreSQL 15 needs pg_checkpoint): the
+     * runs are then less comparable, not wrong. */
+    if (!ok && !b->checkpoint_warned) {
+        b->checkpoint_warned = 1;
+        bench_note(b, "CHECKPOINT refused (%s): a checkpoint may fall inside a timed run",
+                   strtok(PQresultErrorMessage(res), "\n"));
+    }
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
+int db_apply_file(const bench_t *b, PGconn *c, const char *rel) {
+    char path[700];
+    char *sql;
+    int rc;
+
+    snprintf(path, sizeof path, "%s/%s", b->source_root, rel);
+    sql = bench_read_file(path);
+    if (!sql) {
+        bench_log("cannot read %s: %s", path, strerror(errno));
+        return -1;
+    }
+    rc = db_exec(c, sql);
+    free(sql);
+    return rc;
+}
+
+PGconn *db_reset(bench_t *b) {
+    PGconn *admin = db_open(b, "postgres"), *c = NULL;
+
+    if (!admin || db_exec(admin, "DROP DATABASE IF EXISTS " BENCH_DB " WITH (FORCE)") != 0 ||
+        db_exec(admin, "CREATE DATABASE " BENCH_DB) != 0)
+        goto out;
+    c = db_open(b, BENCH_DB);
+    if (c && (db_apply_file(b, c, "schema/001_outbox.sql") != 0 ||
+              db_apply_file(b, c, "schema/002_inbox.sql") != 0)) {
+        PQfinish(c);
+        c = NULL;
+    }
+out:
+    PQfinish(admin);
+    return c;
+}
+
+int db_prefill(bench_t *b, PGconn *c, long n, double *maxid) {
+    char payload[16], aggs[16], count[24];
+    const char *params[3] = {payload, aggs, count};
+    PGresult *res;
+    int ok;
+
+    snprintf(payload, sizeof payload, "%d", b->payload);
+    snprintf(aggs, sizeof aggs, "%d", b->aggregates);
+    snprintf(count, sizeof count, "%ld", n);
+    /* Payloads differ per row (the row number leads) and are plain ASCII. */
+    res = PQexecParams(c,
+        "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+        " SELECT 'bench', 'agg-' || (g % $2::int), 'BenchEvent',"
+        "        convert_to(rpad(g::text || ':', $1::int, 'abcdefghijklmnopqrstuvwxyz'), 'UTF8')"
+        " FROM generate_series(1, $3::bigint) g",
+        3, NULL, params, NULL, NULL, 0);
+    ok = res_ok(c, res, "prefill");
+    PQclear(res);
+    if (!ok || db_exec(c, "VACUUM ANALYZE outbox") != 0)
+        return -1;
+    db_checkpoint(b, c);
+    return db_num(c, "SELECT max(id) FROM outbox", 0, NULL, maxid);
+}
+
+int db_wait_waiting(PGconn *c, double timeout_s) {
+    double deadline = bench_now() + timeout_s, v;
+
+    while (!bench_stop && bench_now() < deadline) {
+        if (db_num(c, "SELECT count(*) FROM outbox_relay_state WHERE waiting", 0, NULL, &v) != 0)
+            return -1;
+        if (v > 0)
+            return 0;
+        bench_sleep_ms(1);
+    }
+    bench_log("the relay never set its waiting flag");
+    return -1;
+}
+
+pid_t db_backend_pid(PGconn *c, const char *application_name) {
+    const char *params[1] = {application_name};
+    double v;
+    if (db_num(c, "SELECT pid FROM pg_stat_activity WHERE application_name = $1"
+                  " AND datname = current_database() ORDER BY backend_start LIMIT 1",
+               1, params, &v) != 0 || isnan(v))
+        return -1;
+    return (pid_t)v;
+}
+
+/* GROUP.KEY=VALUE settings of --relay-set for one group, as libconfig lines. */
+static void write_sets(const bench_t *b, FILE *f, const char *group) {
+    size_t glen = strlen(group);
+    for (int i = 0; i < b->nsets; i++) {
+        const char *s = b->sets[i], *eq = strchr(s, '=');
+        if (strncmp(s, group, glen) == 0 && s[glen] == '.')
+            fprintf(f, " %.*s = %s;", (int)(eq - s - (int)glen - 1), s + glen + 1, eq + 1);
+    }
+}
+
+int relay_start(bench_t *b, bench_child_t *r) {
+    char conf[600];
+    char *argv[4];
+    FILE *f;
+    int seq = ++b->relay_seq;
+
+    memset(r, 0, sizeof *r);
+    r->pid = -1;
+    snprintf(conf, sizeof conf, "%s/relay-%d.conf", b->workdir, seq);
+    snprintf(r->log, sizeof r->log, "%s/relay-%d.log", b->workdir, seq);
+    f = fopen(conf, "w");
+    if (!f) {
+        bench_log("cannot write %s: %s", conf, strerror(errno));
+        return -1;
+    }
+    /* Everything not written here keeps the relay's defaults, which are the
+     * values of config/outbox-relay.conf (batch 500, 20000 in flight,
+     * linger 5 ms, stats every 10 s), unless --relay-set says otherwise. */
+    fprintf(f, "postgres: { conninfo = \"%s\";", b->conninfo);
+    write_sets(b, f, "postgres");
+    fprintf(f, " };\nkafka: { bootstrap_servers = \"%s\";", b->bootstrap);
+    write_sets(b, f, "kafka");
+    fprintf(f, " };\nrelay: { topic_pattern = \"%s.${aggregate_type}\";", b->topic_prefix);
+    write_sets(b, f, "relay");
+    fprintf(f, " };\nlog: {");
+    write_sets(b, f, "log");
+    fprintf(f, " };\n");
+    fclose(f);
+    chmod(conf, 0600);
+    argv[0] = (char *)bench_bin(b, "outbox-relay");
+    argv[1] = "-c";
+    argv[2] = conf;
+    argv[3] = NULL;
+    r->started = bench_now();
+    r->pid = bench_spawn(argv, r->log, -1);
+    if (r->pid < 0)
+        return -1;
+    /* Logged once the session is up: connected, LISTEN issued, statements
+     * prepared, leadership lock taken. */
+    if (bench_wait_log(r, "msg=\"postgres connected\"", 15) != 0) {
+        bench_reap(r->pid, SIGKILL, 5);
+        r->pid = -1;
+        return -1;
+    }
+    if (b->nstarts < BENCH_MAX_STARTS)
+        b->starts_ms[b->nstarts++] = (r->ready - r->started) * 1000.0;
+    return 0;
+}
+
+int relay_stop(bench_child_t *r) {
+    int rc = bench_reap(r->pid, SIGTERM, 30);
+    r->pid = -1;
+    if (rc != 0) {
+        bench_log("relay exited with %d", rc);
+        bench_log_tail(r->log);
+    }
+    return rc == 0 ? 0 : -1;
+}
+
+int mock_start(bench_t *b) {
+    char log[600], *argv[2];
+    int fds[2];
+    struct pollfd pfd;
+    ssize_t n = 0;
+    size_t len = 0;
+    double deadline = bench_now() + 15;
+
+    snprintf(log, sizeof log, "%s/mock-kafka.log", b->workdir);
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        bench_log("pipe: %s", strerror(errno));
+        return -1;
+    }
+    argv[0] = (char *)bench_bin(b, "obx-mock-kafka");
+    argv[1] = NULL;
+    b->mock_pid = bench_spawn(argv, log, fds[1]);
+    close(fds[1]);
+    /* Its first stdout line is the bootstrap list. */
+    pfd.fd = fds[0];
+    pfd.events = POLLIN;
+    while (b->mock_pid > 0 && len < sizeof b->bootstrap - 1 && !memchr(b->bootstrap, '\n', len) &&
+           bench_now() < deadline && !bench_stop) {
+        if (poll(&pfd, 1, 100) <= 0)
+            continue;
+        n = read(fds[0], b->bootstrap + len, sizeof b->bootstrap - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fds[0]);
+    b->bootstrap[len] = '\0';
+    b->bootstrap[strcspn(b->bootstrap, "\n")] = '\0';
+    if (!*b->bootstrap) {
+        bench_log("obx-mock-kafka printed no bootstrap servers");
+        bench_log_tail(log);
+        return -1;
+    }
+    return 0;
+}
