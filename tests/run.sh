@@ -11,7 +11,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 packages=(gcc meson ninja-build pkg-config librdkafka-dev libpq-dev libconfig-dev check
-          postgresql postgresql-contrib maven openjdk-17-jre-headless valgrind)
+          postgresql postgresql-contrib maven openjdk-17-jre-headless valgrind
+          clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -49,8 +50,43 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 echo "run.sh: postgres on $pghost:$PGPORT, kafka on $bootstrap, scratch in $tmp" >&2
 
 status=0
-meson test -C "$build" --print-errorlogs "$@" || status=$?
+meson test -C "$build" --print-errorlogs "$@" 2>&1 | tee "$tmp/meson-test.out" || true
+status=${PIPESTATUS[0]}
 if [ $status -ne 0 ]; then
     echo "run.sh: FAILED (relay logs under $tmp/work/*/relay.log)" >&2
 fi
+
+# Fuzzing (skipped when a test selection was given): every libFuzzer target
+# first replays its saved crash inputs, then runs for FUZZ_SECONDS on a copy
+# of its seed corpus. A crash fails the run and leaves its input in $tmp/fuzz.
+if [ $# -eq 0 ] && [ "${FUZZ_SECONDS:-20}" -gt 0 ]; then
+    fbuild=${OBX_FUZZ_BUILD_DIR:-build-fuzz}
+    if [ ! -f "$fbuild/build.ninja" ]; then
+        CC=clang meson setup "$fbuild" -Dfuzz=true -Dtests=false >/dev/null
+    fi
+    ninja -C "$fbuild" >/dev/null
+    export LSAN_OPTIONS=suppressions=$root/tests/fuzz/lsan.supp
+    for target in config pgarray headers log; do
+        corpus=$tmp/fuzz/$target
+        mkdir -p "$corpus"
+        cp "$root/tests/fuzz/corpus/$target/"* "$corpus/"
+        regressions=("$root/tests/fuzz/regressions/$target/"*)
+        if [ -e "${regressions[0]}" ] &&
+            ! "$fbuild/tests/fuzz/fuzz_$target" "${regressions[@]}" >"$tmp/fuzz/$target-regressions.log" 2>&1; then
+            echo "run.sh: fuzz_$target regression FAILED, see $tmp/fuzz/$target-regressions.log" >&2
+            status=1
+        fi
+        if "$fbuild/tests/fuzz/fuzz_$target" -max_total_time="${FUZZ_SECONDS:-20}" \
+            -artifact_prefix="$tmp/fuzz/" "$corpus" >"$tmp/fuzz/$target.log" 2>&1; then
+            echo "fuzz_$target: $(grep -E '^Done' "$tmp/fuzz/$target.log")" >&2
+        else
+            echo "run.sh: fuzz_$target FAILED, see $tmp/fuzz/$target.log" >&2
+            status=1
+        fi
+    done
+fi
+passed=$(sed -n 's/^Ok: *\([0-9]*\).*/\1/p' "$tmp/meson-test.out" | tail -1)
+failed=$(sed -n 's/^Fail: *\([0-9]*\).*/\1/p' "$tmp/meson-test.out" | tail -1)
+timeouts=$(sed -n 's/^Timeout: *\([0-9]*\).*/\1/p' "$tmp/meson-test.out" | tail -1)
+echo "tests: ${passed:-0} passed, $(( ${failed:-0} + ${timeouts:-0} )) failed"
 exit $status

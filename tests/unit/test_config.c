@@ -382,9 +382,9 @@ END_TEST
 
 START_TEST(test_err_unknown_top_level) {
     expect_error(MINIMAL "\n\nrelayy = { batch_size = 5; };\n", 4,
-                 "unknown key \"relayy\" (known: postgres, kafka, relay, routes, log)");
+                 "unknown key \"relayy\" (known: postgres, kafka, relay, routes, log, consumer, inbox)");
     expect_error("batch_size = 5;\n" MINIMAL, 1,
-                 "unknown key \"batch_size\" (known: postgres, kafka, relay, routes, log)");
+                 "unknown key \"batch_size\" (known: postgres, kafka, relay, routes, log, consumer, inbox)");
 }
 END_TEST
 
