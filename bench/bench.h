@@ -66,6 +66,7 @@ typedef struct {
     int own_pg;
     char bootstrap[256];
     pid_t mock_pid;
+    int mock_nodelay;      /* the mock runs with bench/nodelay.c preloaded */
     char conn_base[1024];  /* host, port, user: everything but dbname */
     char conninfo[1200];   /* conn_base plus the bench database */
     char topic_prefix[64];
@@ -74,13 +75,14 @@ typedef struct {
     int relay_seq;         /* numbers the relay configs and logs */
     int checkpoint_warned;
 
-    /* raw limits, measured first, used as references by later scenarios */
-    int have_raw;
+    /* raw limits, measured first, used as references by later scenarios;
+     * NAN when not measured */
     double raw_pg_rate, raw_kafka_rate;   /* rows/s, msgs/s */
     double raw_floor_ms;                  /* single-row claim+mark + single message produce->ack, p50s */
     double raw_cpu_100k;                  /* client CPU of (a) + (b) per 100k */
     double raw_backend_cpu_100k;          /* PostgreSQL backend CPU of (a) per 100k, NAN unknown */
     double raw_producer_hwm_mb;
+    double raw_first_ack_ms;              /* (b0) rd_kafka_new -> first ack, new topic */
     double raw_connect_ms;                /* bare libpq connect + LISTEN */
 
     /* results */

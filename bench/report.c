@@ -80,7 +80,8 @@ static void print_settings(const bench_t *b) {
     printf("/s; %d writers\n", b->writers);
     printf("machine: %ld cores; PostgreSQL %s (%s, fsync=%s) on %s; Kafka: %s (%s); librdkafka %s\n",
            sysconf(_SC_NPROCESSORS_ONLN), b->server_version, b->own_pg ? "throwaway" : "given",
-           b->fsync, b->pghost, b->bootstrap, b->bootstrap_opt ? "given" : "obx-mock-kafka",
+           b->fsync, b->pghost, b->bootstrap,
+           b->bootstrap_opt ? "given" : b->mock_nodelay ? "obx-mock-kafka, TCP_NODELAY shim" : "obx-mock-kafka",
            rd_kafka_version_str());
     printf("relay: the outbox-relay binary with its default settings");
     for (int i = 0; i < b->nsets; i++)
@@ -92,11 +93,11 @@ void bench_report_table(const bench_t *b) {
     const char *last = "";
 
     print_settings(b);
-    printf("%-9s %-46s %10s %-7s %-30s %7s %-9s %s\n", "scenario", "figure", "value", "unit",
+    printf("%-9s %-50s %10s %-7s %-30s %7s %-9s %s\n", "scenario", "figure", "value", "unit",
            "raw limit / reference", "ratio", "target", "met");
     for (int i = 0; i < b->nrows; i++) {
         const bench_row_t *r = &b->rows[i];
-        char val[32], ref[64], ratio[32], tgt[32], refnum[32];
+        char val[32], ref[96], ratio[32], tgt[48], refnum[32];
         double q = row_ratio(r);
         int met = row_met(r);
 
@@ -113,7 +114,7 @@ void bench_report_table(const bench_t *b) {
         fmt_target(tgt, sizeof tgt, r);
         if (strcmp(last, r->scenario) != 0 && i > 0)
             printf("\n");
-        printf("%-9s %-46s %10s %-7s %-30s %7s %-9s %s\n",
+        printf("%-9s %-50s %10s %-7s %-30s %7s %-9s %s\n",
                strcmp(last, r->scenario) != 0 ? r->scenario : "", r->figure, val, r->unit, ref,
                ratio, tgt, met < 0 ? "" : met ? "yes" : "NO");
         last = r->scenario;
@@ -163,12 +164,13 @@ void bench_report_json(const bench_t *b) {
     json_str(b->server_version);
     printf(",\"postgres_given\":%s,\"fsync\":", b->own_pg ? "false" : "true");
     json_str(b->fsync);
-    printf(",\"kafka_given\":%s,\"librdkafka\":", b->bootstrap_opt ? "true" : "false");
+    printf(",\"kafka_given\":%s,\"mock_nodelay\":%s,\"librdkafka\":", b->bootstrap_opt ? "true" : "false",
+           b->mock_nodelay ? "true" : "false");
     json_str(rd_kafka_version_str());
     printf("},\"figures\":[");
     for (int i = 0; i < b->nrows; i++) {
         const bench_row_t *r = &b->rows[i];
-        char tgt[32];
+        char tgt[48];
         int met = row_met(r);
         printf("%s{\"scenario\":", i ? "," : "");
         json_str(r->scenario);

@@ -476,7 +476,7 @@ int relay_stop(bench_child_t *r) {
 }
 
 int mock_start(bench_t *b) {
-    char log[600], *argv[2];
+    char log[600], shim[600], *argv[2];
     int fds[2];
     struct pollfd pfd;
     ssize_t n = 0;
@@ -490,7 +490,16 @@ int mock_start(bench_t *b) {
     }
     argv[0] = (char *)bench_bin(b, "obx-mock-kafka");
     argv[1] = NULL;
+    /* Only the mock gets the shim (see nodelay.c): set for this one spawn.
+     * No other thread runs now, so the environment is ours to change. */
+    snprintf(shim, sizeof shim, "%s/bench/obx-bench-nodelay.so", b->build_root);
+    b->mock_nodelay = access(shim, R_OK) == 0;
+    if (b->mock_nodelay)
+        setenv("LD_PRELOAD", shim, 1);
+    else
+        bench_note(b, "%s missing: the mock keeps Nagle on and adds ~40 ms stalls to latencies", shim);
     b->mock_pid = bench_spawn(argv, log, fds[1]);
+    unsetenv("LD_PRELOAD");
     close(fds[1]);
     /* Its first stdout line is the bootstrap list. */
     pfd.fd = fds[0];

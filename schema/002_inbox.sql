@@ -1,4 +1,4 @@
--- Inbox of the consumer-side dedup module (DESIGN.md 4). Each consuming
+-- Inbox of the consumer-side dedup module (README, "The consumer side"). Each consuming
 -- service keeps these tables in its own database and writes them in the same
 -- transaction as its effects, so an event's effect, its inbox row and the
 -- consumer's Kafka offset commit or roll back together.

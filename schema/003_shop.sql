@@ -1,5 +1,5 @@
 -- Reference e-commerce tables for the example services (obx-order-gen and the
--- stock and payment consumers of DESIGN.md 4) and their tests. They are not
+-- stock and payment consumers of README, "The consumer side") and their tests. They are not
 -- part of the relay: the relay never reads them and `outbox-relay migrate`
 -- does not apply them. Idempotent: apply with `psql -f` after 001_outbox.sql
 -- (orders are written with outbox_enqueue) and 002_inbox.sql (the consumers).

@@ -17,7 +17,7 @@
 #define HDR_MAX 128
 
 typedef struct {
-    const obx_config_t *cfg;
+    obx_config_t *cfg;
     const obx_handler_t *h;
     rd_kafka_t *rk;
     PGconn *conn;
@@ -29,11 +29,28 @@ typedef struct {
     int64_t last_stats_ms, next_stats_ms, next_cleanup_ms;
 } runner_t;
 
-static volatile sig_atomic_t stop_signals;
+static volatile sig_atomic_t stop_signals, reload_signals;
 
 static void on_signal(int sig) {
-    (void)sig;
-    stop_signals++;
+    if (sig == SIGHUP)
+        reload_signals = 1;
+    else
+        stop_signals++;
+}
+
+/* SIGHUP: re-read the reloadable settings; keep the old ones on error. */
+static void reload(runner_t *r) {
+    obx_config_t fresh;
+    char err[1024], ignored[512];
+    reload_signals = 0;
+    if (obx_config_load(r->cfg->path, &fresh, err, sizeof err) != 0) {
+        OBX_LOG(OBX_LOG_ERROR, "reload failed, keeping the current config", KS("error", err));
+        return;
+    }
+    obx_config_reload(r->cfg, &fresh, ignored, sizeof ignored);
+    obx_config_free(&fresh);
+    obx_log_configure((obx_log_level_t)r->cfg->log_level, (obx_log_format_t)r->cfg->log_format);
+    OBX_LOG(OBX_LOG_INFO, "config reloaded", KS("restart_needed_for", ignored));
 }
 
 static int64_t now_ms(void) {
@@ -114,10 +131,12 @@ static int apply_one(runner_t *r, const rd_kafka_message_t *m, tally_t *t, char 
     ev.offset = m->offset;
     if (ev.compensates && r->h->undo) {
         obx_comp_status_t cs;
-        if (!obx_dedup_uuid_valid(ev.compensates)) {
+        if (!obx_dedup_uuid_valid(ev.compensates) || !obx_dedup_uuid_valid(ev.event_id)) {
             t->parked++;
             return obx_dedup_park_tx(r->conn, r->cfg->consumer_name, &ev,
-                                     "invalid compensates header", err, errsize);
+                                     obx_dedup_uuid_valid(ev.event_id) ? "invalid compensates header"
+                                     : ev.event_id ? "invalid event_id header" : "missing event_id header",
+                                     err, errsize);
         }
         if (obx_dedup_compensate_tx(r->conn, r->cfg->consumer_name, &ev, ev.compensates, r->h->undo,
                                     r->h->arg, &cs, err, errsize) != 0)
@@ -321,7 +340,7 @@ static void periodic(runner_t *r) {
     }
 }
 
-static int run(const obx_config_t *cfg, const obx_handler_t *h) {
+static int run(obx_config_t *cfg, const obx_handler_t *h) {
     runner_t r;
     char err[512];
     rd_kafka_topic_partition_list_t *topics;
@@ -374,6 +393,8 @@ static int run(const obx_config_t *cfg, const obx_handler_t *h) {
         }
         flush_batch(&r);
         periodic(&r);
+        if (reload_signals)
+            reload(&r);
     }
     OBX_LOG(OBX_LOG_INFO, "consumer stopping", KS("consumer", cfg->consumer_name));
     rc = 0;
@@ -439,6 +460,7 @@ int obx_runner_main(int argc, char **argv, const char *program, const obx_handle
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     rc = run(&cfg, h);
     obx_config_free(&cfg);

@@ -455,8 +455,9 @@ static int by_offset(const void *a, const void *b) {
     return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
-long th_verify(const th_ctx_t *t, const th_msgs_t *msgs, const char *aggregate_type) {
+th_verify_t th_verify_counts(const th_ctx_t *t, const th_msgs_t *msgs, const char *aggregate_type) {
     PGconn *c = th_connect(t);
+    th_verify_t v;
     const char *params[1] = {aggregate_type};
     PGresult *r = PQexecParams(c,
         "SELECT id, event_id::text, aggregate_id, event_type, headers->>'traceparent',"
@@ -518,12 +519,18 @@ long th_verify(const th_ctx_t *t, const th_msgs_t *msgs, const char *aggregate_t
     free(sorted);
     PQclear(r);
     PQfinish(c);
-    ck_assert_msg(rows > 0, "no rows to verify");
-    ck_assert_msg(lost == 0, "%ld events lost", lost);
-    ck_assert_msg(unsent == 0, "%ld rows not marked sent", unsent);
-    ck_assert_msg(violations == 0, "%ld per-key order violations", violations);
-    ck_assert_msg(wrong == 0, "%ld messages with a wrong key or headers", wrong);
-    return dups;
+    v = (th_verify_t){rows, (long)msgs->n, lost, dups, unsent, violations, wrong};
+    return v;
+}
+
+long th_verify(const th_ctx_t *t, const th_msgs_t *msgs, const char *aggregate_type) {
+    th_verify_t v = th_verify_counts(t, msgs, aggregate_type);
+    ck_assert_msg(v.rows > 0, "no rows to verify");
+    ck_assert_msg(v.lost == 0, "%ld events lost", v.lost);
+    ck_assert_msg(v.unsent == 0, "%ld rows not marked sent", v.unsent);
+    ck_assert_msg(v.order_violations == 0, "%ld per-key order violations", v.order_violations);
+    ck_assert_msg(v.wrong_headers == 0, "%ld messages with a wrong key or headers", v.wrong_headers);
+    return v.duplicates;
 }
 
 int th_main(const char *suite, int timeout_s, const TTest *const *tests, size_t n) {

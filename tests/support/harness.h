@@ -94,9 +94,16 @@ void th_consume(const char *bootstrap, const char *topic, size_t expect, int tim
                 th_msgs_t *out);
 void th_msgs_free(th_msgs_t *m);
 
-/* Checks every outbox row is on Kafka with the right key and headers, and
- * that first occurrences per key follow id order. Returns duplicates seen;
- * fails the test on a lost event or an order violation. */
+typedef struct {
+    long rows, messages, lost, duplicates, unsent, order_violations, wrong_headers;
+} th_verify_t;
+
+/* Compares the outbox rows of aggregate_type with the messages read back:
+ * lost events, duplicates, unsent rows, per-key order of first occurrences,
+ * keys and headers. Counts only; th_verify asserts. */
+th_verify_t th_verify_counts(const th_ctx_t *t, const th_msgs_t *msgs, const char *aggregate_type);
+/* th_verify_counts, failing the test on any lost, unsent, misordered or
+ * mislabelled event. Returns the duplicates seen. */
 long th_verify(const th_ctx_t *t, const th_msgs_t *msgs, const char *aggregate_type);
 
 /* Runs one suite of the given tests with a per-test timeout (scaled);
