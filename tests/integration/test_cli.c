@@ -236,4 +236,70 @@ START_TEST(sighup_reloads_and_keeps_old_on_error) {
 }
 END_TEST
 
-TH_MAIN("cli", 120, help_and_version, config_errors_exit_2_at_file_line, check_live_and_dead_servers, migrate_twice_and_quoted_table, password_never_logged, world_readable_secret_warns, sighup_reloads_and_keeps_old_on_error)
+/* The relay runs as a least-privilege role (the README's GRANTs); a role
+ * without UPDATE is refused by --check with the reason. */
+START_TEST(least_privilege_role) {
+    th_ctx_t t;
+    th_mock_t m;
+    char out[8192], args[1024], text[2048], ci[600];
+    PGconn *c;
+    pid_t relay;
+    int64_t deadline;
+
+    th_mock_start(&m, 1);
+    th_setup(&t, "cli_roles");
+    c = th_connect(&t);
+    th_exec(c, "DROP ROLE IF EXISTS obx_relay_t; DROP ROLE IF EXISTS obx_reader_t;"
+               " CREATE ROLE obx_relay_t LOGIN; CREATE ROLE obx_reader_t LOGIN;"
+               " GRANT SELECT, UPDATE ON outbox TO obx_relay_t;"
+               " GRANT SELECT, INSERT, UPDATE ON outbox_relay_state TO obx_relay_t;"
+               " GRANT SELECT ON outbox TO obx_reader_t;"
+               " GRANT SELECT, INSERT, UPDATE ON outbox_relay_state TO obx_reader_t");
+    snprintf(ci, sizeof ci, "%s", t.conninfo);
+    *strstr(ci, "user=postgres") = '\0';
+    snprintf(text, sizeof text, "postgres: { conninfo = \"%suser=obx_reader_t\"; };\n"
+                                "kafka: { bootstrap_servers = \"%s\"; };\n", ci, m.bootstrap);
+    snprintf(args, sizeof args, "-c '%s' --check", write_file(&t, "reader.conf", text));
+    ck_assert_int_eq(relay_cmd(&t, args, out, sizeof out), 1);
+    ck_assert_ptr_nonnull(strstr(out, "role obx_reader_t lacks SELECT and UPDATE on public.outbox"));
+    snprintf(text, sizeof text, "postgres: { conninfo = \"%suser=obx_relay_t\"; };\n"
+                                "kafka: { bootstrap_servers = \"%s\"; };\n"
+                                "relay: { topic_pattern = \"%s.${aggregate_type}\"; };\n", ci, m.bootstrap, t.topic_prefix);
+    snprintf(args, sizeof args, "-c '%s' --check", write_file(&t, "relay.conf", text));
+    ck_assert_int_eq(relay_cmd(&t, args, out, sizeof out), 0);
+    relay = th_relay_start(&t, write_file(&t, "relay.conf", text));
+    ck_assert_int_eq(th_write(&t, 2, 300, 10, 50, "order"), 300);
+    ck_assert(th_wait_drained(&t, 20000));
+    deadline = th_now_ms() + (int64_t)(10000 * th_mult());
+    while (th_int(c, "SELECT count(*) FROM outbox_relay_state WHERE waiting") == 0 && th_now_ms() < deadline)
+        usleep(20000);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox_relay_state WHERE waiting"), 1);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    ck_assert_int_eq(th_log_count(&t, "level=error"), 0);
+    th_exec(c, "DROP OWNED BY obx_relay_t; DROP OWNED BY obx_reader_t; DROP ROLE obx_relay_t; DROP ROLE obx_reader_t");
+    PQfinish(c);
+    th_mock_stop(&m);
+}
+END_TEST
+
+/* Headers with bytes that are not UTF-8 never reach the outbox: PostgreSQL
+ * refuses them at insert, and the writer's transaction fails instead. */
+START_TEST(non_utf8_headers_refused_at_insert) {
+    th_ctx_t t;
+    PGconn *c;
+    PGresult *r;
+    const char *vals[1] = {"{\"trace\": \"\xff\xfe\"}"};
+
+    th_setup(&t, "cli_utf8");
+    c = th_connect(&t);
+    r = PQexecParams(c, "SELECT outbox_enqueue('order', 'a', 'E', 'x'::bytea, $1::jsonb)", 1, NULL, vals, NULL, NULL, 0);
+    ck_assert_int_eq(PQresultStatus(r), PGRES_FATAL_ERROR);
+    ck_assert_ptr_nonnull(strstr(PQresultErrorMessage(r), "invalid byte sequence for encoding \"UTF8\""));
+    PQclear(r);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox"), 0);
+    PQfinish(c);
+}
+END_TEST
+
+TH_MAIN("cli", 120, help_and_version, config_errors_exit_2_at_file_line, check_live_and_dead_servers, migrate_twice_and_quoted_table, password_never_logged, world_readable_secret_warns, sighup_reloads_and_keeps_old_on_error, least_privilege_role,
+        non_utf8_headers_refused_at_insert)
