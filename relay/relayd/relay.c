@@ -361,6 +361,23 @@ static void send_next(relay_t *r) {
         disconnect(r, PQerrorMessage(r->conn));
 }
 
+/* backlog and age are -1 when they could not be read (standby, no connection). */
+static void log_stats(relay_t *r, long long backlog, long long oldest_age_s) {
+    int64_t now = now_ms();
+    double secs = (double)(now - r->last_stats_ms) / 1000.0;
+    OBX_LOG(OBX_LOG_INFO, "stats", KI("published", r->published), KI("marked", r->marked),
+            KI("parked", r->parked), KI("failed", r->failed), KI("inflight", r->inflight),
+            KI("backlog", backlog), KI("oldest_unsent_age_s", oldest_age_s),
+            KD("rate_per_s", secs > 0 ? (double)(r->published - r->last_published) / secs : 0),
+            KI("reconnects", r->reconnects), KI("rescans", r->rescans),
+            KS("role", r->leader ? "leader" : "standby"),
+            KS("state", !r->conn ? "disconnected" : r->stopping ? "stopping" : r->blocked ? "blocked"
+                        : r->idle == IDLE_SLEEP ? "idle" : "running"));
+    r->last_published = r->published;
+    r->last_stats_ms = now;
+    r->stats_at = now + (int64_t)r->cfg->stats_interval_s * 1000;
+}
+
 static void on_result(relay_t *r, PGresult *res) {
     ExecStatusType st = PQresultStatus(res);
     op_t op = r->op;
@@ -424,36 +441,19 @@ static void on_result(relay_t *r, PGresult *res) {
             r->idle = IDLE_RUN;
         }
         break;
-    case OP_STATS: {
-        int64_t now = now_ms();
-        double secs = (double)(now - r->last_stats_ms) / 1000.0;
-        OBX_LOG(OBX_LOG_INFO, "stats", KI("published", r->published), KI("marked", r->marked),
-                KI("parked", r->parked), KI("failed", r->failed), KI("inflight", r->inflight),
-                KI("backlog", atoll(PQgetvalue(res, 0, 0))),
-                KI("oldest_unsent_age_s", atoll(PQgetvalue(res, 0, 1))),
-                KD("rate_per_s", secs > 0 ? (double)(r->published - r->last_published) / secs : 0),
-                KI("reconnects", r->reconnects), KI("rescans", r->rescans),
-                KS("role", r->leader ? "leader" : "standby"),
-                KS("state", r->stopping ? "stopping" : r->blocked ? "blocked"
-                            : r->idle == IDLE_SLEEP ? "idle" : "running"));
-        r->last_published = r->published;
-        r->last_stats_ms = now;
-        r->stats_at = now + (int64_t)r->cfg->stats_interval_s * 1000;
+    case OP_STATS:
+        log_stats(r, atoll(PQgetvalue(res, 0, 0)), atoll(PQgetvalue(res, 0, 1)));
         break;
-    }
     case OP_NONE:
         break;
     }
     PQclear(res);
 }
 
-static void pg_input(relay_t *r) {
+/* Notifications may arrive with any result and sit in libpq's buffer, so
+ * they are drained after every read, not only when the socket wakes us. */
+static void drain_notifies(relay_t *r) {
     PGnotify *n;
-
-    if (!PQconsumeInput(r->conn)) {
-        disconnect(r, PQerrorMessage(r->conn));
-        return;
-    }
     while ((n = PQnotifies(r->conn)) != NULL) {
         PQfreemem(n);
         if (r->idle == IDLE_SLEEP) {
@@ -461,6 +461,14 @@ static void pg_input(relay_t *r) {
             OBX_LOG(OBX_LOG_DEBUG, "woken by notify");
         }
     }
+}
+
+static void pg_input(relay_t *r) {
+    if (!PQconsumeInput(r->conn)) {
+        disconnect(r, PQerrorMessage(r->conn));
+        return;
+    }
+    drain_notifies(r);
     while (r->conn && r->op != OP_NONE && !PQisBusy(r->conn)) {
         PGresult *res = PQgetResult(r->conn), *extra;
         if (!res) {
@@ -473,6 +481,8 @@ static void pg_input(relay_t *r) {
             PQclear(extra);
         on_result(r, res);
     }
+    if (r->conn)
+        drain_notifies(r);
 }
 
 static void reload(relay_t *r) {
@@ -639,6 +649,8 @@ int obx_relay_run(obx_config_t *cfg) {
             r.idle = IDLE_CLEAR;
         if (r.conn && r.leader && r.op == OP_NONE)
             send_next(&r);
+        else if ((!r.conn || !r.leader) && cfg->stats_interval_s > 0 && now >= r.stats_at)
+            log_stats(&r, -1, -1);
         if (r.stopping && ((!pending_work(&r) && r.op == OP_NONE &&
                             (r.idle == IDLE_RUN || !r.conn || !r.leader)) ||
                            now >= r.stop_deadline))
