@@ -56,6 +56,21 @@ if [ $status -ne 0 ]; then
     echo "run.sh: FAILED (relay logs under $tmp/work/*/relay.log)" >&2
 fi
 
+# Valgrind (skipped when a test selection was given): the unit and
+# integration suites again on a build without sanitizers, every test program
+# and every relay and consumer it starts under memcheck (OBX_VALGRIND=0 skips).
+if [ $# -eq 0 ] && [ "${OBX_VALGRIND:-1}" != 0 ]; then
+    vbuild=${OBX_VALGRIND_BUILD_DIR:-build-vg}
+    if [ ! -f "$vbuild/build.ninja" ]; then
+        meson setup "$vbuild" --buildtype=debugoptimized >/dev/null
+    fi
+    ninja -C "$vbuild" >/dev/null
+    OBX_TEST_TMP=$tmp/work-vg meson test -C "$vbuild" --setup=valgrind --suite unit --suite integration \
+        --print-errorlogs 2>&1 | tee "$tmp/meson-valgrind.out" || true
+    vstatus=${PIPESTATUS[0]}
+    [ "$vstatus" -eq 0 ] || { echo "run.sh: valgrind run FAILED" >&2; status=1; }
+fi
+
 # Fuzzing (skipped when a test selection was given): every libFuzzer target
 # first replays its saved crash inputs, then runs for FUZZ_SECONDS on a copy
 # of its seed corpus. A crash fails the run and leaves its input in $tmp/fuzz.
@@ -85,8 +100,6 @@ if [ $# -eq 0 ] && [ "${FUZZ_SECONDS:-20}" -gt 0 ]; then
         fi
     done
 fi
-passed=$(sed -n 's/^Ok: *\([0-9]*\).*/\1/p' "$tmp/meson-test.out" | tail -1)
-failed=$(sed -n 's/^Fail: *\([0-9]*\).*/\1/p' "$tmp/meson-test.out" | tail -1)
-timeouts=$(sed -n 's/^Timeout: *\([0-9]*\).*/\1/p' "$tmp/meson-test.out" | tail -1)
-echo "tests: ${passed:-0} passed, $(( ${failed:-0} + ${timeouts:-0} )) failed"
+count() { cat "$tmp"/meson-*.out 2>/dev/null | awk -v k="$1:" '$1 == k { s += $2 } END { print s + 0 }'; }
+echo "tests: $(count Ok) passed, $(( $(count Fail) + $(count Timeout) )) failed"
 exit $status
