@@ -1,4 +1,5 @@
 #include "obx_dedup.h"
+#include "dedup_internal.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -115,15 +116,28 @@ int obx_dedup_park_tx(PGconn *conn, const char *consumer, const obx_event_t *ev,
 }
 
 /* Runs an effect between a savepoint and its release; a poison effect is
- * undone and the event parked. Returns the effect's code, or -1 on error. */
+ * undone and the event parked. Returns the effect's code, or -1 on error.
+ * Without careful there is no savepoint (half the round trips), so a poison
+ * effect cannot be undone alone: OBX_DEDUP_REDO asks the caller to roll the
+ * transaction back and apply it again carefully. */
 static int run_effect(PGconn *conn, const char *consumer, const obx_event_t *ev,
-                      obx_effect_fn fn, void *arg, char *errstr, size_t errsize) {
+                      obx_effect_fn fn, void *arg, int careful, char *errstr, size_t errsize) {
     char reason[512] = "";
     obx_effect_rc_t rc;
 
-    if (run_ok(conn, "SAVEPOINT obx_effect", 0, NULL, errstr, errsize) != 0)
+    if (careful && run_ok(conn, "SAVEPOINT obx_effect", 0, NULL, errstr, errsize) != 0)
         return -1;
     rc = fn(conn, ev, arg, reason, sizeof reason);
+    if (!careful) {
+        if (rc == OBX_EFFECT_OK || rc == OBX_EFFECT_REJECT)
+            return (int)rc;
+        if (rc == OBX_EFFECT_POISON) {
+            snprintf(errstr, errsize, "poison event %s: %s", ev->event_id, reason);
+            return OBX_DEDUP_REDO;
+        }
+        snprintf(errstr, errsize, "effect asked for a retry: %s", reason[0] ? reason : "no reason given");
+        return -1;
+    }
     switch (rc) {
     case OBX_EFFECT_OK:
     case OBX_EFFECT_REJECT:
@@ -146,9 +160,20 @@ static int run_effect(PGconn *conn, const char *consumer, const obx_event_t *ev,
 int obx_dedup_apply_tx(PGconn *conn, const char *consumer, const obx_event_t *ev,
                        obx_effect_fn fn, void *arg, obx_apply_status_t *status,
                        char *errstr, size_t errsize) {
+    return obx_dedup_apply_mode_tx(conn, consumer, ev, fn, arg, 1, status, errstr, errsize);
+}
+
+int obx_dedup_apply_mode_tx(PGconn *conn, const char *consumer, const obx_event_t *ev,
+                            obx_effect_fn fn, void *arg, int careful, obx_apply_status_t *status,
+                            char *errstr, size_t errsize) {
     int fresh, rc;
 
     if (!obx_dedup_uuid_valid(ev->event_id)) {
+        /* Parking happens on the careful pass only, so it is done (and logged) once. */
+        if (!careful) {
+            snprintf(errstr, errsize, "message without a valid event_id");
+            return OBX_DEDUP_REDO;
+        }
         if (obx_dedup_park_tx(conn, consumer, ev, ev->event_id ? "invalid event_id header" : "missing event_id header",
                               errstr, errsize) != 0)
             return -1;
@@ -164,9 +189,9 @@ int obx_dedup_apply_tx(PGconn *conn, const char *consumer, const obx_event_t *ev
                 KS("event_id", ev->event_id), KI("partition", ev->partition), KI("offset", ev->offset));
         return 0;
     }
-    rc = run_effect(conn, consumer, ev, fn, arg, errstr, errsize);
+    rc = run_effect(conn, consumer, ev, fn, arg, careful, errstr, errsize);
     if (rc < 0)
-        return -1;
+        return rc;
     if (rc == OBX_EFFECT_OK) {
         *status = OBX_APPLY_APPLIED;
         return 0;
@@ -264,7 +289,7 @@ int obx_dedup_compensate_tx(PGconn *conn, const char *consumer, const obx_event_
         *status = OBX_COMP_NOTHING;
         return 0;
     }
-    rc = run_effect(conn, consumer, comp, undo, arg, errstr, errsize);
+    rc = run_effect(conn, consumer, comp, undo, arg, 1, errstr, errsize);
     if (rc < 0)
         return -1;
     if (rc != OBX_EFFECT_OK) {

@@ -11,6 +11,7 @@
 
 #include "backoff.h"
 #include "config.h"
+#include "dedup_internal.h"
 #include "log.h"
 #include "pgnotice.h"
 
@@ -110,7 +111,8 @@ typedef struct {
     long long applied, rejected, duplicates, parked, compensations;
 } tally_t;
 
-static int apply_one(runner_t *r, const rd_kafka_message_t *m, tally_t *t, char *err, size_t errsize) {
+static int apply_one(runner_t *r, const rd_kafka_message_t *m, int careful, tally_t *t, char *err,
+                     size_t errsize) {
     char eid[HDR_MAX], etype[HDR_MAX], comp[HDR_MAX], key[512];
     obx_event_t ev;
 
@@ -132,6 +134,8 @@ static int apply_one(runner_t *r, const rd_kafka_message_t *m, tally_t *t, char 
     if (ev.compensates && r->h->undo) {
         obx_comp_status_t cs;
         if (!obx_dedup_uuid_valid(ev.compensates) || !obx_dedup_uuid_valid(ev.event_id)) {
+            if (!careful)
+                return OBX_DEDUP_REDO; /* parked (and logged) once, on the careful pass */
             t->parked++;
             return obx_dedup_park_tx(r->conn, r->cfg->consumer_name, &ev,
                                      obx_dedup_uuid_valid(ev.event_id) ? "invalid compensates header"
@@ -149,9 +153,10 @@ static int apply_one(runner_t *r, const rd_kafka_message_t *m, tally_t *t, char 
     }
     {
         obx_apply_status_t st;
-        if (obx_dedup_apply_tx(r->conn, r->cfg->consumer_name, &ev, r->h->apply, r->h->arg, &st,
-                               err, errsize) != 0)
-            return -1;
+        int rc = obx_dedup_apply_mode_tx(r->conn, r->cfg->consumer_name, &ev, r->h->apply, r->h->arg,
+                                         careful, &st, err, errsize);
+        if (rc != 0)
+            return rc;
         switch (st) {
         case OBX_APPLY_APPLIED: t->applied++; break;
         case OBX_APPLY_REJECTED: t->rejected++; break;
@@ -173,15 +178,18 @@ static int exec_simple(PGconn *conn, const char *sql, char *err, size_t errsize)
     return ok ? 0 : -1;
 }
 
-/* One transaction for the whole batch: effects, inbox rows, offsets. */
-static int apply_batch_once(runner_t *r, tally_t *t, char *err, size_t errsize) {
+/* One transaction for the whole batch: effects, inbox rows, offsets.
+ * Returns 0, -1 (retry later) or OBX_DEDUP_REDO (apply again, carefully). */
+static int apply_batch_once(runner_t *r, int careful, tally_t *t, char *err, size_t errsize) {
     char ignored[64];
+    int rc = -1;
     memset(t, 0, sizeof *t);
     if (exec_simple(r->conn, "BEGIN", err, errsize) != 0)
         return -1;
     for (int i = 0; i < r->batch_n; i++)
-        if (apply_one(r, r->batch[i], t, err, errsize) != 0)
+        if ((rc = apply_one(r, r->batch[i], careful, t, err, errsize)) != 0)
             goto fail;
+    rc = -1;
     /* The last message of each partition in the batch gives its next offset. */
     for (int i = 0; i < r->batch_n; i++) {
         const rd_kafka_message_t *m = r->batch[i];
@@ -197,7 +205,7 @@ static int apply_batch_once(runner_t *r, tally_t *t, char *err, size_t errsize) 
     return 0;
 fail:
     exec_simple(r->conn, "ROLLBACK", ignored, sizeof ignored);
-    return -1;
+    return rc;
 }
 
 /* Applies the pending batch, retrying until it commits or a stop signal. */
@@ -210,7 +218,15 @@ static int flush_batch(runner_t *r) {
     while (!stop_signals) {
         if (!db_ok(r))
             break;
-        if (apply_batch_once(r, &t, err, sizeof err) == 0) {
+        /* Savepoints cost two round trips per event; batches go without them
+         * and only a batch holding a poison event is applied again with them. */
+        int rc = apply_batch_once(r, 0, &t, err, sizeof err);
+        if (rc == OBX_DEDUP_REDO) {
+            OBX_LOG(OBX_LOG_DEBUG, "batch has a poison event, applying it again with savepoints",
+                    KS("detail", err));
+            rc = apply_batch_once(r, 1, &t, err, sizeof err);
+        }
+        if (rc == 0) {
             rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(r->batch_n);
             obx_backoff_reset(&r->backoff);
             r->applied += t.applied;
