@@ -65,14 +65,18 @@
  *              (track_commit_timestamp, on in the throwaway cluster; else
  *              created_at).
  *   writers    pgbench, --writers clients, one outbox_enqueue per transaction
- *              for --duration s, six runs: no trigger and no relay (the
- *              reference); the gated trigger with the flag off and no relay;
- *              the relay draining a --events backlog beside the writers; the
- *              relay idle when the writers start (it wakes on the first
- *              NOTIFY and then follows them, idling whenever it catches up,
- *              so writers pay NOTIFY only in those gaps); the flag forced on
- *              with no relay (every commit NOTIFYs: what the gate avoids);
- *              the reference again, whose drift shows the run's noise.
+ *              for --duration s. After an unreported warm-up run (a fresh
+ *              cluster creates its WAL segments then), six runs: no trigger
+ *              and no relay (the reference); the gated trigger with the flag
+ *              off and no relay; the relay draining a --events backlog beside
+ *              the writers; the relay idle when the writers start (it wakes
+ *              on the first NOTIFY and then follows them, idling whenever it
+ *              catches up, so writers pay NOTIFY only in those gaps); the
+ *              flag forced on with no relay (every commit NOTIFYs: what the
+ *              gate avoids); the reference again, whose drift shows the
+ *              run's noise. Beside each: WAL bytes per writer transaction
+ *              (everyone's WAL: the relay's marks included), and the relay's
+ *              and its PostgreSQL backend's CPU while it runs.
  *   consumer   --consumer-events orders written by obx-order-gen, published
  *              by the relay, then applied by one obx-stock-consumer (default
  *              batch size); the apply rate from its first applied batch to
@@ -418,16 +422,11 @@ static void startup_rows(bench_t *b) {
 
 typedef int (*scenario_fn)(bench_t *b);
 
-static int run_scenario(bench_t *b, const char *name, scenario_fn fn, double *busy_max) {
-    /* Other work on the machine skews every figure: probe it while idle. */
-    double busy = bench_machine_busy(300);
+static int run_scenario(bench_t *b, const char *name, scenario_fn fn) {
     int rc;
 
-    if (!isnan(busy) && busy > *busy_max)
-        *busy_max = busy;
-    if (busy > 0.2)
-        bench_note(b, "before %s: %.2f cores busy while the bench was idle (other work on the machine)",
-                   name, busy);
+    /* Other work on the machine skews every figure: probe it while idle. */
+    bench_probe(b, name);
     bench_log("=== %s", name);
     rc = fn(b);
     if (rc != 0 && !bench_stop)
@@ -456,7 +455,6 @@ int main(int argc, char **argv) {
     };
     bench_t *b = &bench;
     struct sigaction sa;
-    double busy_max = 0;
     int rc, failed = 0;
 
     if ((rc = parse_args(b, argc, argv)) >= 0)
@@ -496,15 +494,16 @@ int main(int argc, char **argv) {
 
     /* Without the raw limits the other scenarios still run: their ratios stay empty. */
     if ((b->scenarios & (SC_DRAIN | SC_STEADY | SC_IDLE | SC_CONSUMER)) &&
-        run_scenario(b, "raw", scenario_raw, &busy_max) != 0)
+        run_scenario(b, "raw", scenario_raw) != 0)
         failed = 1;
     for (size_t i = 0; i < sizeof order / sizeof order[0] && !bench_stop; i++)
-        if ((b->scenarios & order[i].bits) && run_scenario(b, order[i].name, order[i].fn, &busy_max) != 0)
+        if ((b->scenarios & order[i].bits) && run_scenario(b, order[i].name, order[i].fn) != 0)
             failed = 1;
     if (bench_stop)
         goto out;
     startup_rows(b);
-    bench_note(b, "background load probe before each scenario: at most %.2f cores busy", busy_max);
+    bench_note(b, "load probes (before each scenario and pgbench run): at most %.2f cores busy and the disk"
+                  " busy %.0f%% of the time, while the bench idled", b->busy_cores_max, b->busy_disk_max * 100);
     if (b->json)
         bench_report_json(b);
     else
@@ -515,9 +514,10 @@ out:
         bench_reap(b->mock_pid, SIGTERM, 10);
     if (b->own_pg)
         stop_pg(b);
-    else if (*b->conn_base)
-        drop_bench_db(b);
-    if (b->keep || rc != 0)
+    else if (*b->server_version)
+        drop_bench_db(b); /* the server was reached: the database may exist */
+    /* A failure keeps its logs; an interrupt, like success, cleans up. */
+    if (b->keep || (rc != 0 && !bench_stop))
         bench_log("logs kept in %s", b->workdir);
     else
         remove_workdir(b);

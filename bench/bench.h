@@ -74,6 +74,7 @@ typedef struct {
     int commit_ts;         /* track_commit_timestamp is on */
     int relay_seq;         /* numbers the relay configs and logs */
     int checkpoint_warned;
+    double busy_cores_max, busy_disk_max; /* of every probe */
 
     /* raw limits, measured first, used as references by later scenarios;
      * NAN when not measured */
@@ -104,8 +105,12 @@ void bench_sleep_ms(double ms);
 void bench_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void bench_note(bench_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 double bench_pick(double *v, size_t n, double p);
-/* CPU busy by everything on the machine, in cores, sampled over ms. */
-double bench_machine_busy(int ms);
+/* Load of the whole machine over ms: CPU busy in cores, and the busiest
+ * disk's share of time doing I/O (0..1). NAN when unreadable. */
+void bench_machine_busy(int ms, double *cores, double *disk);
+/* Probes the machine for 300 ms while the bench is idle and adds a note
+ * naming what when something else was busy. */
+void bench_probe(bench_t *b, const char *what);
 pid_t bench_spawn(char *const argv[], const char *log, int out_fd);
 int bench_exited(pid_t pid);
 /* Sends sig (0: none) and reaps within timeout_s, then SIGKILL. Returns the
@@ -133,6 +138,9 @@ int db_apply_file(const bench_t *b, PGconn *c, const char *rel);
 int db_prefill(bench_t *b, PGconn *c, long n, double *maxid);
 int db_wait_waiting(PGconn *c, double timeout_s);
 pid_t db_backend_pid(PGconn *c, const char *application_name);
+/* CPU seconds of a backend process, when PostgreSQL runs on this machine
+ * (a unix socket); NAN otherwise. */
+double db_backend_cpu_s(const bench_t *b, pid_t pid);
 
 /* util.c: the relay and the mock broker */
 int relay_start(bench_t *b, bench_child_t *r);

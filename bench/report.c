@@ -103,7 +103,7 @@ void bench_report_table(const bench_t *b) {
 
         fmt_num(val, sizeof val, r->value);
         fmt_num(refnum, sizeof refnum, r->ref);
-        if (r->ref_name[0])
+        if (r->ref_name[0] && !isnan(r->ref))
             snprintf(ref, sizeof ref, "%s %s", refnum, r->ref_name);
         else
             ref[0] = '\0';

@@ -9,17 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 /* pg_type oids of the writers' parameters. */
 #define TEXTOID 25
 #define BYTEAOID 17
-
-/* A process's CPU only means something when PostgreSQL runs on this machine:
- * a pid of a remote backend would name some local process. */
-static double backend_cpu_s(const bench_t *b, pid_t pid) {
-    return b->pghost[0] == '/' && pid > 0 ? proc_cpu_s(pid) : NAN;
-}
 
 /* Waits until every row up to maxid is marked. The newest row is polled
  * first (one primary-key lookup), then the exact count. *done_at is when the
@@ -56,7 +49,8 @@ static int wait_marked(PGconn *c, const bench_child_t *relay, double maxid, doub
         }
         bench_sleep_ms(5);
     }
-    bench_log("rows up to id %s not all marked within %.0f s", id, timeout_s);
+    if (!bench_stop)
+        bench_log("rows up to id %s not all marked within %.0f s", id, timeout_s);
     return -1;
 }
 
@@ -95,7 +89,7 @@ int scenario_drain(bench_t *b) {
     /* Read before stopping it: the figures are the drain's, not the shutdown's. */
     cpu = proc_cpu_s(relay.pid);
     hwm = proc_hwm_mb(relay.pid);
-    bcpu = backend_cpu_s(b, db_backend_pid(c, "outbox-relay"));
+    bcpu = db_backend_cpu_s(b, db_backend_pid(c, "outbox-relay"));
     if (relay_stop(&relay) != 0 || mark_span(c, &first, &last, &first_n) != 0)
         goto out;
     secs = done - relay.started;
@@ -113,7 +107,7 @@ int scenario_drain(bench_t *b) {
     bench_row_ref(r, "msg/s (b) bare producer", b->raw_kafka_rate);
 
     r = bench_row(b, "footprint", "relay_peak_rss_mb", "relay peak RSS (VmHWM) after the drain", hwm, "MB");
-    bench_row_ref(r, "MB (b) bare producer", b->raw_producer_hwm_mb);
+    bench_row_ref(r, "MB (b) connected producer", b->raw_producer_hwm_mb);
     bench_row_target(r, '<', 0, 20);
     r = bench_row(b, "footprint", "relay_cpu_s_per_100k", "relay CPU (utime+stime) per 100k events",
                   cpu / (double)b->events * 1e5, "s");
@@ -290,6 +284,10 @@ int scenario_steady(bench_t *b) {
             goto out;
         if (failed > 0)
             bench_note(b, "steady %d/s: %ld inserts failed", rate, failed);
+        if ((double)committed / secs < 0.95 * rate)
+            bench_note(b, "steady %d/s: the writers committed only %.0f/s, the most this machine did beside"
+                          " the relay: the latencies at this rate are those of a saturated database",
+                       rate, (double)committed / secs);
         if (pct[3] != (double)committed)
             bench_note(b, "steady %d/s: %.0f rows measured, %ld committed", rate, pct[3], committed);
 
@@ -328,7 +326,8 @@ static int poll_true(PGconn *c, const char *sql, int nparams, const char *const 
             return 0;
         bench_sleep_ms(1);
     }
-    bench_log("timed out: %s", sql);
+    if (!bench_stop)
+        bench_log("timed out: %s", sql);
     return -1;
 }
 
@@ -448,24 +447,24 @@ out:
     return rc;
 }
 
-/* One pgbench run of the writers' script, with the relay's waiting flag
- * sampled every 50 ms on the side (in every run, so all pay the same). */
+/* One pgbench run of the writers' script. On the side, in every run so that
+ * all pay the same: the relay's waiting flag sampled every 50 ms, the WAL
+ * written, and, when a relay runs, its CPU and its PostgreSQL backend's. */
 typedef struct {
     double tps;
-    double flag_share;  /* share of samples with the waiting flag set */
+    double flag_share;     /* share of samples with the waiting flag set */
+    double wal_per_txn;    /* bytes of WAL per writer transaction, everyone's */
+    double relay_cores;    /* relay process CPU / run time; NAN without relay */
+    double backend_cores;  /* its backend's, likewise */
 } pgb_out_t;
 
-static int pgbench_run(bench_t *b, PGconn *mon, const char *tag, pgb_out_t *o) {
-    char pgbench[600], script[600], out[600], clients[16], jobs[16], secs[16], port[16];
-    char *argv[24], *text = NULL, *p;
-    double deadline, v;
-    long samples = 0, set = 0;
-    int n = 0, st;
-    pid_t pid;
+static int pgbench_spawn(const bench_t *b, const char *out, pid_t *pid) {
+    char pgbench[600], script[600], clients[16], jobs[16], secs[16], port[16];
+    char *argv[24];
+    int n = 0;
 
     snprintf(pgbench, sizeof pgbench, "%s/pgbench", b->pg_bindir);
     snprintf(script, sizeof script, "%s/writer.sql", b->workdir);
-    snprintf(out, sizeof out, "%s/pgbench-%s.out", b->workdir, tag);
     snprintf(clients, sizeof clients, "%d", b->writers);
     snprintf(jobs, sizeof jobs, "%d", b->writers < 2 ? b->writers : 2);
     snprintf(secs, sizeof secs, "%d", b->duration_s);
@@ -483,7 +482,7 @@ static int pgbench_run(bench_t *b, PGconn *mon, const char *tag, pgb_out_t *o) {
     argv[n++] = "-f";
     argv[n++] = script;
     argv[n++] = "-h";
-    argv[n++] = b->pghost;
+    argv[n++] = (char *)b->pghost;
     argv[n++] = "-p";
     argv[n++] = port;
     if (b->own_pg) {
@@ -492,11 +491,42 @@ static int pgbench_run(bench_t *b, PGconn *mon, const char *tag, pgb_out_t *o) {
     }
     argv[n++] = BENCH_DB;
     argv[n] = NULL;
+    *pid = bench_spawn(argv, out, -1);
+    return *pid < 0 ? -1 : 0;
+}
+
+static double pgbench_field(const char *text, const char *label) {
+    const char *p = text ? strstr(text, label) : NULL;
+    return p ? strtod(p + strlen(label), NULL) : NAN;
+}
+
+static int pgbench_run(bench_t *b, PGconn *mon, const bench_child_t *relay, const char *tag, pgb_out_t *o) {
+    char out[600], lsn[64] = "", what[64];
+    const char *lsnp[1] = {lsn};
+    char *text;
+    double deadline, v, t0, cpu0 = NAN, bcpu0 = NAN, wal, txns;
+    pid_t backend = relay ? db_backend_pid(mon, "outbox-relay") : -1;
+    long samples = 0, set = 0;
+    PGresult *res;
+    int st;
+    pid_t pid;
+
+    snprintf(out, sizeof out, "%s/pgbench-%s.out", b->workdir, tag);
+    res = PQexec(mon, "SELECT pg_current_wal_lsn()");
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+        snprintf(lsn, sizeof lsn, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    snprintf(what, sizeof what, "writers %s", tag);
+    bench_probe(b, what);
     bench_log("writers: %s (%d clients, %d s)", tag, b->writers, b->duration_s);
-    pid = bench_spawn(argv, out, -1);
-    if (pid < 0)
+    t0 = bench_now();
+    if (relay) {
+        cpu0 = proc_cpu_s(relay->pid);
+        bcpu0 = db_backend_cpu_s(b, backend);
+    }
+    if (pgbench_spawn(b, out, &pid) != 0)
         return -1;
-    deadline = bench_now() + b->duration_s + 60;
+    deadline = t0 + b->duration_s + 60;
     while (!bench_exited(pid) && !bench_stop && bench_now() < deadline) {
         if (db_num(mon, "SELECT count(*) FROM outbox_relay_state WHERE waiting", 0, NULL, &v) == 0) {
             samples++;
@@ -504,12 +534,17 @@ static int pgbench_run(bench_t *b, PGconn *mon, const char *tag, pgb_out_t *o) {
         }
         bench_sleep_ms(50);
     }
+    o->relay_cores = relay ? (proc_cpu_s(relay->pid) - cpu0) / (bench_now() - t0) : NAN;
+    o->backend_cores = relay ? (db_backend_cpu_s(b, backend) - bcpu0) / (bench_now() - t0) : NAN;
     st = bench_reap(pid, bench_exited(pid) ? 0 : SIGINT, 5);
+    if (!*lsn || db_num(mon, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)", 1, lsnp, &wal) != 0)
+        wal = NAN;
     text = bench_read_file(out);
-    p = text ? strstr(text, "\ntps = ") : NULL;
-    o->tps = p ? strtod(p + 7, NULL) : NAN;
-    o->flag_share = samples > 0 ? (double)set / (double)samples : NAN;
+    o->tps = pgbench_field(text, "\ntps = ");
+    txns = pgbench_field(text, "number of transactions actually processed: ");
     free(text);
+    o->flag_share = samples > 0 ? (double)set / (double)samples : NAN;
+    o->wal_per_txn = txns > 0 ? wal / txns : NAN;
     if (st != 0 || isnan(o->tps)) {
         bench_log("pgbench %s failed (exit %d)", tag, st);
         bench_log_tail(out);
@@ -536,15 +571,32 @@ static int write_pgbench_script(const bench_t *b) {
     return 0;
 }
 
-static void relay_cpu_row(bench_t *b, const char *key, const char *figure, double cpu, double secs) {
-    bench_row(b, "writers", key, figure, cpu / secs, "cores");
+/* The rows of one pgbench run measured against the no-trigger reference. */
+static bench_row_t *writers_rows(bench_t *b, const char *key, const char *figure, const pgb_out_t *o,
+                                 const pgb_out_t *alone, double ref_tps) {
+    char k[48];
+    bench_row_t *r = bench_row(b, "writers", key, figure, o->tps, "tps"), *w;
+
+    bench_row_ref(r, "tps alone (mean)", ref_tps);
+    snprintf(k, sizeof k, "%s_wal_per_txn", key);
+    w = bench_row(b, "writers", k, "  WAL per writer transaction (all sessions)", o->wal_per_txn, "B");
+    bench_row_ref(w, "B alone", alone->wal_per_txn);
+    if (!isnan(o->relay_cores)) {
+        snprintf(k, sizeof k, "%s_relay_cores", key);
+        bench_row(b, "writers", k, "  relay process CPU during the run", o->relay_cores, "cores");
+        snprintf(k, sizeof k, "%s_backend_cores", key);
+        bench_row(b, "writers", k, "  relay's PostgreSQL backend CPU during the run", o->backend_cores, "cores");
+        snprintf(k, sizeof k, "%s_flag_share", key);
+        bench_row(b, "writers", k, "  waiting flag set (share of samples)", o->flag_share * 100, "%");
+    }
+    return r;
 }
 
 int scenario_writers(bench_t *b) {
     PGconn *c = db_reset(b);
     bench_child_t relay = {.pid = -1};
     pgb_out_t alone, gate, drain, idle, ungated, again;
-    double maxid, t_db0, left, last_mark, cpu0, t0, drain_cpu, idle_cpu, drain_secs, idle_secs, ref;
+    double maxid, t_db0, left, last_mark, ref;
     char maxid_s[32], fig[72];
     const char *p[1] = {maxid_s};
     bench_row_t *r;
@@ -552,11 +604,14 @@ int scenario_writers(bench_t *b) {
 
     if (!c || write_pgbench_script(b) != 0)
         goto out;
-    /* 1. The reference: no trigger, no relay. */
-    if (db_exec(c, "DROP TRIGGER outbox_notify ON outbox") != 0)
+    /* 0. Not reported: a fresh cluster creates (zero-fills and fsyncs) its
+     * WAL segments during its first run, which later runs recycle. */
+    if (db_exec(c, "DROP TRIGGER outbox_notify ON outbox") != 0 ||
+        pgbench_run(b, c, NULL, "warm-up", &alone) != 0 || db_exec(c, "TRUNCATE outbox") != 0)
         goto out;
+    /* 1. The reference: no trigger, no relay. */
     db_checkpoint(b, c);
-    if (pgbench_run(b, c, "alone", &alone) != 0)
+    if (pgbench_run(b, c, NULL, "alone", &alone) != 0)
         goto out;
 
     /* 2. The gated trigger alone: it reads the flag (off) on every insert. */
@@ -564,20 +619,14 @@ int scenario_writers(bench_t *b) {
         db_exec(c, "TRUNCATE outbox") != 0)
         goto out;
     db_checkpoint(b, c);
-    if (pgbench_run(b, c, "gate-only", &gate) != 0)
+    if (pgbench_run(b, c, NULL, "gate-only", &gate) != 0)
         goto out;
 
     /* 3. The relay draining a backlog while the writers run. */
     if (db_exec(c, "TRUNCATE outbox") != 0 || db_prefill(b, c, b->events, &maxid) != 0 ||
         db_num(c, "SELECT extract(epoch FROM clock_timestamp())", 0, NULL, &t_db0) != 0 ||
-        relay_start(b, &relay) != 0)
+        relay_start(b, &relay) != 0 || pgbench_run(b, c, &relay, "relay-draining", &drain) != 0)
         goto out;
-    cpu0 = proc_cpu_s(relay.pid);
-    t0 = bench_now();
-    if (pgbench_run(b, c, "relay-draining", &drain) != 0)
-        goto out;
-    drain_cpu = proc_cpu_s(relay.pid) - cpu0;
-    drain_secs = bench_now() - t0;
     snprintf(maxid_s, sizeof maxid_s, "%.0f", maxid);
     if (db_num(c, "SELECT count(*) FROM outbox WHERE id <= $1::bigint AND sent_at IS NULL", 1, p, &left) != 0 ||
         db_num(c, "SELECT extract(epoch FROM max(sent_at)) FROM outbox WHERE id <= $1::bigint", 1, p,
@@ -590,15 +639,8 @@ int scenario_writers(bench_t *b) {
     if (db_exec(c, "TRUNCATE outbox") != 0)
         goto out;
     db_checkpoint(b, c);
-    if (relay_start(b, &relay) != 0 || db_wait_waiting(c, 10) != 0)
-        goto out;
-    cpu0 = proc_cpu_s(relay.pid);
-    t0 = bench_now();
-    if (pgbench_run(b, c, "relay-idle", &idle) != 0)
-        goto out;
-    idle_cpu = proc_cpu_s(relay.pid) - cpu0;
-    idle_secs = bench_now() - t0;
-    if (relay_stop(&relay) != 0)
+    if (relay_start(b, &relay) != 0 || db_wait_waiting(c, 10) != 0 ||
+        pgbench_run(b, c, &relay, "relay-idle", &idle) != 0 || relay_stop(&relay) != 0)
         goto out;
 
     /* 5. Ungated: the flag forced on, no relay: every commit NOTIFYs. */
@@ -607,7 +649,7 @@ int scenario_writers(bench_t *b) {
                    " ON CONFLICT (table_oid) DO UPDATE SET waiting = true") != 0)
         goto out;
     db_checkpoint(b, c);
-    if (pgbench_run(b, c, "ungated", &ungated) != 0 ||
+    if (pgbench_run(b, c, NULL, "ungated", &ungated) != 0 ||
         db_exec(c, "UPDATE outbox_relay_state SET waiting = false") != 0)
         goto out;
 
@@ -615,11 +657,13 @@ int scenario_writers(bench_t *b) {
     if (db_exec(c, "DROP TRIGGER outbox_notify ON outbox") != 0 || db_exec(c, "TRUNCATE outbox") != 0)
         goto out;
     db_checkpoint(b, c);
-    if (pgbench_run(b, c, "alone-again", &again) != 0)
+    if (pgbench_run(b, c, NULL, "alone-again", &again) != 0)
         goto out;
 
     ref = (alone.tps + again.tps) / 2;
     bench_row(b, "writers", "alone_tps", "alone: no trigger, no relay (first run)", alone.tps, "tps");
+    bench_row(b, "writers", "alone_wal_per_txn", "  WAL per writer transaction (all sessions)",
+              alone.wal_per_txn, "B");
     r = bench_row(b, "writers", "alone_again_tps", "alone again (last run): drift", again.tps, "tps");
     bench_row_ref(r, "tps first run", alone.tps);
     if (fabs(again.tps / alone.tps - 1) > 0.1)
@@ -629,24 +673,15 @@ int scenario_writers(bench_t *b) {
     r = bench_row(b, "writers", "gate_only_tps", "gate only: trigger, flag off, no relay", gate.tps, "tps");
     bench_row_ref(r, "tps alone (mean)", ref);
     snprintf(fig, sizeof fig, "relay draining a %ld-row backlog", b->events);
-    r = bench_row(b, "writers", "relay_draining_tps", fig, drain.tps, "tps");
-    bench_row_ref(r, "tps alone (mean)", ref);
+    r = writers_rows(b, "relay_draining", fig, &drain, &alone, ref);
     bench_row_target(r, '>', 1, 0.9);
     r = bench_row(b, "writers", "relay_draining_backlog_s",
                   left > 0 ? "  backlog NOT drained within the run" : "  backlog all marked after",
                   left > 0 ? NAN : last_mark - t_db0, "s");
     bench_row_ref(r, "s run length", b->duration_s);
-    relay_cpu_row(b, "relay_draining_cpu_cores", "  relay process CPU during the run", drain_cpu, drain_secs);
-    bench_row(b, "writers", "relay_draining_flag_share", "  waiting flag set (share of samples)",
-              drain.flag_share * 100, "%");
-    r = bench_row(b, "writers", "relay_idle_tps", "relay idle at start, then following", idle.tps, "tps");
-    bench_row_ref(r, "tps alone (mean)", ref);
+    r = writers_rows(b, "relay_idle", "relay idle at start, then following", &idle, &alone, ref);
     bench_row_target(r, '>', 1, 0.95);
-    relay_cpu_row(b, "relay_idle_cpu_cores", "  relay process CPU during the run", idle_cpu, idle_secs);
-    bench_row(b, "writers", "relay_idle_flag_share", "  waiting flag set (share of samples)",
-              idle.flag_share * 100, "%");
-    r = bench_row(b, "writers", "ungated_tps", "ungated: NOTIFY on every commit, no relay", ungated.tps, "tps");
-    bench_row_ref(r, "tps alone (mean)", ref);
+    writers_rows(b, "ungated", "ungated: NOTIFY on every commit, no relay", &ungated, &alone, ref);
     rc = 0;
 out:
     if (relay.pid > 0)
@@ -679,7 +714,8 @@ static int wait_count(PGconn *c, const char *sql, double want, double timeout_s,
         }
         bench_sleep_ms(20);
     }
-    bench_log("timed out waiting for %.0f: %s", want, sql);
+    if (!bench_stop)
+        bench_log("timed out waiting for %.0f: %s", want, sql);
     return -1;
 }
 
@@ -707,7 +743,7 @@ int scenario_consumer(bench_t *b) {
     bench_child_t relay = {.pid = -1}, gen = {.pid = -1}, cons = {.pid = -1};
     char conf[600], orders[24];
     char *gen_argv[14], *cons_argv[4];
-    double n = (double)b->consumer_events, first_at, first_n, done_at, cpu, hwm, applied;
+    double n = (double)b->consumer_events, first_at, first_n, done_at, cpu, hwm, bcpu, applied;
     bench_row_t *r;
     int rc = -1, st;
 
@@ -761,6 +797,8 @@ int scenario_consumer(bench_t *b) {
         goto out;
     cpu = proc_cpu_s(cons.pid);
     hwm = proc_hwm_mb(cons.pid);
+    /* The runner names its session after the consumer. */
+    bcpu = db_backend_cpu_s(b, db_backend_pid(c, "stock"));
     st = bench_reap(cons.pid, SIGTERM, 30);
     cons.pid = -1;
     if (st != 0) {
@@ -782,7 +820,9 @@ int scenario_consumer(bench_t *b) {
     bench_row_target(r, '>', 0, 20000);
     bench_row(b, "consumer", "first_apply_ms", "  exec -> first batch applied (group join)",
               (first_at - cons.started) * 1000, "ms");
-    bench_row(b, "consumer", "cpu_s_per_100k", "  consumer CPU per 100k events", cpu / n * 1e5, "s");
+    bench_row(b, "consumer", "cpu_s_per_100k", "  consumer process CPU per 100k events", cpu / n * 1e5, "s");
+    bench_row(b, "consumer", "backend_cpu_s_per_100k", "  its PostgreSQL backend CPU per 100k", bcpu / n * 1e5,
+              "s");
     bench_row(b, "consumer", "peak_rss_mb", "  consumer peak RSS (VmHWM)", hwm, "MB");
     rc = 0;
 out:

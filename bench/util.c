@@ -2,6 +2,7 @@
  * and the mock broker. */
 #include "bench.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -87,15 +88,69 @@ static int read_cpu_jiffies(unsigned long long *busy, unsigned long long *total)
     return 0;
 }
 
-double bench_machine_busy(int ms) {
-    unsigned long long b0, t0, b1, t1;
+/* Milliseconds the busiest block device spent doing I/O (io_ticks, the 10th
+ * field of /sys/block/DEV/stat), over loop, RAM and zram devices excluded;
+ * one value per device, at most max. */
+static int read_io_ticks(unsigned long long *ticks, int max) {
+    DIR *d = opendir("/sys/block");
+    struct dirent *e;
+    int n = 0;
+
+    if (!d)
+        return 0;
+    while ((e = readdir(d)) != NULL && n < max) {
+        char path[300];
+        unsigned long long v[10];
+        FILE *f;
+        if (e->d_name[0] == '.' || strncmp(e->d_name, "loop", 4) == 0 || strncmp(e->d_name, "ram", 3) == 0 ||
+            strncmp(e->d_name, "zram", 4) == 0)
+            continue;
+        snprintf(path, sizeof path, "/sys/block/%s/stat", e->d_name);
+        f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (fscanf(f, "%llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
+                   &v[5], &v[6], &v[7], &v[8], &v[9]) == 10)
+            ticks[n++] = v[9];
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+void bench_machine_busy(int ms, double *cores, double *disk) {
+    unsigned long long b0, t0, b1, t1, io0[16], io1[16];
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    if (read_cpu_jiffies(&b0, &t0) != 0)
-        return NAN;
+    int n0 = read_io_ticks(io0, 16), n1, cpu_ok = read_cpu_jiffies(&b0, &t0) == 0;
+    double start = bench_now(), secs;
+
     bench_sleep_ms(ms);
-    if (read_cpu_jiffies(&b1, &t1) != 0 || t1 == t0)
-        return NAN;
-    return (double)(b1 - b0) / (double)(t1 - t0) * (double)(cpus > 0 ? cpus : 1);
+    cpu_ok = cpu_ok && read_cpu_jiffies(&b1, &t1) == 0 && t1 > t0;
+    n1 = read_io_ticks(io1, 16);
+    secs = bench_now() - start;
+    *cores = cpu_ok ? (double)(b1 - b0) / (double)(t1 - t0) * (double)(cpus > 0 ? cpus : 1) : NAN;
+    *disk = n0 == n1 && n0 > 0 ? 0 : NAN;
+    /* Devices are read in the same order both times unless one appeared. */
+    for (int i = 0; i < n0 && n0 == n1; i++) {
+        double busy = (double)(io1[i] - io0[i]) / (secs * 1000.0);
+        if (busy > *disk)
+            *disk = busy;
+    }
+}
+
+void bench_probe(bench_t *b, const char *what) {
+    double cores, disk;
+
+    bench_machine_busy(300, &cores, &disk);
+    if (!isnan(cores) && cores > b->busy_cores_max)
+        b->busy_cores_max = cores;
+    if (!isnan(disk) && disk > b->busy_disk_max)
+        b->busy_disk_max = disk;
+    /* The bench's own servers idle at well under these. */
+    if (cores > 0.2 || disk > 0.2)
+        bench_note(b, "before %s: the machine was busy while the bench idled (%.2f cores, disk %.0f%% of the"
+                      " time): other work, or PostgreSQL still busy with the previous step",
+                   what, cores, disk * 100);
 }
 
 pid_t bench_spawn(char *const argv[], const char *log, int out_fd) {
@@ -193,8 +248,10 @@ int bench_wait_log(bench_child_t *c, const char *needle, double timeout_s) {
         /* 1 ms: the start-up time is read off this loop. */
         bench_sleep_ms(1);
     }
-    bench_log("no \"%s\" in %s after %.0f s", needle, c->log, timeout_s);
-    bench_log_tail(c->log);
+    if (!bench_stop) {
+        bench_log("no \"%s\" in %s after %.0f s", needle, c->log, timeout_s);
+        bench_log_tail(c->log);
+    }
     return -1;
 }
 
@@ -392,7 +449,8 @@ int db_wait_waiting(PGconn *c, double timeout_s) {
             return 0;
         bench_sleep_ms(1);
     }
-    bench_log("the relay never set its waiting flag");
+    if (!bench_stop)
+        bench_log("the relay never set its waiting flag");
     return -1;
 }
 
@@ -404,6 +462,11 @@ pid_t db_backend_pid(PGconn *c, const char *application_name) {
                1, params, &v) != 0 || isnan(v))
         return -1;
     return (pid_t)v;
+}
+
+double db_backend_cpu_s(const bench_t *b, pid_t pid) {
+    /* A remote backend's pid would name some unrelated local process. */
+    return b->pghost[0] == '/' && pid > 0 ? proc_cpu_s(pid) : NAN;
 }
 
 /* GROUP.KEY=VALUE settings of --relay-set for one group, as libconfig lines. */

@@ -58,7 +58,7 @@ static const key_def_t keys[] = {
     {"postgres", "table", K_STR, OFF(pg_table), 0, 0, 0, "public.outbox", NULL, NULL, 0},
     {"postgres", "channel", K_STR, OFF(pg_channel), 0, 0, 0, "outbox", NULL, NULL, 0},
     {"relay", "batch_size", K_INT, OFF(batch_size), 500, 1, 100000, NULL, NULL, NULL, 0},
-    {"relay", "max_inflight", K_INT, OFF(max_inflight), 20000, 1, 1000000, NULL, NULL, NULL, 0},
+    {"relay", "max_inflight", K_INT, OFF(max_inflight), 5000, 1, 1000000, NULL, NULL, NULL, 0},
     {"relay", "poll_interval_ms", K_INT, OFF(poll_interval_ms), 500, 10, 600000, NULL, NULL, NULL, 1},
     {"relay", "topic_pattern", K_STR, OFF(topic_pattern), 0, 0, 0, "outbox.${aggregate_type}", NULL, NULL, 0},
     {"relay", "on_failure", K_STR, OFF(on_failure), OBX_FAIL_PARK, 0, 0, NULL, parse_failure, "park, block", 0},

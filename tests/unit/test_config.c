@@ -100,7 +100,7 @@ START_TEST(test_example_config) {
     ck_assert_int_eq(cfg.kafka[1].line, 28);
 
     ck_assert_int_eq(cfg.batch_size, 500);
-    ck_assert_int_eq(cfg.max_inflight, 20000);
+    ck_assert_int_eq(cfg.max_inflight, 5000);
     ck_assert_int_eq(cfg.poll_interval_ms, 500);
     ck_assert_str_eq(cfg.topic_pattern, "outbox.${aggregate_type}");
     ck_assert_int_eq(cfg.on_failure, OBX_FAIL_PARK);
@@ -131,7 +131,7 @@ START_TEST(test_minimal_defaults) {
     ck_assert_uint_eq(cfg.kafka_n, 0);
     ck_assert_uint_eq(cfg.routes_n, 0);
     ck_assert_int_eq(cfg.batch_size, 500);
-    ck_assert_int_eq(cfg.max_inflight, 20000);
+    ck_assert_int_eq(cfg.max_inflight, 5000);
     ck_assert_int_eq(cfg.poll_interval_ms, 500);
     ck_assert_str_eq(cfg.topic_pattern, "outbox.${aggregate_type}");
     ck_assert_int_eq(cfg.on_failure, OBX_FAIL_PARK);
