@@ -84,6 +84,22 @@ START_TEST(config_errors_exit_2_at_file_line) {
     snprintf(args, sizeof args, "-c '%s/missing.conf'", t.dir);
     ck_assert_int_eq(relay_cmd(&t, args, out, sizeof out), 2);
     ck_assert_ptr_nonnull(strstr(out, "missing.conf: cannot open: No such file or directory"));
+    /* Unreadable: a root-only file read by the postgres user (root reads everything). */
+    {
+        char cmd[2048], path[512];
+        FILE *f;
+        size_t n;
+        const char *p = write_file(&t, "secret-only-root.conf", cases[0].text);
+        snprintf(path, sizeof path, "%s/unreadable.out", t.dir);
+        snprintf(cmd, sizeof cmd, "runuser -u postgres -- '%s' -c '%s' --check >'%s' 2>&1",
+                 th_bin("outbox-relay"), p, path);
+        ck_assert_int_eq(th_run(cmd), 2);
+        f = fopen(path, "r");
+        n = fread(out, 1, sizeof out - 1, f);
+        out[n] = '\0';
+        fclose(f);
+        ck_assert_msg(strstr(out, "secret-only-root.conf: cannot open: Permission denied") != NULL, "%s", out);
+    }
 }
 END_TEST
 
