@@ -13,7 +13,8 @@
 #include "config.h"
 #include "dedup_internal.h"
 #include "log.h"
-#include "pgnotice.h"
+#include "pgconn.h"
+#include "rklog.h"
 
 #define HDR_MAX 128
 
@@ -70,14 +71,11 @@ static void nap(int64_t ms) {
 static int db_ok(runner_t *r) {
     char err[512];
     while (!stop_signals) {
-        const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
-        const char *vals[] = {"10", r->cfg->consumer_name, r->cfg->pg_conninfo, NULL};
         if (r->conn && PQstatus(r->conn) == CONNECTION_OK)
             return 1;
         PQfinish(r->conn);
-        r->conn = PQconnectdbParams(keys, vals, 1);
+        r->conn = obx_pgconn_open(r->cfg->pg_conninfo, r->cfg->consumer_name);
         if (PQstatus(r->conn) == CONNECTION_OK) {
-            obx_pgnotice_route(r->conn);
             OBX_LOG(OBX_LOG_INFO, "postgres connected", KS("consumer", r->cfg->consumer_name),
                     KS("db", PQdb(r->conn)));
             return 1;
@@ -293,12 +291,6 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
 }
 
-static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    (void)rk;
-    OBX_LOG(level <= 3 ? OBX_LOG_ERROR : level <= 4 ? OBX_LOG_WARN : level <= 6 ? OBX_LOG_INFO : OBX_LOG_DEBUG,
-            "librdkafka", KS("facility", fac), KS("detail", buf));
-}
-
 static rd_kafka_t *consumer_new(runner_t *r, char *err, size_t errsize) {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_t *rk;
@@ -319,7 +311,7 @@ static rd_kafka_t *consumer_new(runner_t *r, char *err, size_t errsize) {
             goto fail;
     rd_kafka_conf_set_opaque(conf, r);
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
-    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_log_cb(conf, obx_rklog_cb);
     rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, errsize); /* takes conf on success */
     if (!rk)
         goto fail;

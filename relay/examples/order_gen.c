@@ -22,6 +22,7 @@
 
 #include "backoff.h"
 #include "log.h"
+#include "pgconn.h"
 
 #define MAX_TRIES 20
 #define ID_BATCH 256
@@ -170,15 +171,6 @@ static void err_set(char *err, size_t size, PGconn *conn, const PGresult *res) {
     msg_one_line(err, size, msg);
 }
 
-/* Server notices (e.g. "terminating connection due to administrator
- * command") would otherwise go raw to stderr, between the log lines. */
-static void on_notice(void *arg, const char *message) {
-    char msg[1024];
-    (void)arg;
-    msg_one_line(msg, sizeof msg, message);
-    OBX_LOG(OBX_LOG_WARN, "server notice", KS("notice", msg));
-}
-
 /* Failures a new connection can cure: the connection or the server went
  * away, the server is starting or stopping, or it briefly lacked resources.
  * Anything else (a missing table, an id already taken) fails on every try. */
@@ -194,22 +186,11 @@ static gen_try_t classify(PGconn *conn, const PGresult *res) {
     return TRY_FATAL;
 }
 
-static PGconn *db_connect(const char *conninfo) {
-    /* fallback_: an application_name in CONNINFO wins. */
-    const char *const keys[] = {"dbname", "fallback_application_name", NULL};
-    const char *const vals[] = {conninfo, "obx-order-gen", NULL};
-    PGconn *conn = PQconnectdbParams(keys, vals, 1);
-
-    if (conn)
-        PQsetNoticeProcessor(conn, on_notice, NULL);
-    return conn;
-}
-
 static gen_try_t client_connect(gen_client_t *c, char *err, size_t errsize) {
     PGresult *res = NULL;
     gen_try_t t = TRY_RETRY;
 
-    c->conn = db_connect(c->run->opts.conninfo);
+    c->conn = obx_pgconn_open(c->run->opts.conninfo, "obx-order-gen");
     if (PQstatus(c->conn) != CONNECTION_OK) {
         err_set(err, errsize, c->conn, NULL);
         goto out;
@@ -481,7 +462,7 @@ int main(int argc, char **argv) {
     rc = 1;
     /* Connecting once up front makes a wrong CONNINFO fail at once instead of
      * after every client's retries. */
-    conn = db_connect(run.opts.conninfo);
+    conn = obx_pgconn_open(run.opts.conninfo, "obx-order-gen");
     if (PQstatus(conn) != CONNECTION_OK) {
         err_set(err, sizeof err, conn, NULL);
         OBX_LOG(OBX_LOG_ERROR, "cannot connect to PostgreSQL", KS("error", err));

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "log.h"
-#include "pgnotice.h"
+#include "pgconn.h"
 
 extern const char obx_schema_sql[];
 
@@ -25,9 +25,7 @@ static int run(PGconn *conn, const char *sql, int nparams, const char *const *pa
 }
 
 int obx_migrate_run(const obx_config_t *cfg, char *errstr, size_t errsize) {
-    const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
-    const char *vals[] = {"10", "outbox-relay-migrate", cfg->pg_conninfo, NULL};
-    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    PGconn *conn = obx_pgconn_open(cfg->pg_conninfo, "outbox-relay-migrate");
     int rc = -1;
 
     if (PQstatus(conn) != CONNECTION_OK) {
@@ -35,7 +33,6 @@ int obx_migrate_run(const obx_config_t *cfg, char *errstr, size_t errsize) {
         errstr[strcspn(errstr, "\n")] = '\0';
         goto out;
     }
-    obx_pgnotice_route(conn);
     /* Serializes concurrent migrations (two relays starting at once). */
     if (run(conn, "SET client_min_messages = warning", 0, NULL, errstr, errsize) ||
         run(conn, "SELECT pg_advisory_lock(hashtext('outbox-relay:migrate'))", 0, NULL, errstr, errsize) ||

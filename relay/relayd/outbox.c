@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "log.h"
-#include "pgnotice.h"
+#include "pgconn.h"
 
 enum {
     COL_ID, COL_EVENT_ID, COL_AGG_TYPE, COL_AGG_ID, COL_EVENT_TYPE, COL_TOPIC,
@@ -79,17 +79,13 @@ static void chomp(char *s) {
 }
 
 PGconn *obx_outbox_connect(const obx_config_t *cfg, char *errstr, size_t errsize) {
-    /* The user's conninfo comes last so its settings win over these defaults. */
-    const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
-    const char *vals[] = {"10", "outbox-relay", cfg->pg_conninfo, NULL};
     char sql[512], *chan = NULL;
-    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    PGconn *conn = obx_pgconn_open(cfg->pg_conninfo, "outbox-relay");
 
     if (PQstatus(conn) != CONNECTION_OK) {
         snprintf(errstr, errsize, "%s", PQerrorMessage(conn));
         goto fail;
     }
-    obx_pgnotice_route(conn);
     /* A lost mark only causes a re-publish, so the relay's own commits need not wait for fsync. */
     if (exec_ok(conn, "SET synchronous_commit = off", errstr, errsize) != 0)
         goto fail;

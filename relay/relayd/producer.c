@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "rklog.h"
 
 struct obx_producer {
     rd_kafka_t *rk;
@@ -20,13 +21,6 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     obx_producer_t *p = opaque;
     (void)rk;
     p->dr(p->ctx, m->_private, m->err, m->partition, m->offset);
-}
-
-static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    obx_log_level_t l = level <= 3 ? OBX_LOG_ERROR : level <= 4 ? OBX_LOG_WARN
-                      : level <= 6 ? OBX_LOG_INFO : OBX_LOG_DEBUG;
-    (void)rk;
-    OBX_LOG(l, "librdkafka", KS("facility", fac), KS("detail", buf));
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
@@ -81,7 +75,7 @@ obx_producer_t *obx_producer_new(const obx_config_t *cfg, obx_dr_fn dr, void *ct
         goto fail;
     rd_kafka_conf_set_opaque(conf, p);
     rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
-    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_log_cb(conf, obx_rklog_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     /* rd_kafka_new takes ownership of conf only on success. */
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errsize);

@@ -1,0 +1,13 @@
+/* PostgreSQL connections as every program of the project opens them: a
+ * connect timeout and application name as defaults the user's conninfo can
+ * override, and server notices routed through the structured logger instead
+ * of libpq's raw stderr print. */
+#ifndef OBX_PGCONN_H
+#define OBX_PGCONN_H
+
+#include <libpq-fe.h>
+
+/* Always returns a PGconn (libpq's rule): check PQstatus, PQfinish it. */
+PGconn *obx_pgconn_open(const char *conninfo, const char *application_name);
+
+#endif
