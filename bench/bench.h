@@ -137,10 +137,10 @@ int db_apply_file(const bench_t *b, PGconn *c, const char *rel);
  * ANALYZE and CHECKPOINT so every run starts from the same table state. */
 int db_prefill(bench_t *b, PGconn *c, long n, double *maxid);
 int db_wait_waiting(PGconn *c, double timeout_s);
-pid_t db_backend_pid(PGconn *c, const char *application_name);
+int db_backend_pids(PGconn *c, const char *application_name, pid_t *pids, int max);
 /* CPU seconds of a backend process, when PostgreSQL runs on this machine
  * (a unix socket); NAN otherwise. */
-double db_backend_cpu_s(const bench_t *b, pid_t pid);
+double db_backend_cpu_s(const bench_t *b, const pid_t *pids, int n);
 
 /* util.c: the relay and the mock broker */
 int relay_start(bench_t *b, bench_child_t *r);

@@ -110,14 +110,14 @@ static void raw_pg(bench_t *b, raw_result_t *r) {
     }
     t0 = bench_now();
     cpu0 = self_cpu_s();
-    bcpu0 = db_backend_cpu_s(b, backend);
+    bcpu0 = db_backend_cpu_s(b, &backend, 1);
     while ((n = claim_mark(c, RAW_BATCH, ids, r)) > 0 && !bench_stop)
         r->n += n;
     if (n != 0)
         goto out;
     r->secs = bench_now() - t0;
     r->cpu_s = self_cpu_s() - cpu0;
-    r->backend_cpu_s = db_backend_cpu_s(b, backend) - bcpu0;
+    r->backend_cpu_s = db_backend_cpu_s(b, &backend, 1) - bcpu0;
     r->single_p99_ms = bench_pick(lat, RAW_SINGLES, 0.99);
     r->single_p50_ms = bench_pick(lat, RAW_SINGLES, 0.50);
     r->ok = r->n > 0;

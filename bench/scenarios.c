@@ -75,6 +75,8 @@ int scenario_drain(bench_t *b) {
     bench_child_t relay = {.pid = -1};
     bench_row_t *r;
     double maxid, t_db0, done, secs, cpu, hwm, bcpu, first, last, first_n, publishing;
+    pid_t backends[4];
+    int nb;
     int rc = -1;
 
     if (!c)
@@ -89,7 +91,8 @@ int scenario_drain(bench_t *b) {
     /* Read before stopping it: the figures are the drain's, not the shutdown's. */
     cpu = proc_cpu_s(relay.pid);
     hwm = proc_hwm_mb(relay.pid);
-    bcpu = db_backend_cpu_s(b, db_backend_pid(c, "outbox-relay"));
+    nb = db_backend_pids(c, "outbox-relay", backends, 4); /* claims and marks */
+    bcpu = db_backend_cpu_s(b, backends, nb);
     if (relay_stop(&relay) != 0 || mark_span(c, &first, &last, &first_n) != 0)
         goto out;
     secs = done - relay.started;
@@ -112,7 +115,7 @@ int scenario_drain(bench_t *b) {
     r = bench_row(b, "footprint", "relay_cpu_s_per_100k", "relay CPU (utime+stime) per 100k events",
                   cpu / (double)b->events * 1e5, "s");
     bench_row_ref(r, "s (a)+(b) client CPU", b->raw_cpu_100k);
-    r = bench_row(b, "footprint", "relay_backend_cpu_s_per_100k", "relay's PostgreSQL backend CPU per 100k",
+    r = bench_row(b, "footprint", "relay_backend_cpu_s_per_100k", "relay's PostgreSQL backends' CPU per 100k",
                   bcpu / (double)b->events * 1e5, "s");
     bench_row_ref(r, "s (a) loop's backend", b->raw_backend_cpu_100k);
     r = bench_row(b, "footprint", "cold_first_mark_ms", "cold start: relay exec -> first row marked",
@@ -505,7 +508,8 @@ static int pgbench_run(bench_t *b, PGconn *mon, const bench_child_t *relay, cons
     const char *lsnp[1] = {lsn};
     char *text;
     double deadline, v, t0, cpu0 = NAN, bcpu0 = NAN, wal, txns;
-    pid_t backend = relay ? db_backend_pid(mon, "outbox-relay") : -1;
+    pid_t backends[4];
+    int nb = relay ? db_backend_pids(mon, "outbox-relay", backends, 4) : 0;
     long samples = 0, set = 0;
     PGresult *res;
     int st;
@@ -522,7 +526,7 @@ static int pgbench_run(bench_t *b, PGconn *mon, const bench_child_t *relay, cons
     t0 = bench_now();
     if (relay) {
         cpu0 = proc_cpu_s(relay->pid);
-        bcpu0 = db_backend_cpu_s(b, backend);
+        bcpu0 = db_backend_cpu_s(b, backends, nb);
     }
     if (pgbench_spawn(b, out, &pid) != 0)
         return -1;
@@ -535,7 +539,7 @@ static int pgbench_run(bench_t *b, PGconn *mon, const bench_child_t *relay, cons
         bench_sleep_ms(50);
     }
     o->relay_cores = relay ? (proc_cpu_s(relay->pid) - cpu0) / (bench_now() - t0) : NAN;
-    o->backend_cores = relay ? (db_backend_cpu_s(b, backend) - bcpu0) / (bench_now() - t0) : NAN;
+    o->backend_cores = relay ? (db_backend_cpu_s(b, backends, nb) - bcpu0) / (bench_now() - t0) : NAN;
     st = bench_reap(pid, bench_exited(pid) ? 0 : SIGINT, 5);
     if (!*lsn || db_num(mon, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)", 1, lsnp, &wal) != 0)
         wal = NAN;
@@ -585,7 +589,7 @@ static bench_row_t *writers_rows(bench_t *b, const char *key, const char *figure
         snprintf(k, sizeof k, "%s_relay_cores", key);
         bench_row(b, "writers", k, "  relay process CPU during the run", o->relay_cores, "cores");
         snprintf(k, sizeof k, "%s_backend_cores", key);
-        bench_row(b, "writers", k, "  relay's PostgreSQL backend CPU during the run", o->backend_cores, "cores");
+        bench_row(b, "writers", k, "  relay's PostgreSQL backends' CPU during the run", o->backend_cores, "cores");
         snprintf(k, sizeof k, "%s_flag_share", key);
         bench_row(b, "writers", k, "  waiting flag set (share of samples)", o->flag_share * 100, "%");
     }
@@ -744,6 +748,8 @@ int scenario_consumer(bench_t *b) {
     char conf[600], orders[24];
     char *gen_argv[14], *cons_argv[4];
     double n = (double)b->consumer_events, first_at, first_n, done_at, cpu, hwm, bcpu, applied;
+    pid_t backends[4];
+    int nb;
     bench_row_t *r;
     int rc = -1, st;
 
@@ -798,7 +804,8 @@ int scenario_consumer(bench_t *b) {
     cpu = proc_cpu_s(cons.pid);
     hwm = proc_hwm_mb(cons.pid);
     /* The runner names its session after the consumer. */
-    bcpu = db_backend_cpu_s(b, db_backend_pid(c, "stock"));
+    nb = db_backend_pids(c, "stock", backends, 4);
+    bcpu = db_backend_cpu_s(b, backends, nb);
     st = bench_reap(cons.pid, SIGTERM, 30);
     cons.pid = -1;
     if (st != 0) {

@@ -454,19 +454,29 @@ int db_wait_waiting(PGconn *c, double timeout_s) {
     return -1;
 }
 
-pid_t db_backend_pid(PGconn *c, const char *application_name) {
+int db_backend_pids(PGconn *c, const char *application_name, pid_t *pids, int max) {
     const char *params[1] = {application_name};
-    double v;
-    if (db_num(c, "SELECT pid FROM pg_stat_activity WHERE application_name = $1"
-                  " AND datname = current_database() ORDER BY backend_start LIMIT 1",
-               1, params, &v) != 0 || isnan(v))
-        return -1;
-    return (pid_t)v;
+    PGresult *res = PQexecParams(c,
+        "SELECT pid FROM pg_stat_activity WHERE application_name LIKE $1 || '%'"
+        " AND datname = current_database() ORDER BY backend_start",
+        1, NULL, params, NULL, NULL, 0);
+    int n = 0;
+
+    if (PQresultStatus(res) == PGRES_TUPLES_OK)
+        for (; n < PQntuples(res) && n < max; n++)
+            pids[n] = (pid_t)atol(PQgetvalue(res, n, 0));
+    PQclear(res);
+    return n;
 }
 
-double db_backend_cpu_s(const bench_t *b, pid_t pid) {
+double db_backend_cpu_s(const bench_t *b, const pid_t *pids, int n) {
+    double sum = 0;
     /* A remote backend's pid would name some unrelated local process. */
-    return b->pghost[0] == '/' && pid > 0 ? proc_cpu_s(pid) : NAN;
+    if (b->pghost[0] != '/' || n <= 0)
+        return NAN;
+    for (int i = 0; i < n; i++)
+        sum += proc_cpu_s(pids[i]);
+    return sum;
 }
 
 /* GROUP.KEY=VALUE settings of --relay-set for one group, as libconfig lines. */
@@ -495,8 +505,8 @@ int relay_start(bench_t *b, bench_child_t *r) {
         return -1;
     }
     /* Everything not written here keeps the relay's defaults, which are the
-     * values of config/outbox-relay.conf (batch 500, 20000 in flight,
-     * linger 5 ms, stats every 10 s), unless --relay-set says otherwise. */
+     * values of config/outbox-relay.conf (batch 500, 5000 in flight,
+     * linger 0, stats every 10 s), unless --relay-set says otherwise. */
     fprintf(f, "postgres: { conninfo = \"%s\";", b->conninfo);
     write_sets(b, f, "postgres");
     fprintf(f, " };\nkafka: { bootstrap_servers = \"%s\";", b->bootstrap);

@@ -186,7 +186,7 @@ cat >"$RCONF" <<EOF
 # Written by deploy/quickstart.sh. Every key: config/outbox-relay.conf.
 # Topics: outbox.\${aggregate_type} (the default topic_pattern).
 postgres: { conninfo = "$CONNINFO"; };
-kafka: { bootstrap_servers = "$BOOT"; linger_ms = 5; };
+kafka: { bootstrap_servers = "$BOOT"; linger_ms = 0; };
 relay: { poll_interval_ms = 500; };
 log: { stats_interval_s = 2; };
 EOF

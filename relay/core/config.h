@@ -34,6 +34,7 @@ typedef struct {
     int batch_size;
     int max_inflight;
     int poll_interval_ms;
+    int busy_poll_ms;     /* keep claiming this long after the last row before sleeping on LISTEN */
     char *topic_pattern;
     int on_failure;           /* obx_fail_policy_t */
     int max_attempts;

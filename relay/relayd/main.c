@@ -54,7 +54,7 @@ static int check(const obx_config_t *cfg) {
 
     printf("config: %s ok (table %s, channel %s, %zu route(s), %zu kafka setting(s))\n",
            cfg->path, cfg->pg_table, cfg->pg_channel, cfg->routes_n, cfg->kafka_n);
-    conn = obx_outbox_connect(cfg, err, sizeof err);
+    conn = obx_outbox_connect(cfg, "outbox-relay", 1, err, sizeof err);
     if (!conn) {
         printf("postgres: FAILED: %s\n", err);
         return 1;

@@ -78,9 +78,10 @@ static void chomp(char *s) {
         s[--n] = '\0';
 }
 
-PGconn *obx_outbox_connect(const obx_config_t *cfg, char *errstr, size_t errsize) {
+PGconn *obx_outbox_connect(const obx_config_t *cfg, const char *name, int listen,
+                           char *errstr, size_t errsize) {
     char sql[512], *chan = NULL;
-    PGconn *conn = obx_pgconn_open(cfg->pg_conninfo, "outbox-relay");
+    PGconn *conn = obx_pgconn_open(cfg->pg_conninfo, name);
 
     if (PQstatus(conn) != CONNECTION_OK) {
         snprintf(errstr, errsize, "%s", PQerrorMessage(conn));
@@ -89,11 +90,17 @@ PGconn *obx_outbox_connect(const obx_config_t *cfg, char *errstr, size_t errsize
     /* A lost mark only causes a re-publish, so the relay's own commits need not wait for fsync. */
     if (exec_ok(conn, "SET synchronous_commit = off", errstr, errsize) != 0)
         goto fail;
-    chan = PQescapeIdentifier(conn, cfg->pg_channel, strlen(cfg->pg_channel));
-    snprintf(sql, sizeof sql, "LISTEN %s", chan);
-    PQfreemem(chan);
-    if (exec_ok(conn, sql, errstr, errsize) != 0)
-        goto fail;
+    if (listen) {
+        chan = PQescapeIdentifier(conn, cfg->pg_channel, strlen(cfg->pg_channel));
+        if (!chan) {
+            snprintf(errstr, errsize, "LISTEN: %s", PQerrorMessage(conn));
+            goto fail;
+        }
+        snprintf(sql, sizeof sql, "LISTEN %s", chan);
+        PQfreemem(chan);
+        if (exec_ok(conn, sql, errstr, errsize) != 0)
+            goto fail;
+    }
     if (prepare(conn, "claim", claim_sql, cfg->pg_table_sql, errstr, errsize) != 0 ||
         prepare(conn, "mark", mark_sql, cfg->pg_table_sql, errstr, errsize) != 0 ||
         prepare(conn, "fail", fail_sql, cfg->pg_table_sql, errstr, errsize) != 0 ||

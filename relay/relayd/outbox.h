@@ -31,9 +31,11 @@ typedef struct {
     size_t hvals_len;
 } obx_row_t;
 
-/* Connects and prepares the session: synchronous_commit off, LISTEN on the
- * channel, prepared statements. Returns NULL with errstr on failure. */
-PGconn *obx_outbox_connect(const obx_config_t *cfg, char *errstr, size_t errsize);
+/* Connects and prepares the session: synchronous_commit off, prepared
+ * statements and, when listen is set, LISTEN on the channel. name is the
+ * application_name. Returns NULL with errstr on failure. */
+PGconn *obx_outbox_connect(const obx_config_t *cfg, const char *name, int listen,
+                           char *errstr, size_t errsize);
 /* Tries the session advisory lock that makes this relay the outbox's only
  * publisher. Returns 1 leader, 0 standby, -1 error (errstr). Blocking. */
 int obx_outbox_try_lead(PGconn *conn, const obx_config_t *cfg, char *errstr, size_t errsize);

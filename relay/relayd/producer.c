@@ -9,12 +9,24 @@
 #include "log.h"
 #include "rklog.h"
 
+/* Topics are few (routes, or one per aggregate type), so a short list with
+ * the last hit first is enough; past TOPICS_MAX the least recent is dropped. */
+#define TOPICS_MAX 256
+#define WARM_TIMEOUT_MS 200
+
+typedef struct {
+    char *name;
+    rd_kafka_topic_t *rkt;
+} topic_t;
+
 struct obx_producer {
     rd_kafka_t *rk;
     rd_kafka_queue_t *mainq;
     int pipefd[2];
     obx_dr_fn dr;
     void *ctx;
+    topic_t topics[TOPICS_MAX];
+    int topics_n;
 };
 
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
@@ -58,10 +70,13 @@ obx_producer_t *obx_producer_new(const obx_config_t *cfg, obx_dr_fn dr, void *ct
     p->dr = dr;
     p->ctx = ctx;
     /* Defaults the user may override: infinite delivery timeout so an outage
-     * delays messages instead of failing them (which would break key order). */
+     * delays messages instead of failing them (which would break key order);
+     * no linger, because the relay hands over whole claim batches anyway and
+     * librdkafka's 5 ms would be the latency floor of every quiet event. */
     snprintf(qmax, sizeof qmax, "%d", cfg->max_inflight + cfg->batch_size + 1000);
     if (set(conf, "client.id", "outbox-relay", errstr, errsize) ||
         set(conf, "message.timeout.ms", "0", errstr, errsize) ||
+        set(conf, "linger.ms", "0", errstr, errsize) ||
         set(conf, "queue.buffering.max.messages", qmax, errstr, errsize) ||
         set(conf, "log.queue", "true", errstr, errsize))
         goto fail;
@@ -107,10 +122,54 @@ void obx_producer_serve(obx_producer_t *p) {
         ;
 }
 
+/* librdkafka asks for a topic's metadata created after the first broker
+ * connection only on its 1 s timer, so the first message to a new topic
+ * waited up to a second. Asking at once costs one round trip per topic and
+ * process; while the broker is unreachable it blocks up to WARM_TIMEOUT_MS. */
+static rd_kafka_topic_t *topic_get(obx_producer_t *p, const char *name) {
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err;
+    topic_t t;
+
+    for (int i = 0; i < p->topics_n; i++) {
+        if (strcmp(p->topics[i].name, name) == 0) {
+            t = p->topics[i];
+            memmove(&p->topics[1], &p->topics[0], (size_t)i * sizeof t);
+            p->topics[0] = t;
+            return t.rkt;
+        }
+    }
+    if (p->topics_n == TOPICS_MAX) {
+        p->topics_n--;
+        rd_kafka_topic_destroy(p->topics[p->topics_n].rkt);
+        free(p->topics[p->topics_n].name);
+    }
+    t.rkt = rd_kafka_topic_new(p->rk, name, NULL);
+    if (!t.rkt)
+        return NULL;
+    t.name = strdup(name);
+    if (!t.name) {
+        rd_kafka_topic_destroy(t.rkt);
+        return NULL;
+    }
+    err = rd_kafka_metadata(p->rk, 0, t.rkt, &md, WARM_TIMEOUT_MS);
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    OBX_LOG(OBX_LOG_DEBUG, "kafka topic metadata requested", KS("topic", name),
+            KS("result", rd_kafka_err2name(err)));
+    memmove(&p->topics[1], &p->topics[0], (size_t)p->topics_n * sizeof t);
+    p->topics[0] = t;
+    p->topics_n++;
+    return t.rkt;
+}
+
 rd_kafka_resp_err_t obx_producer_send(obx_producer_t *p, const char *topic, const char *key,
                                       size_t keylen, const char *payload, size_t len,
                                       rd_kafka_headers_t *hdrs, void *opaque) {
-    return rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic),
+    rd_kafka_topic_t *rkt = topic_get(p, topic);
+    if (!rkt)
+        return RD_KAFKA_RESP_ERR__INVALID_ARG; /* an invalid topic name */
+    return rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(rkt),
                              RD_KAFKA_V_KEY((void *)key, keylen),
                              RD_KAFKA_V_VALUE((void *)payload, len),
                              RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(opaque),
@@ -136,6 +195,10 @@ void obx_producer_destroy(obx_producer_t *p) {
     if (p->mainq) {
         rd_kafka_queue_io_event_enable(p->mainq, -1, NULL, 0);
         rd_kafka_queue_destroy(p->mainq);
+    }
+    for (int i = 0; i < p->topics_n; i++) {
+        rd_kafka_topic_destroy(p->topics[i].rkt);
+        free(p->topics[i].name);
     }
     if (p->rk)
         rd_kafka_destroy(p->rk);

@@ -45,15 +45,25 @@ typedef struct {
 typedef enum { OP_NONE, OP_CLAIM, OP_MARK, OP_FAIL, OP_WAITING, OP_STATS } op_t;
 
 /* Idle protocol (DESIGN.md 2): set the waiting flag, re-check, sleep on
- * LISTEN; clear the flag before draining again. */
-typedef enum { IDLE_RUN, IDLE_RECHECK, IDLE_SLEEP, IDLE_CLEAR } idle_t;
+ * LISTEN; clear the flag before draining again. Within busy_poll_ms of the
+ * last row it polls instead (IDLE_POLL): writers that keep coming would
+ * otherwise pay a NOTIFY each time the relay catches up with them. */
+typedef enum { IDLE_RUN, IDLE_POLL, IDLE_RECHECK, IDLE_SLEEP, IDLE_CLEAR } idle_t;
 
+#define BUSY_POLL_EVERY_MS 2
+
+/* Two sessions so that PostgreSQL serves claims and marks on both cores:
+ * conn claims, listens, holds the leader lock and runs the idle protocol;
+ * mconn marks rows sent and records failed attempts. They come and go
+ * together. */
 typedef struct {
     obx_config_t *cfg;
     PGconn *conn;
+    PGconn *mconn;
     obx_producer_t *producer;
     int leader;
-    op_t op;
+    op_t op;                 /* query pending on conn */
+    op_t mop;                /* query pending on mconn */
     size_t op_mark_n;
     int op_waiting;          /* value sent by the pending waiting query */
     int64_t op_after;        /* cursor the pending claim started from */
@@ -73,7 +83,8 @@ typedef struct {
     int stopping;
     int exit_code;
     int64_t stop_deadline;
-    int64_t sleep_until;     /* fallback poll while idle */
+    int64_t sleep_until;     /* fallback poll while idle; next busy poll */
+    int64_t last_rows_ms;    /* when a claim last found rows */
     int64_t retry_at;        /* earliest rescan after a failed attempt */
     int64_t reconnect_at;
     int64_t lead_retry_at;
@@ -275,12 +286,16 @@ static void disconnect(relay_t *r, const char *why) {
                 KI("retry_in_ms", delay), KI("inflight", r->inflight));
         PQfinish(r->conn);
         r->conn = NULL;
+        if (r->mconn)
+            PQfinish(r->mconn);
+        r->mconn = NULL;
     } else {
         OBX_LOG(OBX_LOG_ERROR, "postgres connect failed", KS("error", why),
                 KI("retry_in_ms", delay));
     }
     r->leader = 0;
     r->op = OP_NONE;
+    r->mop = OP_NONE;
     r->idle = IDLE_RUN;
     r->scan_end = 1; /* rescan from the start: anything may have changed */
     r->reconnect_at = now_ms() + delay;
@@ -290,8 +305,15 @@ static void try_connect(relay_t *r) {
     char err[512];
     int lead;
 
-    r->conn = obx_outbox_connect(r->cfg, err, sizeof err);
+    r->conn = obx_outbox_connect(r->cfg, "outbox-relay", 1, err, sizeof err);
     if (!r->conn) {
+        disconnect(r, err);
+        return;
+    }
+    r->mconn = obx_outbox_connect(r->cfg, "outbox-relay marks", 0, err, sizeof err);
+    if (!r->mconn) {
+        PQfinish(r->conn);
+        r->conn = NULL;
         disconnect(r, err);
         return;
     }
@@ -315,26 +337,37 @@ static int pending_work(const relay_t *r) {
     return r->inflight > 0 || r->acks_n > 0 || r->fails_n > 0;
 }
 
-/* Picks the next query for an idle connection. */
+/* Sends what the marking session has to do: failed attempts, then marks. */
+static void send_marks(relay_t *r) {
+    int rc;
+
+    if (r->fails_n > 0) {
+        rc = obx_outbox_send_fail(r->mconn, r->fails[0].id, r->fails[0].error, r->fails[0].park);
+        r->mop = OP_FAIL;
+    } else if (r->acks_n > 0) {
+        r->op_mark_n = r->acks_n < MARK_MAX ? r->acks_n : MARK_MAX;
+        rc = obx_outbox_send_mark(r->mconn, r->acks, r->op_mark_n);
+        r->mop = OP_MARK;
+    } else {
+        return;
+    }
+    if (rc != 0)
+        disconnect(r, PQerrorMessage(r->mconn));
+}
+
+/* Picks the next query for the idle claiming session. */
 static void send_next(relay_t *r) {
     int64_t now = now_ms();
     int rc = 0;
 
-    if (r->fails_n > 0) {
-        rc = obx_outbox_send_fail(r->conn, r->fails[0].id, r->fails[0].error, r->fails[0].park);
-        r->op = OP_FAIL;
-    } else if (r->acks_n > 0) {
-        r->op_mark_n = r->acks_n < MARK_MAX ? r->acks_n : MARK_MAX;
-        rc = obx_outbox_send_mark(r->conn, r->acks, r->op_mark_n);
-        r->op = OP_MARK;
-    } else if (r->cfg->stats_interval_s > 0 && now >= r->stats_at) {
+    if (r->cfg->stats_interval_s > 0 && now >= r->stats_at) {
         rc = obx_outbox_send_stats(r->conn);
         r->op = OP_STATS;
     } else if (r->idle == IDLE_CLEAR) {
         r->op_waiting = 0;
         rc = obx_outbox_send_waiting(r->conn, r->cfg, 0);
         r->op = OP_WAITING;
-    } else if (r->stopping || r->fatal || r->idle == IDLE_SLEEP ||
+    } else if (r->stopping || r->fatal || r->idle == IDLE_SLEEP || r->idle == IDLE_POLL ||
                r->inflight >= r->cfg->max_inflight) {
         return;
     } else if (r->idle == IDLE_RECHECK) {
@@ -378,11 +411,9 @@ static void log_stats(relay_t *r, long long backlog, long long oldest_age_s) {
     r->stats_at = now + (int64_t)r->cfg->stats_interval_s * 1000;
 }
 
-static void on_result(relay_t *r, PGresult *res) {
+static void on_result(relay_t *r, PGresult *res, op_t op) {
     ExecStatusType st = PQresultStatus(res);
-    op_t op = r->op;
 
-    r->op = OP_NONE;
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
         char err[512];
         snprintf(err, sizeof err, "%s", PQresultErrorMessage(res));
@@ -401,6 +432,7 @@ static void on_result(relay_t *r, PGresult *res) {
         if (n < r->cfg->batch_size)
             r->scan_end = 1;
         if (n > 0) {
+            r->last_rows_ms = now_ms();
             OBX_LOG(OBX_LOG_DEBUG, "claimed", KI("rows", n), KI("after_id", r->op_after),
                     KI("inflight", r->inflight));
             if (r->idle == IDLE_RECHECK)
@@ -415,6 +447,9 @@ static void on_result(relay_t *r, PGresult *res) {
             if (r->idle == IDLE_RECHECK) {
                 r->idle = IDLE_SLEEP;
                 r->sleep_until = now_ms() + r->cfg->poll_interval_ms;
+            } else if (r->idle == IDLE_RUN && now_ms() - r->last_rows_ms < r->cfg->busy_poll_ms) {
+                r->idle = IDLE_POLL;
+                r->sleep_until = now_ms() + BUSY_POLL_EVERY_MS;
             } else if (r->idle == IDLE_RUN) {
                 r->op_waiting = 1;
                 if (obx_outbox_send_waiting(r->conn, r->cfg, 1) != 0)
@@ -463,27 +498,34 @@ static void drain_notifies(relay_t *r) {
     }
 }
 
-static void pg_input(relay_t *r) {
-    if (!PQconsumeInput(r->conn)) {
-        disconnect(r, PQerrorMessage(r->conn));
+/* Reads one session's input; *op is the query pending on it. */
+static void pg_input(relay_t *r, PGconn *conn, op_t *op) {
+    if (!PQconsumeInput(conn)) {
+        disconnect(r, PQerrorMessage(conn));
         return;
     }
-    drain_notifies(r);
-    while (r->conn && r->op != OP_NONE && !PQisBusy(r->conn)) {
-        PGresult *res = PQgetResult(r->conn), *extra;
+    if (conn == r->conn)
+        drain_notifies(r);
+    while (r->conn && *op != OP_NONE && !PQisBusy(conn)) {
+        PGresult *res = PQgetResult(conn), *extra;
+        op_t done = *op;
         if (!res) {
             disconnect(r, "query ended without a result");
             return;
         }
         /* Each prepared query yields one result then NULL; collect the NULL
          * before the next send. */
-        while ((extra = PQgetResult(r->conn)) != NULL)
+        while ((extra = PQgetResult(conn)) != NULL)
             PQclear(extra);
-        on_result(r, res);
+        *op = OP_NONE;
+        on_result(r, res, done);
     }
-    if (r->conn)
+    if (r->conn && conn == r->conn)
         drain_notifies(r);
 }
+
+/* A session has a result ready without reading its socket again. */
+static int ready(PGconn *conn, op_t op) { return conn && op != OP_NONE && !PQisBusy(conn); }
 
 static void reload(relay_t *r) {
     obx_config_t fresh;
@@ -511,7 +553,9 @@ static int handle_signals(relay_t *r) {
             return 1;
         } else {
             r->stopping = 1;
-            if (r->idle != IDLE_RUN)
+            if (r->idle == IDLE_POLL)
+                r->idle = IDLE_RUN;
+            else if (r->idle != IDLE_RUN)
                 r->idle = IDLE_CLEAR; /* writers must not keep paying NOTIFY */
             r->stop_deadline = now_ms() + r->cfg->shutdown_timeout_ms;
             OBX_LOG(OBX_LOG_INFO, "shutting down", KS("signal", sig == SIGINT ? "SIGINT" : "SIGTERM"),
@@ -557,7 +601,7 @@ static int poll_timeout(const relay_t *r) {
         next = min64(next, r->reconnect_at);
     else if (!r->leader)
         next = min64(next, r->lead_retry_at);
-    if (r->idle == IDLE_SLEEP)
+    if (r->idle == IDLE_SLEEP || r->idle == IDLE_POLL)
         next = min64(next, r->sleep_until);
     if (r->scan_end && r->retry_at > now)
         next = min64(next, r->retry_at);
@@ -622,7 +666,7 @@ int obx_relay_run(obx_config_t *cfg) {
     try_connect(&r);
 
     for (;;) {
-        struct pollfd fds[3];
+        struct pollfd fds[4];
         int nfds = 2, pgidx = -1, rc;
         int64_t now;
 
@@ -647,11 +691,15 @@ int obx_relay_run(obx_config_t *cfg) {
         }
         if (r.idle == IDLE_SLEEP && now >= r.sleep_until)
             r.idle = IDLE_CLEAR;
+        else if (r.idle == IDLE_POLL && now >= r.sleep_until)
+            r.idle = IDLE_RUN;
+        if (r.conn && r.leader && r.mop == OP_NONE)
+            send_marks(&r);
         if (r.conn && r.leader && r.op == OP_NONE)
             send_next(&r);
         else if ((!r.conn || !r.leader) && cfg->stats_interval_s > 0 && now >= r.stats_at)
             log_stats(&r, -1, -1);
-        if (r.stopping && ((!pending_work(&r) && r.op == OP_NONE &&
+        if (r.stopping && ((!pending_work(&r) && r.op == OP_NONE && r.mop == OP_NONE &&
                             (r.idle == IDLE_RUN || !r.conn || !r.leader)) ||
                            now >= r.stop_deadline))
             break;
@@ -661,11 +709,14 @@ int obx_relay_run(obx_config_t *cfg) {
         fds[1].fd = obx_producer_fd(r.producer);
         fds[1].events = POLLIN;
         if (r.conn) {
-            pgidx = nfds++;
-            fds[pgidx].fd = PQsocket(r.conn);
-            fds[pgidx].events = POLLIN;
+            pgidx = nfds;
+            fds[nfds].fd = PQsocket(r.conn);
+            fds[nfds++].events = POLLIN;
+            fds[nfds].fd = PQsocket(r.mconn);
+            fds[nfds++].events = POLLIN;
         }
-        rc = poll(fds, (nfds_t)nfds, r.op != OP_NONE && r.conn && !PQisBusy(r.conn) ? 0 : poll_timeout(&r));
+        rc = poll(fds, (nfds_t)nfds,
+                  ready(r.conn, r.op) || ready(r.mconn, r.mop) ? 0 : poll_timeout(&r));
         if (rc < 0 && errno != EINTR) {
             OBX_LOG(OBX_LOG_ERROR, "poll failed", KS("error", strerror(errno)));
             r.exit_code = 1;
@@ -675,8 +726,10 @@ int obx_relay_run(obx_config_t *cfg) {
             r.exit_code = 1;
             break;
         }
-        if (r.conn && pgidx >= 0 && (fds[pgidx].revents || (r.op != OP_NONE && !PQisBusy(r.conn))))
-            pg_input(&r);
+        if (r.conn && pgidx >= 0 && (fds[pgidx].revents || ready(r.conn, r.op)))
+            pg_input(&r, r.conn, &r.op);
+        if (r.conn && pgidx >= 0 && (fds[pgidx + 1].revents || ready(r.mconn, r.mop)))
+            pg_input(&r, r.mconn, &r.mop);
     }
 
     if (r.stopping && pending_work(&r))
@@ -688,6 +741,8 @@ int obx_relay_run(obx_config_t *cfg) {
     obx_producer_destroy(r.producer);
     if (r.conn)
         PQfinish(r.conn);
+    if (r.mconn)
+        PQfinish(r.mconn);
     free(r.acks);
     free(r.fails);
     close(sigpipe_fds[0]);

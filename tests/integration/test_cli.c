@@ -258,15 +258,15 @@ START_TEST(least_privilege_role) {
     th_ctx_t t;
     th_mock_t m;
     char out[8192], args[1024], text[2048], ci[600];
-    PGconn *c;
+    PGconn *c, *w;
     pid_t relay;
     int64_t deadline;
 
     th_mock_start(&m, 1);
     th_setup(&t, "cli_roles");
     c = th_connect(&t);
-    th_exec(c, "DROP ROLE IF EXISTS obx_relay_t; DROP ROLE IF EXISTS obx_reader_t;"
-               " CREATE ROLE obx_relay_t LOGIN; CREATE ROLE obx_reader_t LOGIN;"
+    th_exec(c, "DROP ROLE IF EXISTS obx_relay_t; DROP ROLE IF EXISTS obx_reader_t; DROP ROLE IF EXISTS obx_writer_t;"
+               " CREATE ROLE obx_relay_t LOGIN; CREATE ROLE obx_reader_t LOGIN; CREATE ROLE obx_writer_t LOGIN;"
                " GRANT SELECT, UPDATE ON outbox TO obx_relay_t;"
                " GRANT SELECT, INSERT, UPDATE ON outbox_relay_state TO obx_relay_t;"
                " GRANT SELECT ON outbox TO obx_reader_t;"
@@ -290,9 +290,22 @@ START_TEST(least_privilege_role) {
     while (th_int(c, "SELECT count(*) FROM outbox_relay_state WHERE waiting") == 0 && th_now_ms() < deadline)
         usleep(20000);
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox_relay_state WHERE waiting"), 1);
+    /* A writer with only the README's grant and a search_path without the
+     * outbox's schema: the gate trigger still reads the flag and notifies. */
+    th_exec(c, "GRANT INSERT, SELECT (event_id) ON outbox TO obx_writer_t");
+    snprintf(text, sizeof text, "%suser=obx_writer_t", ci);
+    w = PQconnectdb(text);
+    ck_assert_int_eq(PQstatus(w), CONNECTION_OK);
+    th_exec(w, "SET search_path = pg_temp;"
+               " INSERT INTO public.outbox (aggregate_type, aggregate_id, event_type, payload)"
+               " VALUES ('order', 'w-1', 'Placed', '\\x01')");
+    PQfinish(w);
+    ck_assert(th_wait_drained(&t, 20000));
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox WHERE aggregate_id = 'w-1' AND sent_at IS NOT NULL"), 1);
     ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
     ck_assert_int_eq(th_log_count(&t, "level=error"), 0);
-    th_exec(c, "DROP OWNED BY obx_relay_t; DROP OWNED BY obx_reader_t; DROP ROLE obx_relay_t; DROP ROLE obx_reader_t");
+    th_exec(c, "DROP OWNED BY obx_relay_t; DROP OWNED BY obx_reader_t; DROP OWNED BY obx_writer_t;"
+               " DROP ROLE obx_relay_t; DROP ROLE obx_reader_t; DROP ROLE obx_writer_t");
     PQfinish(c);
     th_mock_stop(&m);
 }

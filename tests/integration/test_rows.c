@@ -211,4 +211,63 @@ START_TEST(idle_wake_on_notify) {
 }
 END_TEST
 
-TH_MAIN("rows", 120, bad_rows_parked_rest_flows, one_megabyte_payload_flows, block_policy_stops_at_bad_row, idle_wake_on_notify)
+/* Counts the NOTIFYs writers send while one row at a time arrives every
+ * gap_ms, the relay following them. */
+static int notifies_while_following(th_ctx_t *t, int n, int gap_ms) {
+    PGconn *l = th_connect(t);
+    PGnotify *nt;
+    int count = 0;
+
+    th_exec(l, "LISTEN outbox");
+    for (int i = 0; i < n; i++) {
+        ck_assert_int_eq(th_write(t, 1, 1, 1, 10, "order"), 1);
+        usleep((useconds_t)gap_ms * 1000);
+    }
+    ck_assert(th_wait_drained(t, 30000));
+    ck_assert_int_eq(PQconsumeInput(l), 1);
+    while ((nt = PQnotifies(l)) != NULL) {
+        count++;
+        PQfreemem(nt);
+    }
+    PQfinish(l);
+    return count;
+}
+
+/* Busy polling: while rows keep coming the relay claims every 2 ms instead
+ * of sleeping on LISTEN, so writers pay no NOTIFY; with busy_poll_ms = 0 the
+ * same writers notify about once per row (the relay catches up between rows). */
+START_TEST(busy_writers_pay_no_notify) {
+    th_ctx_t t;
+    th_mock_t m;
+    pid_t relay;
+    char extra[128];
+    const int n = 40, gap_ms = (int)(20 * th_mult());
+    int busy, sleepy;
+
+    th_mock_start(&m, 1);
+    th_setup(&t, "busy_poll");
+    mock_topic(&m, &t, "order");
+    snprintf(extra, sizeof extra, "poll_interval_ms = 60000; busy_poll_ms = %d;", 1000 * (int)th_mult());
+    relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, extra, ""));
+    ck_assert_int_eq(th_write(&t, 1, 1, 1, 10, "order"), 1);
+    ck_assert(th_wait_drained(&t, 30000));
+    ck_assert_msg(th_wait(relay_waiting, &t, 30000), "relay never went idle");
+    busy = notifies_while_following(&t, n, gap_ms);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+
+    relay = th_relay_start(&t, th_config(&t, "relay0.conf", m.bootstrap,
+                                         "poll_interval_ms = 60000; busy_poll_ms = 0;", ""));
+    ck_assert_msg(th_wait(relay_waiting, &t, 30000), "relay never went idle");
+    sleepy = notifies_while_following(&t, n, gap_ms);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    fprintf(stderr, "busy poll: %d rows %d ms apart sent %d NOTIFYs (busy_poll_ms = 0: %d)\n",
+            n, gap_ms, busy, sleepy);
+    /* The first row wakes the sleeping relay; a second may race its flag clear. */
+    ck_assert_int_le(busy, 2);
+    ck_assert_int_ge(sleepy, n / 2);
+    th_mock_stop(&m);
+}
+END_TEST
+
+TH_MAIN("rows", 120, bad_rows_parked_rest_flows, one_megabyte_payload_flows, block_policy_stops_at_bad_row,
+        idle_wake_on_notify, busy_writers_pay_no_notify)
