@@ -199,7 +199,9 @@ static void raw_kafka(bench_t *b, raw_result_t *r) {
         goto out;
     for (int i = 0; i < b->payload; i++)
         payload[i] = (char)('a' + i % 26);
+    /* linger.ms 0 like the relay's default, so (b1) is the floor the relay works against. */
     if (conf_set(conf, "bootstrap.servers", b->bootstrap, r) || conf_set(conf, "log_level", "3", r) ||
+        conf_set(conf, "linger.ms", "0", r) ||
         conf_set(conf, "queue.buffering.max.messages", qmax, r) || conf_sets(b, conf, r) ||
         conf_set(conf, "enable.idempotence", "true", r))
         goto out;

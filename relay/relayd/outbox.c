@@ -26,8 +26,25 @@ static const char claim_sql[] =
     "   ARRAY(SELECT h.key FROM jsonb_each_text(headers) h ORDER BY h.key) END,"
     " CASE WHEN jsonb_typeof(headers) = 'object' THEN"
     "   ARRAY(SELECT h.value FROM jsonb_each_text(headers) h ORDER BY h.key) END"
-    " FROM %s WHERE sent_at IS NULL AND parked_at IS NULL AND id > $1"
+    " FROM %s WHERE sent_at IS NULL AND parked_at IS NULL AND id > $1 AND id <= $3"
     " ORDER BY id LIMIT $2";
+
+/* The id sequence's high-water mark, read before the transactions that hold
+ * a write lock on the outbox: every id at or below it that is not final yet
+ * belongs to one of them (ids come from the sequence after the table is
+ * locked, in order: CACHE 1). The correlated reference to v makes PostgreSQL
+ * read the sequence first. */
+static const char horizon_sql[] =
+    "SELECT v, ARRAY(SELECT DISTINCT l.virtualtransaction FROM pg_catalog.pg_locks l"
+    "  WHERE l.locktype = 'relation' AND l.relation = $1::regclass AND v IS NOT NULL"
+    "    AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())"
+    "    AND l.mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')"
+    "    AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid())::text"
+    " FROM (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS v FROM %s) s";
+
+static const char confirm_sql[] =
+    "SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'relation'"
+    " AND relation = $1::regclass AND virtualtransaction = ANY($2::text[]))";
 
 static const char mark_sql[] =
     "UPDATE %s SET sent_at = now() WHERE id = ANY($1::bigint[]) AND sent_at IS NULL";
@@ -114,6 +131,37 @@ fail:
     return NULL;
 }
 
+int obx_outbox_prepare_horizon(PGconn *conn, const obx_config_t *cfg, char *why, size_t whysize) {
+    const char *params[1] = {cfg->pg_table_sql};
+    PGresult *res = PQexecParams(conn,
+        "SELECT s.seq, c.seqcache, s.seq IS NOT NULL AND has_sequence_privilege(s.seq, 'SELECT')"
+        " FROM (SELECT pg_get_serial_sequence($1, 'id') AS seq) s"
+        " LEFT JOIN pg_catalog.pg_sequence c ON c.seqrelid = s.seq::regclass",
+        1, NULL, params, NULL, NULL, 0);
+    int rc = -1;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        snprintf(why, whysize, "%s", PQresultErrorMessage(res));
+        chomp(why);
+    } else if (PQgetisnull(res, 0, 0)) {
+        snprintf(why, whysize, "the id column of %s takes no value from a sequence", cfg->pg_table);
+        rc = 0;
+    } else if (atoll(PQgetvalue(res, 0, 1)) != 1) {
+        snprintf(why, whysize, "sequence %s has CACHE %s: ids are not in allocation order "
+                 "(ALTER SEQUENCE %s CACHE 1)", PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1),
+                 PQgetvalue(res, 0, 0));
+        rc = 0;
+    } else if (PQgetvalue(res, 0, 2)[0] != 't') {
+        snprintf(why, whysize, "role %s lacks SELECT on sequence %s", PQuser(conn), PQgetvalue(res, 0, 0));
+        rc = 0;
+    } else if (prepare(conn, "horizon", horizon_sql, PQgetvalue(res, 0, 0), why, whysize) == 0 &&
+               prepare(conn, "confirm", confirm_sql, cfg->pg_table_sql, why, whysize) == 0) {
+        rc = 1;
+    }
+    PQclear(res);
+    return rc;
+}
+
 int obx_outbox_try_lead(PGconn *conn, const obx_config_t *cfg, char *errstr, size_t errsize) {
     const char *params[1] = {cfg->pg_table_sql};
     PGresult *res = PQexecParams(conn,
@@ -143,13 +191,24 @@ static uint32_t be32(const char *p) {
     return __builtin_bswap32(v);
 }
 
-int obx_outbox_send_claim(PGconn *conn, int64_t after_id, int limit) {
-    /* Binary parameters, both int8 (PostgreSQL infers bigint for LIMIT), network byte order. */
+int obx_outbox_send_claim(PGconn *conn, int64_t after_id, int limit, int64_t upto_id) {
+    /* Binary parameters, all int8 (PostgreSQL infers bigint for LIMIT), network byte order. */
     uint64_t a = __builtin_bswap64((uint64_t)after_id);
     uint64_t l = __builtin_bswap64((uint64_t)limit);
-    const char *vals[2] = {(const char *)&a, (const char *)&l};
-    const int lens[2] = {8, 8}, fmts[2] = {1, 1};
-    return PQsendQueryPrepared(conn, "claim", 2, vals, lens, fmts, 1) ? 0 : -1;
+    uint64_t u = __builtin_bswap64((uint64_t)upto_id);
+    const char *vals[3] = {(const char *)&a, (const char *)&l, (const char *)&u};
+    const int lens[3] = {8, 8, 8}, fmts[3] = {1, 1, 1};
+    return PQsendQueryPrepared(conn, "claim", 3, vals, lens, fmts, 1) ? 0 : -1;
+}
+
+int obx_outbox_send_horizon(PGconn *conn, const obx_config_t *cfg) {
+    const char *vals[1] = {cfg->pg_table_sql};
+    return PQsendQueryPrepared(conn, "horizon", 1, vals, NULL, NULL, 0) ? 0 : -1;
+}
+
+int obx_outbox_send_confirm(PGconn *conn, const obx_config_t *cfg, const char *vxids) {
+    const char *vals[2] = {cfg->pg_table_sql, vxids};
+    return PQsendQueryPrepared(conn, "confirm", 2, vals, NULL, NULL, 0) ? 0 : -1;
 }
 
 int obx_outbox_send_mark(PGconn *conn, const int64_t *ids, size_t n) {
@@ -249,5 +308,8 @@ int obx_outbox_check(PGconn *conn, const obx_config_t *cfg, char *errstr, size_t
                     "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass"
                     " AND tgname = 'outbox_notify')", cfg->pg_table_sql, errstr, errsize) != 0)
         OBX_LOG(OBX_LOG_WARN, "check", KS("warning", errstr));
+    if (obx_outbox_prepare_horizon(conn, cfg, msg, sizeof msg) == 0)
+        OBX_LOG(OBX_LOG_WARN, "check", KS("warning", "claims will wait for their marks (no pipelining)"),
+                KS("reason", msg));
     return 0;
 }

@@ -40,8 +40,19 @@ PGconn *obx_outbox_connect(const obx_config_t *cfg, const char *name, int listen
  * publisher. Returns 1 leader, 0 standby, -1 error (errstr). Blocking. */
 int obx_outbox_try_lead(PGconn *conn, const obx_config_t *cfg, char *errstr, size_t errsize);
 
+/* Prepares the horizon queries on the claiming session when the outbox ids
+ * allow them: they come from a sequence with CACHE 1 the role may read.
+ * Returns 1 ready, 0 not possible (why says so), -1 error (why). */
+int obx_outbox_prepare_horizon(PGconn *conn, const obx_config_t *cfg, char *why, size_t whysize);
+
 /* Asynchronous sends: return 0 when the query went out, -1 otherwise. */
-int obx_outbox_send_claim(PGconn *conn, int64_t after_id, int limit);
+/* Unsent rows with after_id < id <= upto_id, in id order. */
+int obx_outbox_send_claim(PGconn *conn, int64_t after_id, int limit, int64_t upto_id);
+/* One row: the sequence's last id (text) and the virtual transaction ids
+ * holding a write lock on the outbox (a text[] literal). */
+int obx_outbox_send_horizon(PGconn *conn, const obx_config_t *cfg);
+/* One row: 't' once none of vxids (a text[] literal) holds its lock any more. */
+int obx_outbox_send_confirm(PGconn *conn, const obx_config_t *cfg, const char *vxids);
 /* ids are marked sent in one UPDATE. */
 int obx_outbox_send_mark(PGconn *conn, const int64_t *ids, size_t n);
 /* Records a failed attempt with its error; park != 0 also parks the row. */

@@ -42,7 +42,7 @@ typedef struct {
     char error[256];
 } fail_t;
 
-typedef enum { OP_NONE, OP_CLAIM, OP_MARK, OP_FAIL, OP_WAITING, OP_STATS } op_t;
+typedef enum { OP_NONE, OP_CLAIM, OP_MARK, OP_FAIL, OP_WAITING, OP_STATS, OP_HORIZON, OP_CONFIRM } op_t;
 
 /* Idle protocol (DESIGN.md 2): set the waiting flag, re-check, sleep on
  * LISTEN; clear the flag before draining again. Within busy_poll_ms of the
@@ -67,6 +67,20 @@ typedef struct {
     size_t op_mark_n;
     int op_waiting;          /* value sent by the pending waiting query */
     int64_t op_after;        /* cursor the pending claim started from */
+    int64_t op_hz;           /* horizon when the pending claim went out */
+
+    /* Per-key order (G2) forbids claiming past an id whose transaction may
+     * still commit: its row would surface behind newer rows of its key. So
+     * claims continue from the cursor only below the horizon hz, an id at or
+     * below which every transaction has ended; past it the relay rescans
+     * from the start once nothing is in flight (DESIGN.md 1, G2). */
+    int hz_ok;               /* the horizon queries could be prepared */
+    int hz_want;             /* a claim ran past hz: find a newer one */
+    int64_t hz;
+    int64_t hz_v;            /* candidate, valid once hz_w have ended */
+    char *hz_w;              /* their virtual transaction ids, text[] literal */
+    int64_t hz_retry_at;
+    int hz_retry_ms;
 
     idle_t idle;
     int64_t cursor;          /* highest id produced in this scan */
@@ -296,6 +310,9 @@ static void disconnect(relay_t *r, const char *why) {
     r->leader = 0;
     r->op = OP_NONE;
     r->mop = OP_NONE;
+    r->hz = 0;
+    free(r->hz_w);
+    r->hz_w = NULL;
     r->idle = IDLE_RUN;
     r->scan_end = 1; /* rescan from the start: anything may have changed */
     r->reconnect_at = now_ms() + delay;
@@ -322,6 +339,14 @@ static void try_connect(relay_t *r) {
         disconnect(r, err);
         return;
     }
+    r->hz_ok = obx_outbox_prepare_horizon(r->conn, r->cfg, err, sizeof err);
+    if (r->hz_ok < 0) {
+        disconnect(r, err);
+        return;
+    }
+    if (!r->hz_ok)
+        OBX_LOG(OBX_LOG_WARN, "claims wait for their marks (no pipelining)", KS("reason", err));
+    r->hz_want = r->hz_ok;
     OBX_LOG(OBX_LOG_INFO, "postgres connected", KS("host", PQhost(r->conn)),
             KS("db", PQdb(r->conn)), KS("table", r->cfg->pg_table),
             KS("role", lead ? "leader" : "standby"));
@@ -370,9 +395,17 @@ static void send_next(relay_t *r) {
     } else if (r->stopping || r->fatal || r->idle == IDLE_SLEEP || r->idle == IDLE_POLL ||
                r->inflight >= r->cfg->max_inflight) {
         return;
+    } else if (r->hz_w && now >= r->hz_retry_at) {
+        rc = obx_outbox_send_confirm(r->conn, r->cfg, r->hz_w);
+        r->op = OP_CONFIRM;
+    } else if (r->hz_want && !r->hz_w) {
+        r->hz_want = 0;
+        rc = obx_outbox_send_horizon(r->conn, r->cfg);
+        r->op = OP_HORIZON;
     } else if (r->idle == IDLE_RECHECK) {
         r->op_after = 0;
-        rc = obx_outbox_send_claim(r->conn, 0, r->cfg->batch_size);
+        r->op_hz = r->hz;
+        rc = obx_outbox_send_claim(r->conn, 0, r->cfg->batch_size, INT64_MAX);
         r->op = OP_CLAIM;
     } else if (r->scan_end) {
         if (pending_work(r) || now < r->retry_at)
@@ -381,13 +414,19 @@ static void send_next(relay_t *r) {
         r->cursor = 0;
         r->rescans++;
         r->op_after = 0;
-        rc = obx_outbox_send_claim(r->conn, 0, r->blocked ? 1 : r->cfg->batch_size);
+        r->op_hz = r->hz;
+        rc = obx_outbox_send_claim(r->conn, 0, r->blocked ? 1 : r->cfg->batch_size, INT64_MAX);
         r->op = OP_CLAIM;
     } else if (r->blocked) {
         return;
+    } else if (r->cursor >= r->hz) {
+        r->scan_end = 1; /* nothing safe past the cursor: rescan once drained */
+        r->hz_want = r->hz_ok;
+        return;
     } else {
         r->op_after = r->cursor;
-        rc = obx_outbox_send_claim(r->conn, r->cursor, r->cfg->batch_size);
+        r->op_hz = r->hz;
+        rc = obx_outbox_send_claim(r->conn, r->cursor, r->cfg->batch_size, r->hz);
         r->op = OP_CLAIM;
     }
     if (rc != 0)
@@ -409,6 +448,13 @@ static void log_stats(relay_t *r, long long backlog, long long oldest_age_s) {
     r->last_published = r->published;
     r->last_stats_ms = now;
     r->stats_at = now + (int64_t)r->cfg->stats_interval_s * 1000;
+}
+
+static void set_horizon(relay_t *r) {
+    if (r->hz_v > r->hz) {
+        r->hz = r->hz_v;
+        OBX_LOG(OBX_LOG_DEBUG, "horizon", KI("id", r->hz));
+    }
 }
 
 static void on_result(relay_t *r, PGresult *res, op_t op) {
@@ -438,6 +484,12 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
             if (r->idle == IDLE_RECHECK)
                 r->idle = IDLE_CLEAR;
             produce_batch(r, res);
+            if (r->cursor > r->op_hz || (n < r->cfg->batch_size && r->op_after > 0)) {
+                /* Ran past the horizon, or reached it: only a rescan may
+                 * follow, and a newer horizon lets the next one pipeline. */
+                r->scan_end = 1;
+                r->hz_want = r->hz_ok;
+            }
             return; /* the batch owns res now */
         }
         PQclear(res);
@@ -478,6 +530,27 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
         break;
     case OP_STATS:
         log_stats(r, atoll(PQgetvalue(res, 0, 0)), atoll(PQgetvalue(res, 0, 1)));
+        break;
+    case OP_HORIZON:
+        r->hz_v = atoll(PQgetvalue(res, 0, 0));
+        if (strcmp(PQgetvalue(res, 0, 1), "{}") == 0) {
+            set_horizon(r);
+        } else {
+            r->hz_w = strdup(PQgetvalue(res, 0, 1));
+            r->hz_retry_at = 0;
+            r->hz_retry_ms = 1;
+        }
+        break;
+    case OP_CONFIRM:
+        if (PQgetvalue(res, 0, 0)[0] == 't') {
+            free(r->hz_w);
+            r->hz_w = NULL;
+            set_horizon(r);
+        } else {
+            /* A writer's transaction is still open: ask again, less and less often. */
+            r->hz_retry_at = now_ms() + r->hz_retry_ms;
+            r->hz_retry_ms = r->hz_retry_ms < 128 ? r->hz_retry_ms * 2 : 128;
+        }
         break;
     case OP_NONE:
         break;
@@ -605,6 +678,8 @@ static int poll_timeout(const relay_t *r) {
         next = min64(next, r->sleep_until);
     if (r->scan_end && r->retry_at > now)
         next = min64(next, r->retry_at);
+    if (r->hz_w && r->idle == IDLE_RUN)
+        next = min64(next, r->hz_retry_at);
     if (r->cfg->stats_interval_s > 0)
         next = min64(next, r->stats_at);
     if (r->stopping)
@@ -745,6 +820,7 @@ int obx_relay_run(obx_config_t *cfg) {
         PQfinish(r.mconn);
     free(r.acks);
     free(r.fails);
+    free(r.hz_w);
     close(sigpipe_fds[0]);
     close(sigpipe_fds[1]);
     return r.exit_code;

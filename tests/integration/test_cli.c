@@ -269,6 +269,7 @@ START_TEST(least_privilege_role) {
                " CREATE ROLE obx_relay_t LOGIN; CREATE ROLE obx_reader_t LOGIN; CREATE ROLE obx_writer_t LOGIN;"
                " GRANT SELECT, UPDATE ON outbox TO obx_relay_t;"
                " GRANT SELECT, INSERT, UPDATE ON outbox_relay_state TO obx_relay_t;"
+               " GRANT SELECT ON SEQUENCE outbox_id_seq TO obx_relay_t;"
                " GRANT SELECT ON outbox TO obx_reader_t;"
                " GRANT SELECT, INSERT, UPDATE ON outbox_relay_state TO obx_reader_t");
     snprintf(ci, sizeof ci, "%s", t.conninfo);

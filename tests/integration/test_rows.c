@@ -115,9 +115,16 @@ START_TEST(one_megabyte_payload_flows) {
 }
 END_TEST
 
-static int blocked_retried(void *p) {
-    PGconn *c = th_connect(p);
-    int ok = th_int(c, "SELECT attempts FROM outbox WHERE aggregate_id IS NULL") >= 2;
+/* A condition for th_wait: sql yields one non-zero integer once it holds. */
+typedef struct {
+    const th_ctx_t *t;
+    const char *sql;
+} probe_t;
+
+static int probe(void *p) {
+    const probe_t *q = p;
+    PGconn *c = th_connect(q->t);
+    int ok = th_int(c, q->sql) != 0;
     PQfinish(c);
     return ok;
 }
@@ -140,7 +147,8 @@ START_TEST(block_policy_stops_at_bad_row) {
     ck_assert_int_eq(th_write(&t, 1, 20, 5, 50, "order"), 20);
     relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap,
                                          "on_failure = \"block\"; poll_interval_ms = 100;", ""));
-    ck_assert(th_wait(blocked_retried, &t, 20000));
+    ck_assert(th_wait(probe, &(probe_t){&t, "SELECT (attempts >= 2)::int FROM outbox WHERE aggregate_id IS NULL"},
+                      20000));
     /* Strict order: the 20 rows before it are sent, none after it. */
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL"), 20);
     ck_assert_int_eq(th_int(c, "SELECT max(id) FROM outbox WHERE sent_at IS NOT NULL"),
@@ -160,12 +168,7 @@ START_TEST(block_policy_stops_at_bad_row) {
 }
 END_TEST
 
-static int relay_waiting(void *p) {
-    PGconn *c = th_connect(p);
-    int ok = th_int(c, "SELECT count(*) FROM outbox_relay_state WHERE waiting") == 1;
-    PQfinish(c);
-    return ok;
-}
+#define RELAY_WAITING "SELECT (count(*) = 1)::int FROM outbox_relay_state WHERE waiting"
 
 static int cmp_ll(const void *a, const void *b) {
     long long x = *(const long long *)a, y = *(const long long *)b;
@@ -189,7 +192,7 @@ START_TEST(idle_wake_on_notify) {
     ck_assert_int_eq(th_write(&t, 1, 1, 1, 10, "order"), 1); /* warm the producer up */
     ck_assert(th_wait_drained(&t, 30000));
     for (int i = 0; i < n; i++) {
-        ck_assert_msg(th_wait(relay_waiting, &t, 10000), "relay never went idle");
+        ck_assert_msg(th_wait(probe, &(probe_t){&t, RELAY_WAITING}, 10000), "relay never went idle");
         ck_assert_int_eq(th_write(&t, 1, 1, 1, 10, "order"), 1);
         ck_assert(th_wait_drained(&t, 5000));
         lat_us[i] = th_int(c, "SELECT (extract(epoch FROM sent_at - created_at) * 1e6)::bigint"
@@ -200,7 +203,7 @@ START_TEST(idle_wake_on_notify) {
             n, lat_us[n / 2] / 1000.0, lat_us[n - 1] / 1000.0);
     ck_assert_int_lt(lat_us[n - 1], 1000000);
     /* Writers paid NOTIFY only while the relay was idle: the flag is set now. */
-    ck_assert(th_wait(relay_waiting, &t, 10000));
+    ck_assert(th_wait(probe, &(probe_t){&t, RELAY_WAITING}, 10000));
     PQfinish(c);
     ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
     /* A graceful stop clears the flag so writers stop paying NOTIFY. */
@@ -251,13 +254,13 @@ START_TEST(busy_writers_pay_no_notify) {
     relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, extra, ""));
     ck_assert_int_eq(th_write(&t, 1, 1, 1, 10, "order"), 1);
     ck_assert(th_wait_drained(&t, 30000));
-    ck_assert_msg(th_wait(relay_waiting, &t, 30000), "relay never went idle");
+    ck_assert_msg(th_wait(probe, &(probe_t){&t, RELAY_WAITING}, 30000), "relay never went idle");
     busy = notifies_while_following(&t, n, gap_ms);
     ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
 
     relay = th_relay_start(&t, th_config(&t, "relay0.conf", m.bootstrap,
                                          "poll_interval_ms = 60000; busy_poll_ms = 0;", ""));
-    ck_assert_msg(th_wait(relay_waiting, &t, 30000), "relay never went idle");
+    ck_assert_msg(th_wait(probe, &(probe_t){&t, RELAY_WAITING}, 30000), "relay never went idle");
     sleepy = notifies_while_following(&t, n, gap_ms);
     ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
     fprintf(stderr, "busy poll: %d rows %d ms apart sent %d NOTIFYs (busy_poll_ms = 0: %d)\n",
@@ -269,5 +272,47 @@ START_TEST(busy_writers_pay_no_notify) {
 }
 END_TEST
 
+/* G2 with a long writer transaction: its row holds an early id but stays
+ * invisible while the relay drains a backlog past it; it commits mid-drain
+ * and the next event of its key follows at once. The successor must not be
+ * published first (a cursor that had moved past the early id would do that). */
+START_TEST(long_transaction_keeps_key_order) {
+    th_ctx_t t;
+    th_mock_t m;
+    th_msgs_t msgs;
+    char topic[128];
+    pid_t relay;
+    PGconn *c, *lt;
+    const long backlog = 10000, after = 2000;
+
+    th_mock_start(&m, 1);
+    th_setup(&t, "long_tx");
+    mock_topic(&m, &t, "order");
+    snprintf(topic, sizeof topic, "%s.order", t.topic_prefix);
+    c = th_connect(&t);
+    lt = th_connect(&t);
+    th_exec(lt, "BEGIN");
+    th_exec(lt, "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+                " VALUES ('order', 'long-tx', 'First', '\\x01')");
+    ck_assert_int_eq(th_write(&t, 2, backlog, 100, 50, "order"), backlog);
+    relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ""));
+    ck_assert(th_wait(probe, &(probe_t){&t, "SELECT (count(*) >= 1000)::int FROM outbox WHERE sent_at IS NOT NULL"},
+                      30000));
+    th_exec(lt, "COMMIT");
+    th_exec(c, "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+               " VALUES ('order', 'long-tx', 'Second', '\\x02')");
+    ck_assert_int_eq(th_write(&t, 2, after, 100, 50, "order"), after);
+    ck_assert(th_wait_drained(&t, 60000));
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox WHERE sent_at IS NULL"), 0);
+    th_consume(m.bootstrap, topic, (size_t)(backlog + after + 2), 60000, &msgs);
+    th_verify(&t, &msgs, "order");
+    th_msgs_free(&msgs);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    PQfinish(lt);
+    PQfinish(c);
+    th_mock_stop(&m);
+}
+END_TEST
+
 TH_MAIN("rows", 120, bad_rows_parked_rest_flows, one_megabyte_payload_flows, block_policy_stops_at_bad_row,
-        idle_wake_on_notify, busy_writers_pay_no_notify)
+        idle_wake_on_notify, busy_writers_pay_no_notify, long_transaction_keeps_key_order)
