@@ -47,22 +47,25 @@ static int exec_ok(PGresult *res) {
     return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
 }
 
-/* One SELECT + UPDATE round: claims up to limit unsent rows in id order (what
- * a relay must fetch to publish them) and marks them sent. Returns the rows
- * marked, or -1 with r->err. ids is scratch space for limit ids. */
-static int claim_mark(PGconn *c, int limit, char *ids, raw_result_t *r) {
+/* One SELECT + UPDATE round: claims up to limit unsent rows in id order past
+ * *after (what a relay must fetch to publish them; the schema indexes only
+ * the id, so a loop goes on from its last id) and marks them sent. Returns
+ * the rows marked, or -1 with r->err. ids is scratch space for limit ids. */
+static int claim_mark(PGconn *c, int limit, long long *after, char *ids, raw_result_t *r) {
     static const char sel[] =
         "SELECT id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at"
-        " FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT $1::int";
+        " FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL AND id > $2::bigint"
+        " ORDER BY id LIMIT $1::int";
     static const char upd[] = "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])";
-    char lim[16];
-    const char *p1[1] = {lim}, *p2[1] = {ids};
+    char lim[16], from[24];
+    const char *p1[2] = {lim, from}, *p2[1] = {ids};
     PGresult *res;
     size_t len = 0;
     int n;
 
     snprintf(lim, sizeof lim, "%d", limit);
-    res = PQexecParams(c, sel, 1, NULL, p1, NULL, NULL, 0);
+    snprintf(from, sizeof from, "%lld", *after);
+    res = PQexecParams(c, sel, 2, NULL, p1, NULL, NULL, 0);
     if (!exec_ok(res)) {
         snprintf(r->err, sizeof r->err, "select: %s", PQresultErrorMessage(res));
         PQclear(res);
@@ -74,6 +77,8 @@ static int claim_mark(PGconn *c, int limit, char *ids, raw_result_t *r) {
         len += (size_t)sprintf(ids + len, "%s%s", i ? "," : "", PQgetvalue(res, i, 0));
     ids[len++] = '}';
     ids[len] = '\0';
+    if (n > 0)
+        *after = atoll(PQgetvalue(res, n - 1, 0));
     PQclear(res);
     if (n == 0)
         return 0;
@@ -91,6 +96,7 @@ static void raw_pg(bench_t *b, raw_result_t *r) {
     char *ids = malloc((size_t)RAW_BATCH * 21 + 3);
     double lat[RAW_SINGLES], t0, cpu0, bcpu0;
     pid_t backend;
+    long long after = 0;
     int n;
 
     if (!c || !ids) {
@@ -104,14 +110,14 @@ static void raw_pg(bench_t *b, raw_result_t *r) {
     /* Single rows first: the floor of claiming and marking one event. */
     for (int i = 0; i < RAW_SINGLES; i++) {
         double s0 = bench_now();
-        if (claim_mark(c, 1, ids, r) != 1)
+        if (claim_mark(c, 1, &after, ids, r) != 1)
             goto out;
         lat[i] = (bench_now() - s0) * 1000.0;
     }
     t0 = bench_now();
     cpu0 = self_cpu_s();
     bcpu0 = db_backend_cpu_s(b, &backend, 1);
-    while ((n = claim_mark(c, RAW_BATCH, ids, r)) > 0 && !bench_stop)
+    while ((n = claim_mark(c, RAW_BATCH, &after, ids, r)) > 0 && !bench_stop)
         r->n += n;
     if (n != 0)
         goto out;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* pg_type oids of the writers' parameters. */
 #define TEXTOID 25
@@ -74,7 +75,7 @@ int scenario_drain(bench_t *b) {
     PGconn *c = db_reset(b);
     bench_child_t relay = {.pid = -1};
     bench_row_t *r;
-    double maxid, t_db0, done, secs, cpu, hwm, bcpu, first, last, first_n, publishing;
+    double maxid, t_db0, done, secs, cpu, hwm, bcpu, first, last, first_n, publishing, mcpu;
     pid_t backends[4];
     int nb;
     int rc = -1;
@@ -86,6 +87,7 @@ int scenario_drain(bench_t *b) {
         db_num(c, "SELECT extract(epoch FROM clock_timestamp())", 0, NULL, &t_db0) != 0)
         goto out;
     bench_log("drain: relay draining");
+    mcpu = b->mock_pid > 0 ? proc_cpu_s(b->mock_pid) : NAN;
     if (relay_start(b, &relay) != 0 || wait_marked(c, &relay, maxid, drain_timeout(b->events), &done) != 0)
         goto out;
     /* Read before stopping it: the figures are the drain's, not the shutdown's. */
@@ -93,6 +95,7 @@ int scenario_drain(bench_t *b) {
     hwm = proc_hwm_mb(relay.pid);
     nb = db_backend_pids(c, "outbox-relay", backends, 4); /* claims and marks */
     bcpu = db_backend_cpu_s(b, backends, nb);
+    mcpu = b->mock_pid > 0 ? proc_cpu_s(b->mock_pid) - mcpu : NAN;
     if (relay_stop(&relay) != 0 || mark_span(c, &first, &last, &first_n) != 0)
         goto out;
     secs = done - relay.started;
@@ -108,6 +111,12 @@ int scenario_drain(bench_t *b) {
     r = bench_row(b, "drain", "publishing_vs_producer", "  the same against the bare producer", publishing,
                   "ev/s");
     bench_row_ref(r, "msg/s (b) bare producer", b->raw_kafka_rate);
+    /* Loop (a) leaves Kafka out; the relay shares the cores with the broker. */
+    r = bench_row(b, "drain", "busy_cores", "  CPU busy: relay + its backends + mock broker",
+                  (cpu + bcpu + mcpu) / secs, "cores");
+    bench_row_ref(r, "cores on this machine", (double)sysconf(_SC_NPROCESSORS_ONLN));
+    bench_row(b, "drain", "mock_cpu_s_per_100k", "  the mock broker's CPU per 100k", mcpu / (double)b->events * 1e5,
+              "s");
 
     r = bench_row(b, "footprint", "relay_peak_rss_mb", "relay peak RSS (VmHWM) after the drain", hwm, "MB");
     bench_row_ref(r, "MB (b) connected producer", b->raw_producer_hwm_mb);

@@ -31,8 +31,22 @@ BEGIN
         END $b$$f$, current_schema());
 END $do$;
 
--- Creates an outbox table (any name; each part quoted) with its index and
--- gated notify trigger. Safe to call again.
+-- A sent or parked row made unsent again (released, or re-sent on purpose)
+-- may lie below the relay's low water, where it no longer looks: tell it.
+CREATE OR REPLACE FUNCTION outbox_released() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_catalog.pg_notify(TG_ARGV[0], 'rescan');
+    RETURN NULL;
+END $$;
+
+-- Creates an outbox table (any name; each part quoted) with its gated notify
+-- trigger and its release trigger. Safe to call again. No index mentions
+-- sent_at, so the relay's marks can be HOT updates; the relay finds unsent
+-- rows from a low-water id on the primary key instead. A mark rewrites the
+-- row in its page when there is room: the relay marks whole pages at once,
+-- so only fillfactor 50 leaves room for all of a page's rows (measured on
+-- 300-byte rows: 50,000 marks in 172 ms at 45, 450 ms at 70; the table is
+-- about a third larger).
 CREATE OR REPLACE FUNCTION outbox_install(p_schema text, p_table text, p_channel text DEFAULT 'outbox')
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
@@ -53,12 +67,17 @@ BEGIN
             attempts       integer NOT NULL DEFAULT 0,
             last_error     text,
             parked_at      timestamptz
-        ) WITH (fillfactor = 70)$f$, qt);
-    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %s (id) WHERE sent_at IS NULL AND parked_at IS NULL',
-                   p_table || '_unsent', qt);
+        ) WITH (fillfactor = 50)$f$, qt);
+    EXECUTE format('ALTER TABLE %s SET (fillfactor = 50)', qt);
+    EXECUTE format('DROP INDEX IF EXISTS %I.%I', p_schema, p_table || '_unsent');
     EXECUTE format('DROP TRIGGER IF EXISTS outbox_notify ON %s', qt);
     EXECUTE format('CREATE TRIGGER outbox_notify AFTER INSERT ON %s FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify(%L)',
                    qt, p_channel);
+    EXECUTE format('DROP TRIGGER IF EXISTS outbox_released ON %s', qt);
+    EXECUTE format('CREATE TRIGGER outbox_released AFTER UPDATE OF sent_at, parked_at ON %s FOR EACH ROW'
+                   ' WHEN (NEW.sent_at IS NULL AND NEW.parked_at IS NULL'
+                   ' AND (OLD.sent_at IS NOT NULL OR OLD.parked_at IS NOT NULL))'
+                   ' EXECUTE FUNCTION outbox_released(%L)', qt, p_channel);
 END $$;
 
 SELECT outbox_install('public', 'outbox', 'outbox');

@@ -55,7 +55,7 @@ static const char fail_sql[] =
 
 static const char stats_sql[] =
     "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::bigint"
-    " FROM %s WHERE sent_at IS NULL AND parked_at IS NULL";
+    " FROM %s WHERE sent_at IS NULL AND parked_at IS NULL AND id > $1";
 
 static const char waiting_sql[] =
     "INSERT INTO outbox_relay_state (table_oid, waiting, updated_at)"
@@ -242,17 +242,24 @@ int obx_outbox_send_waiting(PGconn *conn, const obx_config_t *cfg, int waiting) 
     return PQsendQueryPrepared(conn, "waiting", 2, vals, NULL, NULL, 0) ? 0 : -1;
 }
 
-int obx_outbox_send_stats(PGconn *conn) {
-    return PQsendQueryPrepared(conn, "stats", 0, NULL, NULL, NULL, 0) ? 0 : -1;
+int obx_outbox_send_stats(PGconn *conn, int64_t after_id) {
+    char buf[24];
+    const char *vals[1] = {buf};
+    snprintf(buf, sizeof buf, "%lld", (long long)after_id);
+    return PQsendQueryPrepared(conn, "stats", 1, vals, NULL, NULL, 0) ? 0 : -1;
 }
 
 static const char *val_or_null(const PGresult *res, int i, int col) {
     return PQgetisnull(res, i, col) ? NULL : PQgetvalue(res, i, col);
 }
 
+int64_t obx_outbox_row_id(const PGresult *res, int i) {
+    return (int64_t)be64(PQgetvalue(res, i, COL_ID));
+}
+
 void obx_outbox_row(const PGresult *res, int i, obx_row_t *row) {
     memset(row, 0, sizeof *row);
-    row->id = (int64_t)be64(PQgetvalue(res, i, COL_ID));
+    row->id = obx_outbox_row_id(res, i);
     row->event_id = PQgetvalue(res, i, COL_EVENT_ID);
     row->aggregate_type = PQgetvalue(res, i, COL_AGG_TYPE);
     row->aggregate_id = val_or_null(res, i, COL_AGG_ID);

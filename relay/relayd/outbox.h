@@ -58,9 +58,12 @@ int obx_outbox_send_mark(PGconn *conn, const int64_t *ids, size_t n);
 /* Records a failed attempt with its error; park != 0 also parks the row. */
 int obx_outbox_send_fail(PGconn *conn, int64_t id, const char *error, int park);
 int obx_outbox_send_waiting(PGconn *conn, const obx_config_t *cfg, int waiting);
-/* Backlog count and age of the oldest unsent row, in a two-column text result. */
-int obx_outbox_send_stats(PGconn *conn);
+/* Backlog (unsent rows past after_id) and the age of its oldest row, in a
+ * two-column text result. */
+int obx_outbox_send_stats(PGconn *conn, int64_t after_id);
 
+/* The id of row i of a claim result. */
+int64_t obx_outbox_row_id(const PGresult *res, int i);
 /* Decodes row i of a claim result. */
 void obx_outbox_row(const PGresult *res, int i, obx_row_t *row);
 

@@ -51,6 +51,7 @@ typedef enum { OP_NONE, OP_CLAIM, OP_MARK, OP_FAIL, OP_WAITING, OP_STATS, OP_HOR
 typedef enum { IDLE_RUN, IDLE_POLL, IDLE_RECHECK, IDLE_SLEEP, IDLE_CLEAR } idle_t;
 
 #define BUSY_POLL_EVERY_MS 2
+#define HORIZON_REFRESH_MS 100 /* newest horizon asked for while caught up, at most this often */
 
 /* Two sessions so that PostgreSQL serves claims and marks on both cores:
  * conn claims, listens, holds the leader lock and runs the idle protocol;
@@ -68,6 +69,18 @@ typedef struct {
     int op_waiting;          /* value sent by the pending waiting query */
     int64_t op_after;        /* cursor the pending claim started from */
     int64_t op_hz;           /* horizon when the pending claim went out */
+    int op_rescan;           /* the pending claim is a rescan from low */
+    int op_settled;          /* ... sent with nothing in flight */
+    unsigned op_low_gen;
+
+    /* Low water: every row at or below it is sent or parked, so rescans
+     * start there instead of walking the primary key over every sent row
+     * (the outbox has no index on sent_at, which keeps marks HOT). It moves
+     * only up to the horizon, and drops to 0 when a row is released
+     * (NOTIFY 'rescan' from the outbox_released trigger) or on reconnect. */
+    int64_t low;
+    unsigned low_gen;        /* bumped whenever low drops */
+    int64_t hz_asked_ms;
 
     /* Per-key order (G2) forbids claiming past an id whose transaction may
      * still commit: its row would surface behind newer rows of its key. So
@@ -313,6 +326,8 @@ static void disconnect(relay_t *r, const char *why) {
     r->hz = 0;
     free(r->hz_w);
     r->hz_w = NULL;
+    r->low = 0;
+    r->low_gen++;
     r->idle = IDLE_RUN;
     r->scan_end = 1; /* rescan from the start: anything may have changed */
     r->reconnect_at = now_ms() + delay;
@@ -380,13 +395,36 @@ static void send_marks(relay_t *r) {
         disconnect(r, PQerrorMessage(r->mconn));
 }
 
+/* Claims unsent rows from the low water on, whatever the horizon. */
+static int send_rescan(relay_t *r, int limit) {
+    r->cursor = r->low;
+    r->op_after = r->low;
+    r->op_hz = r->hz;
+    r->op_rescan = 1;
+    r->op_settled = !pending_work(r);
+    r->op_low_gen = r->low_gen;
+    r->op = OP_CLAIM;
+    return obx_outbox_send_claim(r->conn, r->low, limit, INT64_MAX);
+}
+
+/* A settled rescan whose first unsent row is first (INT64_MAX: none) shows
+ * every row between low and it sent or parked; below the horizon that
+ * stays true. */
+static void advance_low(relay_t *r, int64_t first) {
+    int64_t to = first - 1 < r->op_hz ? first - 1 : r->op_hz;
+    if (!r->op_rescan || !r->op_settled || r->op_low_gen != r->low_gen || to <= r->low)
+        return;
+    r->low = to;
+    OBX_LOG(OBX_LOG_DEBUG, "low water", KI("id", r->low));
+}
+
 /* Picks the next query for the idle claiming session. */
 static void send_next(relay_t *r) {
     int64_t now = now_ms();
     int rc = 0;
 
     if (r->cfg->stats_interval_s > 0 && now >= r->stats_at) {
-        rc = obx_outbox_send_stats(r->conn);
+        rc = obx_outbox_send_stats(r->conn, r->low);
         r->op = OP_STATS;
     } else if (r->idle == IDLE_CLEAR) {
         r->op_waiting = 0;
@@ -400,23 +438,17 @@ static void send_next(relay_t *r) {
         r->op = OP_CONFIRM;
     } else if (r->hz_want && !r->hz_w) {
         r->hz_want = 0;
+        r->hz_asked_ms = now;
         rc = obx_outbox_send_horizon(r->conn, r->cfg);
         r->op = OP_HORIZON;
     } else if (r->idle == IDLE_RECHECK) {
-        r->op_after = 0;
-        r->op_hz = r->hz;
-        rc = obx_outbox_send_claim(r->conn, 0, r->cfg->batch_size, INT64_MAX);
-        r->op = OP_CLAIM;
+        rc = send_rescan(r, r->cfg->batch_size);
     } else if (r->scan_end) {
         if (pending_work(r) || now < r->retry_at)
             return;
         r->scan_end = 0;
-        r->cursor = 0;
         r->rescans++;
-        r->op_after = 0;
-        r->op_hz = r->hz;
-        rc = obx_outbox_send_claim(r->conn, 0, r->blocked ? 1 : r->cfg->batch_size, INT64_MAX);
-        r->op = OP_CLAIM;
+        rc = send_rescan(r, r->blocked ? 1 : r->cfg->batch_size);
     } else if (r->blocked) {
         return;
     } else if (r->cursor >= r->hz) {
@@ -426,6 +458,7 @@ static void send_next(relay_t *r) {
     } else {
         r->op_after = r->cursor;
         r->op_hz = r->hz;
+        r->op_rescan = 0;
         rc = obx_outbox_send_claim(r->conn, r->cursor, r->cfg->batch_size, r->hz);
         r->op = OP_CLAIM;
     }
@@ -442,6 +475,7 @@ static void log_stats(relay_t *r, long long backlog, long long oldest_age_s) {
             KI("backlog", backlog), KI("oldest_unsent_age_s", oldest_age_s),
             KD("rate_per_s", secs > 0 ? (double)(r->published - r->last_published) / secs : 0),
             KI("reconnects", r->reconnects), KI("rescans", r->rescans),
+            KI("low_water", r->low), KI("horizon", r->hz),
             KS("role", r->leader ? "leader" : "standby"),
             KS("state", !r->conn ? "disconnected" : r->stopping ? "stopping" : r->blocked ? "blocked"
                         : r->idle == IDLE_SLEEP ? "idle" : "running"));
@@ -477,6 +511,7 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
         r->claimed += n;
         if (n < r->cfg->batch_size)
             r->scan_end = 1;
+        advance_low(r, n > 0 ? obx_outbox_row_id(res, 0) : INT64_MAX);
         if (n > 0) {
             r->last_rows_ms = now_ms();
             OBX_LOG(OBX_LOG_DEBUG, "claimed", KI("rows", n), KI("after_id", r->op_after),
@@ -484,7 +519,7 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
             if (r->idle == IDLE_RECHECK)
                 r->idle = IDLE_CLEAR;
             produce_batch(r, res);
-            if (r->cursor > r->op_hz || (n < r->cfg->batch_size && r->op_after > 0)) {
+            if (r->cursor > r->op_hz || (n < r->cfg->batch_size && !r->op_rescan)) {
                 /* Ran past the horizon, or reached it: only a rescan may
                  * follow, and a newer horizon lets the next one pipeline. */
                 r->scan_end = 1;
@@ -493,9 +528,10 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
             return; /* the batch owns res now */
         }
         PQclear(res);
-        if (r->op_after == 0)
-            r->cursor = 0;
-        if (r->op_after == 0 && !pending_work(r) && !r->stopping) {
+        if (r->op_rescan && r->op_settled && r->low >= r->hz && r->hz_ok &&
+            now_ms() - r->hz_asked_ms >= HORIZON_REFRESH_MS)
+            r->hz_want = 1; /* caught up with the horizon: let low follow the writers */
+        if (r->op_rescan && !pending_work(r) && !r->stopping) {
             if (r->idle == IDLE_RECHECK) {
                 r->idle = IDLE_SLEEP;
                 r->sleep_until = now_ms() + r->cfg->poll_interval_ms;
@@ -523,7 +559,8 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
         break;
     case OP_WAITING:
         if (r->op_waiting) {
-            r->idle = IDLE_RECHECK;
+            /* A stop that came while the flag was being set must clear it. */
+            r->idle = r->stopping ? IDLE_CLEAR : IDLE_RECHECK;
         } else {
             r->idle = IDLE_RUN;
         }
@@ -563,6 +600,13 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
 static void drain_notifies(relay_t *r) {
     PGnotify *n;
     while ((n = PQnotifies(r->conn)) != NULL) {
+        if (strcmp(n->extra, "rescan") == 0) {
+            /* A sent or parked row was made unsent again, perhaps below low. */
+            r->low = 0;
+            r->low_gen++;
+            r->scan_end = 1;
+            OBX_LOG(OBX_LOG_INFO, "rows released, rescanning from the start");
+        }
         PQfreemem(n);
         if (r->idle == IDLE_SLEEP) {
             r->idle = IDLE_CLEAR;
