@@ -525,6 +525,12 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
                 r->scan_end = 1;
                 r->hz_want = r->hz_ok;
             }
+            if (n < r->cfg->batch_size && r->idle == IDLE_RUN && !r->stopping) {
+                /* Caught up with the writers: let a few ms of their rows
+                 * gather rather than pay two statements per row or two. */
+                r->idle = IDLE_POLL;
+                r->sleep_until = now_ms() + BUSY_POLL_EVERY_MS;
+            }
             return; /* the batch owns res now */
         }
         PQclear(res);
@@ -710,27 +716,31 @@ static void check_fatal(relay_t *r) {
     obx_producer_purge(r->producer);
 }
 
-static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* A due timer whose work is still waiting (a query in flight, the in-flight
+ * bound reached) is not a reason to wake: the event it waits for wakes us.
+ * Counting it would spin the loop. */
+static int64_t sooner(int64_t next, int64_t at, int64_t now) { return at > now && at < next ? at : next; }
 
 static int poll_timeout(const relay_t *r) {
     int64_t now = now_ms(), next = now + 1000;
     if (!r->conn)
-        next = min64(next, r->reconnect_at);
+        next = sooner(next, r->reconnect_at, now);
     else if (!r->leader)
-        next = min64(next, r->lead_retry_at);
+        next = sooner(next, r->lead_retry_at, now);
     if (r->idle == IDLE_SLEEP || r->idle == IDLE_POLL)
-        next = min64(next, r->sleep_until);
-    if (r->scan_end && r->retry_at > now)
-        next = min64(next, r->retry_at);
+        next = sooner(next, r->sleep_until, now);
+    if (r->scan_end)
+        next = sooner(next, r->retry_at, now);
     if (r->hz_w && r->idle == IDLE_RUN)
-        next = min64(next, r->hz_retry_at);
+        next = sooner(next, r->hz_retry_at, now);
     if (r->cfg->stats_interval_s > 0)
-        next = min64(next, r->stats_at);
+        next = sooner(next, r->stats_at, now);
     if (r->stopping)
-        next = min64(next, r->stop_deadline);
+        next = sooner(next, r->stop_deadline, now);
     if (r->fatal)
-        next = min64(next, now + 10);
-    return next > now ? (int)(next - now) : 0;
+        next = sooner(next, now + 10, now);
+    return (int)(next - now);
 }
 
 static void setup_signals(void) {
