@@ -2,6 +2,7 @@
 #include "dedup_internal.h"
 
 #include <ctype.h>
+#include <libpq-events.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,18 +29,149 @@ int obx_dedup_uuid_valid(const char *s) {
     return 1;
 }
 
-/* Runs one statement; returns the result when its status is ok, else NULL
- * with the server's message in errstr (the result is cleared). */
-static PGresult *run(PGconn *conn, const char *sql, int n, const char *const *vals,
-                     char *errstr, size_t errsize) {
-    PGresult *res = n ? PQexecParams(conn, sql, n, NULL, vals, NULL, NULL, 0) : PQexec(conn, sql);
+/* Per connection, the statements obx_dedup_exec prepared there: sql[i] is
+ * "obx_dedup_<i>". Kept as libpq instance data so that it dies with the
+ * connection and a reset (a new session) starts empty. */
+typedef struct {
+    char **sql;
+    int n, cap;
+} stmts_t;
+
+static void stmts_clear(stmts_t *st) {
+    for (int i = 0; i < st->n; i++)
+        free(st->sql[i]);
+    st->n = 0;
+}
+
+static int stmts_event(PGEventId id, void *info, void *pass) {
+    stmts_t *st;
+    (void)pass;
+    if (id == PGEVT_CONNRESET && (st = PQinstanceData(((PGEventConnReset *)info)->conn, stmts_event)))
+        stmts_clear(st);
+    if (id == PGEVT_CONNDESTROY && (st = PQinstanceData(((PGEventConnDestroy *)info)->conn, stmts_event))) {
+        stmts_clear(st);
+        free(st->sql);
+        free(st);
+    }
+    return 1;
+}
+
+/* The connection's statement list, created on first use; NULL when out of memory. */
+static stmts_t *stmts_of(PGconn *conn) {
+    stmts_t *st = PQinstanceData(conn, stmts_event);
+    if (st)
+        return st;
+    st = calloc(1, sizeof *st);
+    if (st && PQregisterEventProc(conn, stmts_event, "obx_dedup", NULL) && PQsetInstanceData(conn, stmts_event, st))
+        return st;
+    free(st);
+    return NULL;
+}
+
+/* The index of sql in st; when new, st->n with a copy of sql reserved there
+ * (counted once prepared). -1 when out of memory. */
+static int stmts_find(stmts_t *st, const char *sql) {
+    int i = 0;
+    while (i < st->n && strcmp(st->sql[i], sql) != 0)
+        i++;
+    if (i < st->n)
+        return i;
+    if (st->n == st->cap) {
+        int cap = st->cap ? st->cap * 2 : 8;
+        char **grown = realloc(st->sql, (size_t)cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        st->sql = grown;
+        st->cap = cap;
+    }
+    return (st->sql[i] = strdup(sql)) ? i : -1;
+}
+
+PGresult *obx_dedup_exec(PGconn *conn, const char *sql, int nparams, const char *const *vals,
+                         const int *lens, const int *fmts) {
+    stmts_t *st = stmts_of(conn);
+    int i = st ? stmts_find(st, sql) : -1;
+    char name[32];
+
+    if (i < 0) /* out of memory: unprepared still works */
+        return PQexecParams(conn, sql, nparams, NULL, vals, lens, fmts, 0);
+    snprintf(name, sizeof name, "obx_dedup_%d", i);
+    if (i == st->n) {
+        PGresult *res = PQprepare(conn, name, sql, nparams, NULL);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            free(st->sql[i]);
+            return res;
+        }
+        PQclear(res);
+        st->n++;
+    }
+    return PQexecPrepared(conn, name, nparams, vals, lens, fmts, 0);
+}
+
+/* The binary array header (dimensions, flags, element type text, size,
+ * lower bound), then each element as its length and bytes, big-endian. */
+#define ARRAY_HEADER 20
+#define TEXTOID 25
+
+static void put32(char *p, uint32_t v) {
+    p[0] = (char)(v >> 24);
+    p[1] = (char)(v >> 16);
+    p[2] = (char)(v >> 8);
+    p[3] = (char)v;
+}
+
+int obx_dedup_array_add(obx_dedup_array_t *a, const char *s, int len) {
+    int need;
+    if (s && len < 0)
+        len = (int)strlen(s);
+    need = (a->len ? a->len : ARRAY_HEADER) + 4 + (s ? len : 0);
+    if (need > a->cap) {
+        int cap = need * 2;
+        char *grown = realloc(a->data, (size_t)cap);
+        if (!grown)
+            return -1;
+        a->data = grown;
+        a->cap = cap;
+    }
+    if (!a->len) {
+        put32(a->data, 1);
+        put32(a->data + 4, 0);
+        put32(a->data + 8, TEXTOID);
+        put32(a->data + 16, 1);
+        a->len = ARRAY_HEADER;
+    }
+    put32(a->data + a->len, s ? (uint32_t)len : UINT32_MAX); /* -1: NULL */
+    if (s) {
+        memcpy(a->data + a->len + 4, s, (size_t)len);
+    } else {
+        put32(a->data + 4, 1);
+    }
+    a->len = need;
+    put32(a->data + 12, (uint32_t)++a->n);
+    return 0;
+}
+
+void obx_dedup_array_free(obx_dedup_array_t *a) {
+    free(a->data);
+    memset(a, 0, sizeof *a);
+}
+
+/* Keeps res when its status is ok, else clears it and returns NULL with the
+ * server's message in errstr. */
+static PGresult *checked(PGresult *res, char *errstr, size_t errsize) {
     ExecStatusType st = PQresultStatus(res);
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
         return res;
-    snprintf(errstr, errsize, "%s", PQresultErrorMessage(res));
+    snprintf(errstr, errsize, "%s", res ? PQresultErrorMessage(res) : "out of memory");
     errstr[strcspn(errstr, "\n")] = '\0';
     PQclear(res);
     return NULL;
+}
+
+/* Runs one statement, prepared when it has parameters (see obx_dedup_exec). */
+static PGresult *run(PGconn *conn, const char *sql, int n, const char *const *vals,
+                     char *errstr, size_t errsize) {
+    return checked(n ? obx_dedup_exec(conn, sql, n, vals, NULL, NULL) : PQexec(conn, sql), errstr, errsize);
 }
 
 static int run_ok(PGconn *conn, const char *sql, int n, const char *const *vals, char *errstr,
@@ -72,6 +204,63 @@ static int inbox_insert(PGconn *conn, const char *consumer, const char *event_id
     return fresh;
 }
 
+/* One statement for a batch's inbox rows; it returns the position of each
+ * new event: the first of its id in the batch, when the inbox lacks it.
+ * Rows go in id order, so that two members inserting the same ids (a zombie
+ * and a partition's new owner) wait for each other instead of deadlocking. */
+static const char inbox_batch_sql[] =
+    "WITH b AS (SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])"
+    "           WITH ORDINALITY AS b(event_id, event_type, topic, kafka_partition, kafka_offset, i)),"
+    " ins AS (INSERT INTO processed_events (consumer, event_id, event_type, status, topic,"
+    "         kafka_partition, kafka_offset)"
+    "         SELECT $1, event_id::uuid, event_type, 'applied', topic, kafka_partition::int,"
+    "         kafka_offset::bigint FROM b ORDER BY event_id::uuid, i"
+    "         ON CONFLICT DO NOTHING RETURNING event_id)"
+    " SELECT min(b.i) FROM b JOIN ins ON b.event_id::uuid = ins.event_id GROUP BY ins.event_id";
+
+/* Inserts the inbox rows of evs; fresh[i] = 1 when evs[i] is new. */
+static int inbox_insert_batch(PGconn *conn, const char *consumer, const obx_event_t *evs, int n,
+                              char *fresh, char *errstr, size_t errsize) {
+    obx_dedup_array_t arr[5];
+    const char *vals[6] = {consumer};
+    int lens[6] = {0}, fmts[6] = {0, 1, 1, 1, 1, 1};
+    PGresult *res = NULL;
+    int rc = -1;
+
+    memset(arr, 0, sizeof arr);
+    for (int i = 0; i < n; i++) {
+        char part[16], off[24];
+        snprintf(part, sizeof part, "%d", evs[i].partition);
+        snprintf(off, sizeof off, "%lld", (long long)evs[i].offset);
+        if (obx_dedup_array_add(&arr[0], evs[i].event_id, -1) != 0 ||
+            obx_dedup_array_add(&arr[1], evs[i].event_type, -1) != 0 ||
+            obx_dedup_array_add(&arr[2], evs[i].topic, -1) != 0 ||
+            obx_dedup_array_add(&arr[3], part, -1) != 0 || obx_dedup_array_add(&arr[4], off, -1) != 0) {
+            snprintf(errstr, errsize, "out of memory");
+            goto out;
+        }
+    }
+    for (int k = 0; k < 5; k++) {
+        vals[k + 1] = arr[k].data;
+        lens[k + 1] = arr[k].len;
+    }
+    res = checked(obx_dedup_exec(conn, inbox_batch_sql, 6, vals, lens, fmts), errstr, errsize);
+    if (!res)
+        goto out;
+    memset(fresh, 0, (size_t)n);
+    for (int row = 0; row < PQntuples(res); row++) {
+        int i = atoi(PQgetvalue(res, row, 0));
+        if (i >= 1 && i <= n)
+            fresh[i - 1] = 1;
+    }
+    rc = 0;
+out:
+    PQclear(res);
+    for (int k = 0; k < 5; k++)
+        obx_dedup_array_free(&arr[k]);
+    return rc;
+}
+
 static int set_status(PGconn *conn, const char *consumer, const char *event_id,
                       const char *status, char *errstr, size_t errsize) {
     const char *vals[3] = {consumer, event_id, status};
@@ -86,7 +275,6 @@ int obx_dedup_park_tx(PGconn *conn, const char *consumer, const obx_event_t *ev,
                            ev->key, NULL, reason};
     int lens[9] = {0}, fmts[9] = {0};
     PGresult *res;
-    int rc = 0;
 
     snprintf(part, sizeof part, "%d", ev->partition);
     snprintf(off, sizeof off, "%lld", (long long)ev->offset);
@@ -97,22 +285,18 @@ int obx_dedup_park_tx(PGconn *conn, const char *consumer, const obx_event_t *ev,
     vals[7] = ev->payload;
     lens[7] = (int)ev->payload_len;
     fmts[7] = 1;
-    res = PQexecParams(conn,
+    res = checked(obx_dedup_exec(conn,
         "INSERT INTO dead_letters (consumer, topic, kafka_partition, kafka_offset, event_id,"
         " event_type, msg_key, payload, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         " ON CONFLICT (consumer, topic, kafka_partition, kafka_offset) DO NOTHING",
-        9, NULL, vals, lens, fmts, 0);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        snprintf(errstr, errsize, "%s", PQresultErrorMessage(res));
-        errstr[strcspn(errstr, "\n")] = '\0';
-        rc = -1;
-    }
+        9, vals, lens, fmts), errstr, errsize);
+    if (!res)
+        return -1;
     PQclear(res);
-    if (rc == 0)
-        OBX_LOG(OBX_LOG_ERROR, "message parked", KS("consumer", consumer),
+    OBX_LOG(OBX_LOG_ERROR, "message parked", KS("consumer", consumer),
                 KS("event_id", ev->event_id ? ev->event_id : ""), KS("topic", ev->topic),
                 KI("partition", ev->partition), KI("offset", ev->offset), KS("reason", reason));
-    return rc;
+    return 0;
 }
 
 /* Runs an effect between a savepoint and its release; a poison effect is
@@ -157,23 +341,17 @@ static int run_effect(PGconn *conn, const char *consumer, const obx_event_t *ev,
     return -1;
 }
 
+static void log_duplicate(const char *consumer, const obx_event_t *ev) {
+    OBX_LOG(OBX_LOG_DEBUG, "duplicate skipped", KS("consumer", consumer), KS("event_id", ev->event_id),
+            KI("partition", ev->partition), KI("offset", ev->offset));
+}
+
 int obx_dedup_apply_tx(PGconn *conn, const char *consumer, const obx_event_t *ev,
                        obx_effect_fn fn, void *arg, obx_apply_status_t *status,
                        char *errstr, size_t errsize) {
-    return obx_dedup_apply_mode_tx(conn, consumer, ev, fn, arg, 1, status, errstr, errsize);
-}
-
-int obx_dedup_apply_mode_tx(PGconn *conn, const char *consumer, const obx_event_t *ev,
-                            obx_effect_fn fn, void *arg, int careful, obx_apply_status_t *status,
-                            char *errstr, size_t errsize) {
     int fresh, rc;
 
     if (!obx_dedup_uuid_valid(ev->event_id)) {
-        /* Parking happens on the careful pass only, so it is done (and logged) once. */
-        if (!careful) {
-            snprintf(errstr, errsize, "message without a valid event_id");
-            return OBX_DEDUP_REDO;
-        }
         if (obx_dedup_park_tx(conn, consumer, ev, ev->event_id ? "invalid event_id header" : "missing event_id header",
                               errstr, errsize) != 0)
             return -1;
@@ -185,11 +363,10 @@ int obx_dedup_apply_mode_tx(PGconn *conn, const char *consumer, const obx_event_
         return -1;
     if (!fresh) {
         *status = OBX_APPLY_DUPLICATE;
-        OBX_LOG(OBX_LOG_DEBUG, "duplicate skipped", KS("consumer", consumer),
-                KS("event_id", ev->event_id), KI("partition", ev->partition), KI("offset", ev->offset));
+        log_duplicate(consumer, ev);
         return 0;
     }
-    rc = run_effect(conn, consumer, ev, fn, arg, careful, errstr, errsize);
+    rc = run_effect(conn, consumer, ev, fn, arg, 1, errstr, errsize);
     if (rc < 0)
         return rc;
     if (rc == OBX_EFFECT_OK) {
@@ -200,6 +377,118 @@ int obx_dedup_apply_mode_tx(PGconn *conn, const char *consumer, const obx_event_
     *status = rc == OBX_EFFECT_REJECT ? OBX_APPLY_REJECTED : OBX_APPLY_PARKED;
     return set_status(conn, consumer, ev->event_id, rc == OBX_EFFECT_REJECT ? "rejected" : "parked",
                       errstr, errsize);
+}
+
+/* The batch effect on the new events of evs, in order; REJECT outcomes go
+ * into status. Returns 0, -1 or OBX_DEDUP_REDO. */
+static int run_batch_effect(PGconn *conn, const obx_event_t *evs, int n, const char *fresh,
+                            obx_batch_effect_fn batch_fn, void *arg, obx_apply_status_t *status,
+                            char *errstr, size_t errsize) {
+    obx_event_t *todo = malloc((size_t)n * sizeof *todo);
+    obx_effect_rc_t *rcs = calloc((size_t)n, sizeof *rcs); /* an unset outcome reads as OK */
+    char reason[512] = "";
+    int k = 0, rc = -1;
+
+    if (!todo || !rcs) {
+        snprintf(errstr, errsize, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < n; i++)
+        if (fresh[i])
+            todo[k++] = evs[i];
+    switch (k ? batch_fn(conn, todo, k, arg, rcs, reason, sizeof reason) : OBX_EFFECT_OK) {
+    case OBX_EFFECT_OK:
+        for (int i = 0, j = 0; i < n; i++)
+            if (fresh[i] && rcs[j++] == OBX_EFFECT_REJECT)
+                status[i] = OBX_APPLY_REJECTED;
+        rc = 0;
+        break;
+    case OBX_EFFECT_POISON:
+        snprintf(errstr, errsize, "poison in a batch of %d: %s", k, reason[0] ? reason : "refused by the effect");
+        rc = OBX_DEDUP_REDO;
+        break;
+    default:
+        snprintf(errstr, errsize, "effect asked for a retry: %s", reason[0] ? reason : "no reason given");
+        break;
+    }
+out:
+    free(todo);
+    free(rcs);
+    return rc;
+}
+
+/* The effect function on each new event of evs, in order, without savepoints. */
+static int run_each_effect(PGconn *conn, const char *consumer, const obx_event_t *evs, int n,
+                           const char *fresh, obx_effect_fn fn, void *arg, obx_apply_status_t *status,
+                           char *errstr, size_t errsize) {
+    for (int i = 0; i < n; i++) {
+        int rc = fresh[i] ? run_effect(conn, consumer, &evs[i], fn, arg, 0, errstr, errsize) : 0;
+        if (rc < 0)
+            return rc;
+        if (rc == OBX_EFFECT_REJECT)
+            status[i] = OBX_APPLY_REJECTED;
+    }
+    return 0;
+}
+
+/* One UPDATE for the batch's rejected events (they stay final in the inbox). */
+static int mark_rejected(PGconn *conn, const char *consumer, const obx_event_t *evs, int n,
+                         const obx_apply_status_t *status, char *errstr, size_t errsize) {
+    obx_dedup_array_t ids = {0};
+    const char *vals[2] = {consumer};
+    int lens[2] = {0}, fmts[2] = {0, 1};
+    PGresult *res;
+
+    for (int i = 0; i < n; i++)
+        if (status[i] == OBX_APPLY_REJECTED && obx_dedup_array_add(&ids, evs[i].event_id, -1) != 0) {
+            snprintf(errstr, errsize, "out of memory");
+            obx_dedup_array_free(&ids);
+            return -1;
+        }
+    if (!ids.n)
+        return 0;
+    vals[1] = ids.data;
+    lens[1] = ids.len;
+    res = checked(obx_dedup_exec(conn, "UPDATE processed_events SET status = 'rejected'"
+                                       " WHERE consumer = $1 AND event_id = ANY ($2::text[]::uuid[])",
+                                 2, vals, lens, fmts), errstr, errsize);
+    obx_dedup_array_free(&ids);
+    PQclear(res);
+    return res ? 0 : -1;
+}
+
+int obx_dedup_apply_batch_tx(PGconn *conn, const char *consumer, const obx_event_t *evs, int n,
+                             obx_effect_fn fn, obx_batch_effect_fn batch_fn, void *arg,
+                             obx_apply_status_t *status, char *errstr, size_t errsize) {
+    char *fresh;
+    int rc = -1;
+
+    if (n < 1)
+        return 0;
+    for (int i = 0; i < n; i++)
+        if (!obx_dedup_uuid_valid(evs[i].event_id)) {
+            /* Parked on the careful pass only, so it is done (and logged) once. */
+            snprintf(errstr, errsize, "message without a valid event_id");
+            return OBX_DEDUP_REDO;
+        }
+    if (!(fresh = malloc((size_t)n))) {
+        snprintf(errstr, errsize, "out of memory");
+        return -1;
+    }
+    if (inbox_insert_batch(conn, consumer, evs, n, fresh, errstr, errsize) != 0)
+        goto out;
+    for (int i = 0; i < n; i++) {
+        status[i] = fresh[i] ? OBX_APPLY_APPLIED : OBX_APPLY_DUPLICATE;
+        if (!fresh[i])
+            log_duplicate(consumer, &evs[i]);
+    }
+    rc = batch_fn ? run_batch_effect(conn, evs, n, fresh, batch_fn, arg, status, errstr, errsize)
+                  : run_each_effect(conn, consumer, evs, n, fresh, fn, arg, status, errstr, errsize);
+    if (rc == 0)
+        rc = mark_rejected(conn, consumer, evs, n, status, errstr, errsize);
+out:
+    free(fresh);
+    return rc;
 }
 
 int obx_dedup_store_offset_tx(PGconn *conn, const char *consumer, const char *topic,

@@ -4,15 +4,20 @@
 
 #include "obx_dedup.h"
 
-/* Returned when an effect refused an event (POISON) on the fast path: roll
- * the transaction back and apply it again with careful = 1. */
+/* Returned on the fast path for an event it cannot handle (a poison effect,
+ * no valid id): roll the transaction back and apply the batch again
+ * carefully, event by event, with savepoints. */
 #define OBX_DEDUP_REDO (-2)
 
-/* obx_dedup_apply_tx with a choice: careful = 1 wraps each effect in a
- * savepoint (a poison event is undone alone and parked); careful = 0 skips
- * the savepoint and returns OBX_DEDUP_REDO on poison. */
-int obx_dedup_apply_mode_tx(PGconn *conn, const char *consumer, const obx_event_t *ev,
-                            obx_effect_fn fn, void *arg, int careful, obx_apply_status_t *status,
-                            char *errstr, size_t errsize);
+/* Inside an open transaction, without savepoints: records the inbox rows of
+ * n ordinary events (no compensations) in one statement and runs the
+ * effects of the new ones, batch_fn on all of them at once or, when it is
+ * NULL, fn on each in order. status[i] receives evs[i]'s outcome. Returns 0,
+ * -1 (roll back; retry later) or OBX_DEDUP_REDO (an event without a valid id
+ * or a poison effect: roll back and apply the events again one by one with
+ * obx_dedup_apply_tx, which parks them). */
+int obx_dedup_apply_batch_tx(PGconn *conn, const char *consumer, const obx_event_t *evs, int n,
+                             obx_effect_fn fn, obx_batch_effect_fn batch_fn, void *arg,
+                             obx_apply_status_t *status, char *errstr, size_t errsize);
 
 #endif

@@ -18,6 +18,11 @@
 
 #define HDR_MAX 128
 
+/* Where an event's header values live while its batch is applied. */
+typedef struct {
+    char eid[HDR_MAX], etype[HDR_MAX], comp[HDR_MAX], key[512];
+} hdrs_t;
+
 typedef struct {
     obx_config_t *cfg;
     const obx_handler_t *h;
@@ -25,6 +30,9 @@ typedef struct {
     PGconn *conn;
     rd_kafka_message_t **batch;
     int batch_n;
+    obx_event_t *evs;            /* batch[i] as an event, its strings in hdrs[i] */
+    hdrs_t *hdrs;
+    obx_apply_status_t *status;
     obx_backoff_t backoff;
     long long applied, rejected, duplicates, parked, compensations, batches, retries, cleaned;
     long long last_done;
@@ -109,38 +117,54 @@ typedef struct {
     long long applied, rejected, duplicates, parked, compensations;
 } tally_t;
 
-static int apply_one(runner_t *r, const rd_kafka_message_t *m, int careful, tally_t *t, char *err,
-                     size_t errsize) {
-    char eid[HDR_MAX], etype[HDR_MAX], comp[HDR_MAX], key[512];
-    obx_event_t ev;
-
-    memset(&ev, 0, sizeof ev);
-    ev.event_id = header(m, "event_id", eid, sizeof eid);
-    ev.event_type = header(m, "event_type", etype, sizeof etype);
-    ev.compensates = header(m, "compensates", comp, sizeof comp);
+static void event_of(const rd_kafka_message_t *m, hdrs_t *h, obx_event_t *ev) {
+    memset(ev, 0, sizeof *ev);
+    ev->event_id = header(m, "event_id", h->eid, sizeof h->eid);
+    ev->event_type = header(m, "event_type", h->etype, sizeof h->etype);
+    ev->compensates = header(m, "compensates", h->comp, sizeof h->comp);
     if (m->key) {
-        size_t n = m->key_len < sizeof key - 1 ? m->key_len : sizeof key - 1;
-        memcpy(key, m->key, n);
-        key[n] = '\0';
-        ev.key = key;
+        size_t n = m->key_len < sizeof h->key - 1 ? m->key_len : sizeof h->key - 1;
+        memcpy(h->key, m->key, n);
+        h->key[n] = '\0';
+        ev->key = h->key;
     }
-    ev.payload = m->payload;
-    ev.payload_len = m->len;
-    ev.topic = rd_kafka_topic_name(m->rkt);
-    ev.partition = m->partition;
-    ev.offset = m->offset;
-    if (ev.compensates && r->h->undo) {
+    ev->payload = m->payload;
+    ev->payload_len = m->len;
+    ev->topic = rd_kafka_topic_name(m->rkt);
+    ev->partition = m->partition;
+    ev->offset = m->offset;
+}
+
+static void tally_add(tally_t *t, obx_apply_status_t st) {
+    switch (st) {
+    case OBX_APPLY_APPLIED: t->applied++; break;
+    case OBX_APPLY_REJECTED: t->rejected++; break;
+    case OBX_APPLY_DUPLICATE: t->duplicates++; break;
+    case OBX_APPLY_PARKED: t->parked++; break;
+    }
+}
+
+static int is_compensation(const runner_t *r, const obx_event_t *ev) {
+    return ev->compensates && r->h->undo;
+}
+
+/* One event with savepoints (the careful pass), or a compensation. */
+static int apply_one(runner_t *r, const obx_event_t *ev, int careful, tally_t *t, char *err,
+                     size_t errsize) {
+    obx_apply_status_t st;
+
+    if (is_compensation(r, ev)) {
         obx_comp_status_t cs;
-        if (!obx_dedup_uuid_valid(ev.compensates) || !obx_dedup_uuid_valid(ev.event_id)) {
+        if (!obx_dedup_uuid_valid(ev->compensates) || !obx_dedup_uuid_valid(ev->event_id)) {
             if (!careful)
                 return OBX_DEDUP_REDO; /* parked (and logged) once, on the careful pass */
             t->parked++;
-            return obx_dedup_park_tx(r->conn, r->cfg->consumer_name, &ev,
-                                     obx_dedup_uuid_valid(ev.event_id) ? "invalid compensates header"
-                                     : ev.event_id ? "invalid event_id header" : "missing event_id header",
+            return obx_dedup_park_tx(r->conn, r->cfg->consumer_name, ev,
+                                     obx_dedup_uuid_valid(ev->event_id) ? "invalid compensates header"
+                                     : ev->event_id ? "invalid event_id header" : "missing event_id header",
                                      err, errsize);
         }
-        if (obx_dedup_compensate_tx(r->conn, r->cfg->consumer_name, &ev, ev.compensates, r->h->undo,
+        if (obx_dedup_compensate_tx(r->conn, r->cfg->consumer_name, ev, ev->compensates, r->h->undo,
                                     r->h->arg, &cs, err, errsize) != 0)
             return -1;
         if (cs == OBX_COMP_DUPLICATE)
@@ -149,19 +173,20 @@ static int apply_one(runner_t *r, const rd_kafka_message_t *m, int careful, tall
             t->compensations++;
         return 0;
     }
-    {
-        obx_apply_status_t st;
-        int rc = obx_dedup_apply_mode_tx(r->conn, r->cfg->consumer_name, &ev, r->h->apply, r->h->arg,
-                                         careful, &st, err, errsize);
-        if (rc != 0)
-            return rc;
-        switch (st) {
-        case OBX_APPLY_APPLIED: t->applied++; break;
-        case OBX_APPLY_REJECTED: t->rejected++; break;
-        case OBX_APPLY_DUPLICATE: t->duplicates++; break;
-        case OBX_APPLY_PARKED: t->parked++; break;
-        }
-    }
+    if (obx_dedup_apply_tx(r->conn, r->cfg->consumer_name, ev, r->h->apply, r->h->arg, &st, err, errsize) != 0)
+        return -1;
+    tally_add(t, st);
+    return 0;
+}
+
+/* Ordinary events evs[from..to) in one go: one inbox statement, their effects. */
+static int apply_run(runner_t *r, int from, int to, tally_t *t, char *err, size_t errsize) {
+    int rc = obx_dedup_apply_batch_tx(r->conn, r->cfg->consumer_name, r->evs + from, to - from, r->h->apply,
+                                      r->h->apply_batch, r->h->arg, r->status + from, err, errsize);
+    if (rc != 0)
+        return rc;
+    for (int i = from; i < to; i++)
+        tally_add(t, r->status[i]);
     return 0;
 }
 
@@ -184,9 +209,20 @@ static int apply_batch_once(runner_t *r, int careful, tally_t *t, char *err, siz
     memset(t, 0, sizeof *t);
     if (exec_simple(r->conn, "BEGIN", err, errsize) != 0)
         return -1;
-    for (int i = 0; i < r->batch_n; i++)
-        if ((rc = apply_one(r, r->batch[i], careful, t, err, errsize)) != 0)
+    /* Runs of ordinary events between compensations go in one go: a
+     * compensation depends on what came before it, so order is kept. */
+    for (int i = 0, j; i < r->batch_n; i = j) {
+        j = i + 1;
+        if (careful || is_compensation(r, &r->evs[i])) {
+            rc = apply_one(r, &r->evs[i], careful, t, err, errsize);
+        } else {
+            while (j < r->batch_n && !is_compensation(r, &r->evs[j]))
+                j++;
+            rc = apply_run(r, i, j, t, err, errsize);
+        }
+        if (rc != 0)
             goto fail;
+    }
     rc = -1;
     /* The last message of each partition in the batch gives its next offset. */
     for (int i = 0; i < r->batch_n; i++) {
@@ -213,11 +249,14 @@ static int flush_batch(runner_t *r) {
 
     if (r->batch_n == 0)
         return 0;
+    for (int i = 0; i < r->batch_n; i++)
+        event_of(r->batch[i], &r->hdrs[i], &r->evs[i]);
     while (!stop_signals) {
         if (!db_ok(r))
             break;
         /* Savepoints cost two round trips per event; batches go without them
-         * and only a batch holding a poison event is applied again with them. */
+         * (one inbox statement for many events) and only a batch holding a
+         * poison event is applied again with them, event by event. */
         int rc = apply_batch_once(r, 0, &t, err, sizeof err);
         if (rc == OBX_DEDUP_REDO) {
             OBX_LOG(OBX_LOG_DEBUG, "batch has a poison event, applying it again with savepoints",
@@ -358,6 +397,13 @@ static int run(obx_config_t *cfg, const obx_handler_t *h) {
     r.cfg = cfg;
     r.h = h;
     r.batch = calloc((size_t)cfg->consumer_batch_size, sizeof *r.batch);
+    r.evs = calloc((size_t)cfg->consumer_batch_size, sizeof *r.evs);
+    r.hdrs = calloc((size_t)cfg->consumer_batch_size, sizeof *r.hdrs);
+    r.status = calloc((size_t)cfg->consumer_batch_size, sizeof *r.status);
+    if (!r.batch || !r.evs || !r.hdrs || !r.status) {
+        OBX_LOG(OBX_LOG_ERROR, "out of memory", KI("batch_size", cfg->consumer_batch_size));
+        goto out;
+    }
     obx_backoff_init(&r.backoff, 100, 10000, (uint64_t)now_ms() ^ (uint64_t)getpid());
     r.last_stats_ms = now_ms();
     r.next_stats_ms = r.last_stats_ms + (int64_t)cfg->stats_interval_s * 1000;
@@ -419,6 +465,9 @@ out:
             KI("rejected", r.rejected), KI("duplicates", r.duplicates), KI("parked", r.parked),
             KI("compensations", r.compensations));
     free(r.batch);
+    free(r.evs);
+    free(r.hdrs);
+    free(r.status);
     PQfinish(r.conn);
     return rc;
 }

@@ -42,6 +42,17 @@ typedef enum {
 typedef obx_effect_rc_t (*obx_effect_fn)(PGconn *conn, const obx_event_t *ev, void *arg,
                                          char *reason, size_t reason_size);
 
+/* Optional batch form of an effect, for the runner (obx_handler_t.apply_batch):
+ * applies the effects of n new events at once (one statement with arrays,
+ * say), as the effect function applied to each in turn would, on conn inside
+ * the library's transaction. Returns OBX_EFFECT_OK with each event's outcome
+ * in rcs[i] (OBX_EFFECT_OK or OBX_EFFECT_REJECT); OBX_EFFECT_POISON when some
+ * event cannot be applied (the transaction is rolled back and the batch
+ * applied again one event at a time with the effect function, which parks
+ * the poison); OBX_EFFECT_RETRY on a transient failure. reason as above. */
+typedef obx_effect_rc_t (*obx_batch_effect_fn)(PGconn *conn, const obx_event_t *evs, int n, void *arg,
+                                               obx_effect_rc_t *rcs, char *reason, size_t reason_size);
+
 typedef enum {
     OBX_APPLY_APPLIED = 0,
     OBX_APPLY_REJECTED,
@@ -102,5 +113,26 @@ int obx_dedup_park_tx(PGconn *conn, const char *consumer, const obx_event_t *ev,
  * worst outage plus the consumer's worst lag. */
 long obx_dedup_cleanup(PGconn *conn, const char *consumer, long retention_s, int batch,
                        char *errstr, size_t errsize);
+
+/* PQexecParams for statements run again and again (effects, inbox): sql is
+ * prepared once per connection, the first time it is run there, and the
+ * prepared statement is executed from then on; a new or reset connection
+ * prepares again. Never DEALLOCATE on a connection this is used on. Returns
+ * what PQexecParams would (text results): check it and PQclear it. */
+PGresult *obx_dedup_exec(PGconn *conn, const char *sql, int nparams, const char *const *vals,
+                         const int *lens, const int *fmts);
+
+/* A one-dimensional text[] parameter in PostgreSQL's binary format, to send
+ * a batch's values in one statement ($1::text[], unnest). Start from
+ * {0}, add at least one element, pass data and len with format 1, free. */
+typedef struct {
+    char *data;
+    int len, cap, n;
+} obx_dedup_array_t;
+
+/* Appends s (len bytes; len < 0: up to its NUL; s NULL: SQL NULL).
+ * Returns 0, or -1 when out of memory (the array is unchanged). */
+int obx_dedup_array_add(obx_dedup_array_t *a, const char *s, int len);
+void obx_dedup_array_free(obx_dedup_array_t *a);
 
 #endif

@@ -21,7 +21,10 @@ typedef struct {
     obx_effect_fn undo;   /* effect of a compensating event (one with a "compensates"
                              header) when its original was applied; NULL: such
                              events are treated as ordinary ones */
-    void *arg;            /* passed to both */
+    void *arg;            /* passed to all three */
+    obx_batch_effect_fn apply_batch; /* optional: apply for many new events at once
+                                        (see obx_batch_effect_fn); NULL: apply runs
+                                        on each event */
 } obx_handler_t;
 
 /* Returns the process exit code: 0 after SIGTERM/SIGINT, 1 on a fatal error,

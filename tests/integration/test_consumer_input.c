@@ -1,5 +1,6 @@
 /* Bad messages at the consumer: each is parked in dead_letters with its
- * reason, logged once, and every good event still takes effect. */
+ * reason, logged once, and every good event still takes effect. Also the
+ * stock consumer's compensations and its batch decisions. */
 #include <check.h>
 #include <signal.h>
 #include <stdio.h>
@@ -105,22 +106,42 @@ END_TEST
 #define UB "a0000000-0000-4000-8000-00000000000b"
 #define CB "c0000000-0000-4000-8000-00000000000b"
 
+/* A shop database whose order topic has the given partitions. */
+static PGconn *shop_setup(th_ctx_t *t, th_mock_t *m, const char *name, int partitions) {
+    char topic[128];
+    PGconn *c;
+
+    th_mock_start(m, 1);
+    th_setup(t, name);
+    snprintf(topic, sizeof topic, "%s.order", t->topic_prefix);
+    ck_assert_int_eq(rd_kafka_mock_topic_create(m->mc, topic, partitions, 1), 0);
+    c = th_connect(t);
+    th_apply_sql(c, "schema/003_shop.sql");
+    return c;
+}
+
+/* Runs the relay and the stock consumer on the outbox rows until wait_sql
+ * counts n, then stops the consumer; returns the relay, still running. */
+static pid_t run_stock(th_ctx_t *t, const th_mock_t *m, const char *wait_sql, long n) {
+    char conf[512];
+    pid_t relay = th_relay_start(t, th_config(t, "relay.conf", m->bootstrap, "", "")), stock;
+
+    snprintf(conf, sizeof conf, "%s", th_consumer_conf(t, "stock.conf", m->bootstrap, "stock", "order"));
+    stock = th_spawn(t, "obx-stock-consumer", conf, "stock.log");
+    th_wait_count(t, wait_sql, n, 60000);
+    ck_assert_int_eq(th_relay_stop(stock, SIGTERM, 20000), 0);
+    return relay;
+}
+
 /* OrderCancelled compensates OrderPlaced through relay and stock consumer:
  * after its original it puts the stock back; before it, the late original is
  * skipped (no hanging deduction) and the cancel itself does nothing. */
 START_TEST(compensation_through_the_flow) {
     th_ctx_t t;
     th_mock_t m;
-    char topic[128], conf[512];
-    pid_t relay, stock;
-    PGconn *c;
+    pid_t relay;
+    PGconn *c = shop_setup(&t, &m, "compensation", 2);
 
-    th_mock_start(&m, 1);
-    th_setup(&t, "compensation");
-    snprintf(topic, sizeof topic, "%s.order", t.topic_prefix);
-    ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, topic, 2, 1), 0);
-    c = th_connect(&t);
-    th_apply_sql(c, "schema/003_shop.sql");
     th_exec(c, "INSERT INTO shop_stock VALUES ('sku-1', 10, 10)");
     /* Written in this id order; each order's events share a key, so they
      * reach the consumer in this order too. */
@@ -130,11 +151,7 @@ START_TEST(compensation_through_the_flow) {
         " ('" CA "', 'order', '1', 'OrderCancelled', convert_to('{\"order_id\": 1}', 'UTF8'), '{\"compensates\": \"" UA "\"}'),"
         " ('" CB "', 'order', '2', 'OrderCancelled', convert_to('{\"order_id\": 2}', 'UTF8'), '{\"compensates\": \"" UB "\"}'),"
         " ('" UB "', 'order', '2', 'OrderPlaced', convert_to('{\"order_id\": 2, \"sku\": \"sku-1\", \"qty\": 4, \"amount_cents\": 400}', 'UTF8'), NULL)");
-    relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ""));
-    snprintf(conf, sizeof conf, "%s", th_consumer_conf(&t, "stock.conf", m.bootstrap, "stock", "order"));
-    stock = th_spawn(&t, "obx-stock-consumer", conf, "stock.log");
-    th_wait_count(&t, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets WHERE consumer = 'stock'", 4, 60000);
-    ck_assert_int_eq(th_relay_stop(stock, SIGTERM, 20000), 0);
+    relay = run_stock(&t, &m, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets WHERE consumer = 'stock'", 4);
     ck_assert_int_eq(th_int(c, "SELECT available FROM shop_stock WHERE sku = 'sku-1'"), 10);
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM shop_stock_moves WHERE order_id = 1 AND outcome = 'released'"), 1);
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM shop_stock_moves WHERE order_id = 2"), 0);
@@ -148,4 +165,35 @@ START_TEST(compensation_through_the_flow) {
 }
 END_TEST
 
-TH_MAIN("consumer_input", 120, bad_messages_parked_good_ones_flow, compensation_through_the_flow)
+/* The stock consumer decides a whole batch in one statement; its decisions
+ * must be those of one order at a time, in order: 3 of 5 fits, the next 3
+ * does not, the 2 after it still does. */
+START_TEST(batch_decides_like_one_at_a_time) {
+    th_ctx_t t;
+    th_mock_t m;
+    pid_t relay;
+    PGconn *c = shop_setup(&t, &m, "stock_batch", 1); /* one partition: one order */
+
+    th_exec(c, "INSERT INTO shop_stock VALUES ('sku-1', 5, 5), ('sku-2', 0, 0)");
+    th_exec(c,
+        "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+        " SELECT 'order', o::text, 'OrderPlaced', convert_to(jsonb_build_object('order_id', o, 'sku', s,"
+        " 'qty', q, 'amount_cents', 100)::text, 'UTF8')"
+        " FROM (VALUES (11, 'sku-1', 3), (12, 'sku-1', 3), (13, 'sku-1', 2), (14, 'sku-2', 1)) v(o, s, q) ORDER BY o");
+    relay = run_stock(&t, &m, "SELECT count(*) FROM processed_events WHERE consumer = 'stock'", 4);
+    ck_assert_int_eq(th_int(c, "SELECT available FROM shop_stock WHERE sku = 'sku-1'"), 0);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM shop_stock_moves WHERE (order_id, outcome) IN"
+                               " ((11, 'deducted'), (12, 'rejected'), (13, 'deducted'), (14, 'rejected'))"), 4);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM processed_events WHERE status = 'rejected'"), 2);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox WHERE aggregate_type = 'stock' AND"
+                               " (aggregate_id, event_type, convert_from(payload, 'UTF8')::jsonb->>'outcome') IN"
+                               " (('11', 'StockDeducted', 'deducted'), ('12', 'StockRejected', 'rejected'),"
+                               " ('13', 'StockDeducted', 'deducted'), ('14', 'StockRejected', 'rejected'))"), 4);
+    PQfinish(c);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_mock_stop(&m);
+}
+END_TEST
+
+TH_MAIN("consumer_input", 120, bad_messages_parked_good_ones_flow, compensation_through_the_flow,
+        batch_decides_like_one_at_a_time)
