@@ -32,8 +32,10 @@
  * is the outbox-relay binary, a child process with a generated config that
  * keeps its defaults: those of config/outbox-relay.conf)
  *   raw        (a) a bare libpq loop, SELECT 1,000 unsent rows + UPDATE them
- *              sent until none is left, on an outbox pre-filled with --events
- *              rows (synchronous_commit off, like the relay's session);
+ *              sent until none is left, each SELECT going on from the last id
+ *              of the one before (the schema indexes only the id), on an
+ *              outbox pre-filled with --events rows (synchronous_commit off,
+ *              like the relay's sessions);
  *              (b) a bare idempotent librdkafka producer sending --events
  *              keyed --payload-byte messages, then waiting for every report.
  *              Both run in forked children, so CPU and RSS are their own.
@@ -45,11 +47,13 @@
  *   drain      --events rows pre-filled (--payload bytes, --aggregates keys);
  *              events/s from the relay's exec until all are marked sent
  *              (start-up included), and from its first mark to its last
- *              (sent_at: the publishing rate).
+ *              (sent_at: the publishing rate); the CPU busy meanwhile (relay,
+ *              its two backends and the mock broker: loop (a) leaves Kafka
+ *              out, the relay shares the cores with it).
  *   footprint  from the drain: the relay's peak RSS (VmHWM) and CPU
  *              (utime+stime of /proc/PID/stat, all threads) read just before
- *              it is stopped, its PostgreSQL backend's CPU, and exec -> first
- *              row marked (cold start). Start-up is exec -> the relay's
+ *              it is stopped, its PostgreSQL backends' CPU (claims and
+ *              marks), and exec -> first row marked (cold start). Start-up is exec -> the relay's
  *              "postgres connected" log line (logged after connect, LISTEN,
  *              prepares and the leader lock), median and max over every
  *              relay start of the run.
@@ -76,7 +80,7 @@
  *              gate avoids); the reference again, whose drift shows the
  *              run's noise. Beside each: WAL bytes per writer transaction
  *              (everyone's WAL: the relay's marks included), and the relay's
- *              and its PostgreSQL backend's CPU while it runs.
+ *              and its PostgreSQL backends' CPU while it runs.
  *   consumer   --consumer-events orders written by obx-order-gen, published
  *              by the relay, then applied by one obx-stock-consumer (default
  *              batch size); the apply rate from its first applied batch to
