@@ -62,67 +62,102 @@ static const char waiting_sql[] =
     " VALUES ($1::regclass::oid, $2::bool, now())"
     " ON CONFLICT (table_oid) DO UPDATE SET waiting = EXCLUDED.waiting, updated_at = now()";
 
-static int prepare(PGconn *conn, const char *name, const char *fmt, const char *table,
-                   char *errstr, size_t errsize) {
-    char sql[2048];
-    PGresult *res;
-    int rc = 0;
-
-    snprintf(sql, sizeof sql, fmt, table);
-    res = PQprepare(conn, name, sql, 0, NULL);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        snprintf(errstr, errsize, "prepare %s: %s", name, PQresultErrorMessage(res));
-        rc = -1;
-    }
-    PQclear(res);
-    return rc;
-}
-
-static int exec_ok(PGconn *conn, const char *sql, char *errstr, size_t errsize) {
-    PGresult *res = PQexec(conn, sql);
-    int rc = 0;
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        snprintf(errstr, errsize, "%s: %s", sql, PQresultErrorMessage(res));
-        rc = -1;
-    }
-    PQclear(res);
-    return rc;
-}
-
 static void chomp(char *s) {
     size_t n = strlen(s);
     while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' '))
         s[--n] = '\0';
 }
 
-PGconn *obx_outbox_connect(const obx_config_t *cfg, const char *name, int listen,
+/* One statement of a session's set-up: prepared as name, or run when name is NULL. */
+typedef struct {
+    const char *name;
+    const char *fmt;   /* with one %s: arg */
+    const char *arg;
+} setup_t;
+
+/* Runs the set-up in one round trip (libpq pipeline mode): the relay
+ * reconnects after every database restart, and start-up is on the path of
+ * the first event. */
+static int setup_session(PGconn *conn, const setup_t *st, int n, char *errstr, size_t errsize) {
+    char sql[2048];
+    PGresult *res;
+    int rc = 0, i;
+
+    if (!PQenterPipelineMode(conn)) {
+        snprintf(errstr, errsize, "pipeline mode: %s", PQerrorMessage(conn));
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        snprintf(sql, sizeof sql, st[i].fmt, st[i].arg);
+        if (!(st[i].name ? PQsendPrepare(conn, st[i].name, sql, 0, NULL)
+                         : PQsendQueryParams(conn, sql, 0, NULL, NULL, NULL, NULL, 0)))
+            break;
+    }
+    if (i < n || !PQpipelineSync(conn)) {
+        /* The connection is broken: the caller closes it, results and all. */
+        snprintf(errstr, errsize, "%s", PQerrorMessage(conn));
+        return -1;
+    }
+    /* Each statement yields its result then NULL; the sync ends the batch. */
+    for (i = 0; i < n; i++) {
+        while ((res = PQgetResult(conn)) != NULL) {
+            ExecStatusType status = PQresultStatus(res);
+            if (rc == 0 && status != PGRES_COMMAND_OK) {
+                snprintf(errstr, errsize, "%s: %s", st[i].name ? st[i].name : "session set-up",
+                         PQresultErrorMessage(res));
+                rc = -1;
+            }
+            PQclear(res);
+        }
+    }
+    res = PQgetResult(conn);
+    if (PQresultStatus(res) != PGRES_PIPELINE_SYNC && rc == 0) {
+        snprintf(errstr, errsize, "pipeline sync: %s", PQerrorMessage(conn));
+        rc = -1;
+    }
+    PQclear(res);
+    if (!PQexitPipelineMode(conn) && rc == 0) {
+        snprintf(errstr, errsize, "pipeline mode: %s", PQerrorMessage(conn));
+        rc = -1;
+    }
+    return rc;
+}
+
+PGconn *obx_outbox_connect(const obx_config_t *cfg, const char *name, int claims,
                            char *errstr, size_t errsize) {
-    char sql[512], *chan = NULL;
+    char *chan = NULL;
     PGconn *conn = obx_pgconn_open(cfg->pg_conninfo, name);
+    int rc;
 
     if (PQstatus(conn) != CONNECTION_OK) {
         snprintf(errstr, errsize, "%s", PQerrorMessage(conn));
         goto fail;
     }
-    /* A lost mark only causes a re-publish, so the relay's own commits need not wait for fsync. */
-    if (exec_ok(conn, "SET synchronous_commit = off", errstr, errsize) != 0)
+    chan = PQescapeIdentifier(conn, cfg->pg_channel, strlen(cfg->pg_channel));
+    if (!chan) {
+        snprintf(errstr, errsize, "LISTEN: %s", PQerrorMessage(conn));
         goto fail;
-    if (listen) {
-        chan = PQescapeIdentifier(conn, cfg->pg_channel, strlen(cfg->pg_channel));
-        if (!chan) {
-            snprintf(errstr, errsize, "LISTEN: %s", PQerrorMessage(conn));
-            goto fail;
-        }
-        snprintf(sql, sizeof sql, "LISTEN %s", chan);
-        PQfreemem(chan);
-        if (exec_ok(conn, sql, errstr, errsize) != 0)
-            goto fail;
     }
-    if (prepare(conn, "claim", claim_sql, cfg->pg_table_sql, errstr, errsize) != 0 ||
-        prepare(conn, "mark", mark_sql, cfg->pg_table_sql, errstr, errsize) != 0 ||
-        prepare(conn, "fail", fail_sql, cfg->pg_table_sql, errstr, errsize) != 0 ||
-        prepare(conn, "stats", stats_sql, cfg->pg_table_sql, errstr, errsize) != 0 ||
-        prepare(conn, "waiting", waiting_sql, cfg->pg_table_sql, errstr, errsize) != 0)
+    {
+        /* A lost mark only causes a re-publish, so the relay's own commits
+         * need not wait for fsync. */
+        const setup_t claiming[] = {
+            {NULL, "SET synchronous_commit = %s", "off"},
+            {NULL, "LISTEN %s", chan},
+            {"claim", claim_sql, cfg->pg_table_sql},
+            {"stats", stats_sql, cfg->pg_table_sql},
+            {"waiting", waiting_sql, cfg->pg_table_sql},
+        };
+        const setup_t marking[] = {
+            {NULL, "SET synchronous_commit = %s", "off"},
+            {"mark", mark_sql, cfg->pg_table_sql},
+            {"fail", fail_sql, cfg->pg_table_sql},
+        };
+        rc = claims ? setup_session(conn, claiming, (int)(sizeof claiming / sizeof claiming[0]), errstr, errsize)
+                    : setup_session(conn, marking, (int)(sizeof marking / sizeof marking[0]), errstr, errsize);
+    }
+    PQfreemem(chan);
+    if (rc != 0)
         goto fail;
     return conn;
 fail:
@@ -154,9 +189,12 @@ int obx_outbox_prepare_horizon(PGconn *conn, const obx_config_t *cfg, char *why,
     } else if (PQgetvalue(res, 0, 2)[0] != 't') {
         snprintf(why, whysize, "role %s lacks SELECT on sequence %s", PQuser(conn), PQgetvalue(res, 0, 0));
         rc = 0;
-    } else if (prepare(conn, "horizon", horizon_sql, PQgetvalue(res, 0, 0), why, whysize) == 0 &&
-               prepare(conn, "confirm", confirm_sql, cfg->pg_table_sql, why, whysize) == 0) {
-        rc = 1;
+    } else {
+        const setup_t st[] = {
+            {"horizon", horizon_sql, PQgetvalue(res, 0, 0)},
+            {"confirm", confirm_sql, cfg->pg_table_sql},
+        };
+        rc = setup_session(conn, st, 2, why, whysize) == 0 ? 1 : -1;
     }
     PQclear(res);
     return rc;

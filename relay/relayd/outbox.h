@@ -31,10 +31,11 @@ typedef struct {
     size_t hvals_len;
 } obx_row_t;
 
-/* Connects and prepares the session: synchronous_commit off, prepared
- * statements and, when listen is set, LISTEN on the channel. name is the
- * application_name. Returns NULL with errstr on failure. */
-PGconn *obx_outbox_connect(const obx_config_t *cfg, const char *name, int listen,
+/* Connects and prepares a session, synchronous_commit off: the claiming one
+ * (claims != 0: LISTEN on the channel; claim, stats and waiting prepared) or
+ * the marking one (mark and fail prepared). name is the application_name.
+ * Returns NULL with errstr on failure. */
+PGconn *obx_outbox_connect(const obx_config_t *cfg, const char *name, int claims,
                            char *errstr, size_t errsize);
 /* Tries the session advisory lock that makes this relay the outbox's only
  * publisher. Returns 1 leader, 0 standby, -1 error (errstr). Blocking. */
