@@ -331,5 +331,38 @@ START_TEST(long_transaction_keeps_key_order) {
 }
 END_TEST
 
+/* SIGTERM while the relay's query setting the waiting flag is still running
+ * (held 2 s here by a trigger): the relay must clear the flag and exit once
+ * it returns, not wait out shutdown_timeout_ms (10 s) and leave writers
+ * paying NOTIFY. */
+START_TEST(stop_while_setting_waiting_flag) {
+    th_ctx_t t;
+    th_mock_t m;
+    pid_t relay;
+    PGconn *c;
+    int64_t t0;
+
+    th_mock_start(&m, 1);
+    th_setup(&t, "stop_waiting");
+    c = th_connect(&t);
+    th_exec(c, "CREATE FUNCTION slow_waiting() RETURNS trigger LANGUAGE plpgsql AS $$"
+               " BEGIN IF NEW.waiting THEN PERFORM pg_sleep(2); END IF; RETURN NEW; END $$;"
+               " CREATE TRIGGER slow_waiting BEFORE UPDATE ON outbox_relay_state"
+               " FOR EACH ROW EXECUTE FUNCTION slow_waiting()");
+    relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "busy_poll_ms = 0;", ""));
+    ck_assert(th_wait(probe, &(probe_t){&t, "SELECT count(*)::int FROM pg_stat_activity"
+                                            " WHERE application_name = 'outbox-relay' AND state = 'active'"
+                                            " AND query LIKE 'INSERT INTO outbox_relay_state%'"}, 20000));
+    t0 = th_now_ms();
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    fprintf(stderr, "stop while setting the waiting flag: exited after %lld ms\n", (long long)(th_now_ms() - t0));
+    ck_assert_int_lt(th_now_ms() - t0, (int64_t)(2000 + 2500 * th_mult()));
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox_relay_state WHERE waiting"), 0);
+    PQfinish(c);
+    th_mock_stop(&m);
+}
+END_TEST
+
 TH_MAIN("rows", 120, bad_rows_parked_rest_flows, one_megabyte_payload_flows, block_policy_stops_at_bad_row,
-        idle_wake_on_notify, busy_writers_pay_no_notify, long_transaction_keeps_key_order)
+        idle_wake_on_notify, busy_writers_pay_no_notify, long_transaction_keeps_key_order,
+        stop_while_setting_waiting_flag)
