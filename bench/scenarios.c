@@ -244,12 +244,25 @@ static int run_writers(bench_t *b, double rate, long *committed, long *failed, d
     return started == b->writers ? 0 : -1;
 }
 
+/* Reads the one row of res as n numbers (NULL: NAN) and clears it. */
+static int read_row(PGresult *res, double *out, int n, const char *what) {
+    int rc = -1;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        for (int i = 0; i < n; i++)
+            out[i] = PQgetisnull(res, 0, i) ? NAN : strtod(PQgetvalue(res, 0, i), NULL);
+        rc = 0;
+    } else {
+        bench_log("%s: %s", what, PQresultErrorMessage(res));
+    }
+    PQclear(res);
+    return rc;
+}
+
 /* p50, p99, p999 and count of sent_at - created_at (ms) over ids in (from, to]. */
 static int latency_pcts(PGconn *c, double from, double to, double out[4]) {
     char lo[32], hi[32];
     const char *params[2] = {lo, hi};
     PGresult *res;
-    int rc = -1;
 
     snprintf(lo, sizeof lo, "%.0f", from);
     snprintf(hi, sizeof hi, "%.0f", to);
@@ -259,15 +272,7 @@ static int latency_pcts(PGconn *c, double from, double to, double out[4]) {
         " FROM (SELECT extract(epoch FROM sent_at - created_at) * 1000 AS d FROM outbox"
         "       WHERE id > $1::bigint AND id <= $2::bigint) s",
         2, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-        for (int i = 0; i < 4; i++)
-            out[i] = PQgetisnull(res, 0, i) ? NAN : strtod(PQgetvalue(res, 0, i), NULL);
-        rc = 0;
-    } else {
-        bench_log("latency query: %s", PQresultErrorMessage(res));
-    }
-    PQclear(res);
-    return rc;
+    return read_row(res, out, 4, "latency query");
 }
 
 static const char *const pct_names[3] = {"p50", "p99", "p999"};
@@ -356,7 +361,6 @@ static int idle_latencies(bench_t *b, PGconn *c, const idle_arrays_t *a, double 
     const char *params[2] = {a->ids, a->xids};
     char sql[600];
     PGresult *res;
-    int rc = -1;
 
     snprintf(sql, sizeof sql,
              "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY d), percentile_disc(0.99) WITHIN GROUP (ORDER BY d)"
@@ -364,15 +368,7 @@ static int idle_latencies(bench_t *b, PGconn *c, const idle_arrays_t *a, double 
              "       FROM unnest($1::bigint[], $2::xid[]) AS u(id, x) JOIN outbox o ON o.id = u.id) s",
              from);
     res = PQexecParams(c, sql, 2, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-        for (int i = 0; i < 2; i++)
-            out[i] = PQgetisnull(res, 0, i) ? NAN : strtod(PQgetvalue(res, 0, i), NULL);
-        rc = 0;
-    } else {
-        bench_log("idle latency query: %s", PQresultErrorMessage(res));
-    }
-    PQclear(res);
-    return rc;
+    return read_row(res, out, 2, "idle latency query");
 }
 
 static void arrays_add(idle_arrays_t *a, const char *id, const char *xid) {

@@ -489,3 +489,18 @@ void obx_config_reload(obx_config_t *cur, const obx_config_t *fresh, char *ignor
         }
     }
 }
+
+int obx_config_reload_file(obx_config_t *cfg) {
+    obx_config_t fresh;
+    char err[1024], ignored[512];
+
+    if (obx_config_load(cfg->path, &fresh, err, sizeof err) != 0) {
+        OBX_LOG(OBX_LOG_ERROR, "reload failed, keeping the current config", KS("error", err));
+        return -1;
+    }
+    obx_config_reload(cfg, &fresh, ignored, sizeof ignored);
+    obx_config_free(&fresh);
+    obx_log_configure((obx_log_level_t)cfg->log_level, (obx_log_format_t)cfg->log_format);
+    OBX_LOG(OBX_LOG_INFO, "config reloaded", KS("restart_needed_for", ignored));
+    return 0;
+}

@@ -68,6 +68,11 @@ void obx_config_free(obx_config_t *cfg);
  * changed settings that need a restart into ignored (comma-separated). */
 void obx_config_reload(obx_config_t *cur, const obx_config_t *fresh, char *ignored,
                        size_t ignored_size);
+/* SIGHUP for a daemon: loads cfg->path again and applies its reloadable
+ * settings, log level included; logs what happened ("config reloaded" with
+ * the settings that need a restart, or why it kept the current ones).
+ * Returns 0 when reloaded, -1 when cfg was kept. */
+int obx_config_reload_file(obx_config_t *cfg);
 /* Quotes one identifier the way PostgreSQL reads it; caller frees. */
 char *obx_config_quote_ident(const char *ident, size_t len);
 

@@ -48,20 +48,6 @@ static void on_signal(int sig) {
         stop_signals++;
 }
 
-/* SIGHUP: re-read the reloadable settings; keep the old ones on error. */
-static void reload(runner_t *r) {
-    obx_config_t fresh;
-    char err[1024], ignored[512];
-    reload_signals = 0;
-    if (obx_config_load(r->cfg->path, &fresh, err, sizeof err) != 0) {
-        OBX_LOG(OBX_LOG_ERROR, "reload failed, keeping the current config", KS("error", err));
-        return;
-    }
-    obx_config_reload(r->cfg, &fresh, ignored, sizeof ignored);
-    obx_config_free(&fresh);
-    obx_log_configure((obx_log_level_t)r->cfg->log_level, (obx_log_format_t)r->cfg->log_format);
-    OBX_LOG(OBX_LOG_INFO, "config reloaded", KS("restart_needed_for", ignored));
-}
 
 static int64_t now_ms(void) {
     struct timespec ts;
@@ -447,8 +433,10 @@ static int run(obx_config_t *cfg, const obx_handler_t *h) {
         }
         flush_batch(&r);
         periodic(&r);
-        if (reload_signals)
-            reload(&r);
+        if (reload_signals) {
+            reload_signals = 0;
+            obx_config_reload_file(r.cfg);
+        }
     }
     OBX_LOG(OBX_LOG_INFO, "consumer stopping", KS("consumer", cfg->consumer_name));
     rc = 0;

@@ -650,26 +650,12 @@ static void pg_input(relay_t *r, PGconn *conn, op_t *op) {
 /* A session has a result ready without reading its socket again. */
 static int ready(PGconn *conn, op_t op) { return conn && op != OP_NONE && !PQisBusy(conn); }
 
-static void reload(relay_t *r) {
-    obx_config_t fresh;
-    char err[1024], ignored[512];
-
-    if (obx_config_load(r->cfg->path, &fresh, err, sizeof err) != 0) {
-        OBX_LOG(OBX_LOG_ERROR, "reload failed, keeping the current config", KS("error", err));
-        return;
-    }
-    obx_config_reload(r->cfg, &fresh, ignored, sizeof ignored);
-    obx_config_free(&fresh);
-    obx_log_configure((obx_log_level_t)r->cfg->log_level, (obx_log_format_t)r->cfg->log_format);
-    r->backoff.max_ms = r->cfg->reconnect_max_ms;
-    OBX_LOG(OBX_LOG_INFO, "config reloaded", KS("restart_needed_for", ignored));
-}
-
 static int handle_signals(relay_t *r) {
     unsigned char sig;
     while (read(sigpipe_fds[0], &sig, 1) == 1) {
         if (sig == SIGHUP) {
-            reload(r);
+            if (obx_config_reload_file(r->cfg) == 0)
+                r->backoff.max_ms = r->cfg->reconnect_max_ms;
         } else if (r->stopping) {
             OBX_LOG(OBX_LOG_WARN, "second signal, exiting now", KI("inflight", r->inflight),
                     KI("unmarked", (long long)r->acks_n));

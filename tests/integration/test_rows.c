@@ -44,26 +44,6 @@ static void assert_parked(PGconn *c, const th_ctx_t *t, const char *event_id, co
     ck_assert_int_eq(th_log_count(t, needle), 1); /* logged once, with its id */
 }
 
-/* A condition for th_wait: text is a query yielding one non-zero integer
- * once the condition holds (probe), or a string of the relay log (log_has). */
-typedef struct {
-    const th_ctx_t *t;
-    const char *text;
-} probe_t;
-
-static int probe(void *p) {
-    const probe_t *q = p;
-    PGconn *c = th_connect(q->t);
-    int ok = th_int(c, q->text) != 0;
-    PQfinish(c);
-    return ok;
-}
-
-static int log_has(void *p) {
-    const probe_t *q = p;
-    return th_log_count(q->t, q->text) > 0;
-}
-
 START_TEST(bad_rows_parked_rest_flows) {
     th_ctx_t t;
     th_mock_t m;
@@ -100,7 +80,7 @@ START_TEST(bad_rows_parked_rest_flows) {
     /* Released once the relay's low water has passed it (it no longer scans
      * there): the release trigger makes it look again. */
     snprintf(needle, sizeof needle, "low_water=%lld ", th_int(c, "SELECT max(id) FROM outbox"));
-    ck_assert_msg(th_wait(log_has, &(probe_t){&t, needle}, 20000), "low water never reached %s", needle);
+    th_wait_log(&t, needle, 20000);
     snprintf(sql, sizeof sql, "UPDATE outbox SET aggregate_id = 'fixed', parked_at = NULL, attempts = 0"
                               " WHERE event_id = '%s'", nullkey);
     th_exec(c, sql);
@@ -164,8 +144,7 @@ START_TEST(block_policy_stops_at_bad_row) {
     ck_assert_int_eq(th_write(&t, 1, 20, 5, 50, "order"), 20);
     relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap,
                                          "on_failure = \"block\"; poll_interval_ms = 100;", ""));
-    ck_assert(th_wait(probe, &(probe_t){&t, "SELECT (attempts >= 2)::int FROM outbox WHERE aggregate_id IS NULL"},
-                      20000));
+    th_wait_count(&t, "SELECT attempts FROM outbox WHERE aggregate_id IS NULL", 2, 20000);
     /* Strict order: the 20 rows before it are sent, none after it. */
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL"), 20);
     ck_assert_int_eq(th_int(c, "SELECT max(id) FROM outbox WHERE sent_at IS NOT NULL"),
@@ -185,7 +164,7 @@ START_TEST(block_policy_stops_at_bad_row) {
 }
 END_TEST
 
-#define RELAY_WAITING "SELECT (count(*) = 1)::int FROM outbox_relay_state WHERE waiting"
+#define RELAY_WAITING "SELECT count(*) FROM outbox_relay_state WHERE waiting"
 
 static int cmp_ll(const void *a, const void *b) {
     long long x = *(const long long *)a, y = *(const long long *)b;
@@ -209,7 +188,7 @@ START_TEST(idle_wake_on_notify) {
     ck_assert_int_eq(th_write(&t, 1, 1, 1, 10, "order"), 1); /* warm the producer up */
     ck_assert(th_wait_drained(&t, 30000));
     for (int i = 0; i < n; i++) {
-        ck_assert_msg(th_wait(probe, &(probe_t){&t, RELAY_WAITING}, 10000), "relay never went idle");
+        th_wait_count(&t, RELAY_WAITING, 1, 10000);
         ck_assert_int_eq(th_write(&t, 1, 1, 1, 10, "order"), 1);
         ck_assert(th_wait_drained(&t, 5000));
         lat_us[i] = th_int(c, "SELECT (extract(epoch FROM sent_at - created_at) * 1e6)::bigint"
@@ -220,7 +199,7 @@ START_TEST(idle_wake_on_notify) {
             n, lat_us[n / 2] / 1000.0, lat_us[n - 1] / 1000.0);
     ck_assert_int_lt(lat_us[n - 1], 1000000);
     /* Writers paid NOTIFY only while the relay was idle: the flag is set now. */
-    ck_assert(th_wait(probe, &(probe_t){&t, RELAY_WAITING}, 10000));
+    th_wait_count(&t, RELAY_WAITING, 1, 10000);
     PQfinish(c);
     ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
     /* A graceful stop clears the flag so writers stop paying NOTIFY. */
@@ -271,13 +250,13 @@ START_TEST(busy_writers_pay_no_notify) {
     relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, extra, ""));
     ck_assert_int_eq(th_write(&t, 1, 1, 1, 10, "order"), 1);
     ck_assert(th_wait_drained(&t, 30000));
-    ck_assert_msg(th_wait(probe, &(probe_t){&t, RELAY_WAITING}, 30000), "relay never went idle");
+    th_wait_count(&t, RELAY_WAITING, 1, 30000);
     busy = notifies_while_following(&t, n, gap_ms);
     ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
 
     relay = th_relay_start(&t, th_config(&t, "relay0.conf", m.bootstrap,
                                          "poll_interval_ms = 60000; busy_poll_ms = 0;", ""));
-    ck_assert_msg(th_wait(probe, &(probe_t){&t, RELAY_WAITING}, 30000), "relay never went idle");
+    th_wait_count(&t, RELAY_WAITING, 1, 30000);
     sleepy = notifies_while_following(&t, n, gap_ms);
     ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
     fprintf(stderr, "busy poll: %d rows %d ms apart sent %d NOTIFYs (busy_poll_ms = 0: %d)\n",
@@ -313,8 +292,7 @@ START_TEST(long_transaction_keeps_key_order) {
                 " VALUES ('order', 'long-tx', 'First', '\\x01')");
     ck_assert_int_eq(th_write(&t, 2, backlog, 100, 50, "order"), backlog);
     relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ""));
-    ck_assert(th_wait(probe, &(probe_t){&t, "SELECT (count(*) >= 1000)::int FROM outbox WHERE sent_at IS NOT NULL"},
-                      30000));
+    th_wait_count(&t, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL", 1000, 30000);
     th_exec(lt, "COMMIT");
     th_exec(c, "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
                " VALUES ('order', 'long-tx', 'Second', '\\x02')");
@@ -350,9 +328,8 @@ START_TEST(stop_while_setting_waiting_flag) {
                " CREATE TRIGGER slow_waiting BEFORE UPDATE ON outbox_relay_state"
                " FOR EACH ROW EXECUTE FUNCTION slow_waiting()");
     relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "busy_poll_ms = 0;", ""));
-    ck_assert(th_wait(probe, &(probe_t){&t, "SELECT count(*)::int FROM pg_stat_activity"
-                                            " WHERE application_name = 'outbox-relay' AND state = 'active'"
-                                            " AND query LIKE 'INSERT INTO outbox_relay_state%'"}, 20000));
+    th_wait_count(&t, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'outbox-relay'"
+                      " AND state = 'active' AND query LIKE 'INSERT INTO outbox_relay_state%'", 1, 20000);
     t0 = th_now_ms();
     ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
     fprintf(stderr, "stop while setting the waiting flag: exited after %lld ms\n", (long long)(th_now_ms() - t0));

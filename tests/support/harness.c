@@ -210,6 +210,40 @@ int th_wait(int (*cond)(void *), void *arg, int timeout_ms) {
     return 1;
 }
 
+typedef struct {
+    const th_ctx_t *t;
+    const char *text;
+    long at_least;
+} wait_arg_t;
+
+static int count_reached(void *p) {
+    wait_arg_t *a = p;
+    PGconn *c = PQconnectdb(a->t->conninfo);
+    int ok = 0;
+    if (PQstatus(c) == CONNECTION_OK) {
+        PGresult *r = PQexec(c, a->text);
+        ok = PQresultStatus(r) == PGRES_TUPLES_OK && atoll(PQgetvalue(r, 0, 0)) >= a->at_least;
+        PQclear(r);
+    }
+    PQfinish(c);
+    return ok;
+}
+
+void th_wait_count(const th_ctx_t *t, const char *sql, long n, int timeout_ms) {
+    wait_arg_t a = {t, sql, n};
+    ck_assert_msg(th_wait(count_reached, &a, timeout_ms), "never reached %ld: %s", n, sql);
+}
+
+static int log_has(void *p) {
+    wait_arg_t *a = p;
+    return th_log_count(a->t, a->text) > 0;
+}
+
+void th_wait_log(const th_ctx_t *t, const char *needle, int timeout_ms) {
+    wait_arg_t a = {t, needle, 0};
+    ck_assert_msg(th_wait(log_has, &a, timeout_ms), "relay log never showed: %s", needle);
+}
+
 static int drained(void *arg) {
     const th_ctx_t *t = arg;
     PGconn *c = PQconnectdb(t->conninfo);

@@ -6,30 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-typedef struct {
-    th_ctx_t *t;
-    const char *sql;
-    long at_least;
-} count_arg_t;
-
-static int count_reached(void *p) {
-    count_arg_t *a = p;
-    PGconn *c = PQconnectdb(a->t->conninfo);
-    int ok = 0;
-    if (PQstatus(c) == CONNECTION_OK) {
-        PGresult *r = PQexec(c, a->sql);
-        ok = PQresultStatus(r) == PGRES_TUPLES_OK && atoll(PQgetvalue(r, 0, 0)) >= a->at_least;
-        PQclear(r);
-    }
-    PQfinish(c);
-    return ok;
-}
-
-void th_wait_count(th_ctx_t *t, const char *sql, long n, int timeout_ms) {
-    count_arg_t a = {t, sql, n};
-    ck_assert_msg(th_wait(count_reached, &a, timeout_ms), "never reached %ld: %s", n, sql);
-}
-
 const char *th_consumer_conf(th_ctx_t *t, const char *file, const char *bootstrap,
                                  const char *name, const char *topic) {
     static char path[512];

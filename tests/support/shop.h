@@ -6,8 +6,6 @@
 
 #define TH_SHOP_SKUS 50
 
-/* Polls sql (one count) until it reaches n; fails the test on timeout. */
-void th_wait_count(th_ctx_t *t, const char *sql, long n, int timeout_ms);
 /* Writes a consumer config for name reading <prefix>.<topic>; returns its path (static). */
 const char *th_consumer_conf(th_ctx_t *t, const char *file, const char *bootstrap,
                              const char *name, const char *topic);
