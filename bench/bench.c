@@ -70,15 +70,18 @@
  *              created_at).
  *   writers    pgbench, --writers clients, one outbox_enqueue per transaction
  *              for --duration s. After an unreported warm-up run (a fresh
- *              cluster creates its WAL segments then), six runs: no trigger
- *              and no relay (the reference); the gated trigger with the flag
- *              off and no relay; the relay draining a --events backlog beside
- *              the writers; the relay idle when the writers start (it wakes
- *              on the first NOTIFY and then follows them, idling whenever it
- *              catches up, so writers pay NOTIFY only in those gaps); the
- *              flag forced on with no relay (every commit NOTIFYs: what the
- *              gate avoids); the reference again, whose drift shows the
- *              run's noise. Beside each: WAL bytes per writer transaction
+ *              cluster creates its WAL segments then), four variants: the
+ *              gated trigger with the flag off and no relay; the relay
+ *              draining a --events backlog beside the writers; the relay
+ *              idle when the writers start (it wakes on the first NOTIFY
+ *              and then follows them, idling whenever it catches up, so
+ *              writers pay NOTIFY only in those gaps); the flag forced on
+ *              with no relay (every commit NOTIFYs: what the gate avoids).
+ *              Before and after each runs the reference, no trigger and no
+ *              relay; each variant is measured against the mean of its two
+ *              neighbours, since throughput drifts between runs on a shared
+ *              box (the spread of the five is printed). Beside each: WAL
+ *              bytes per writer transaction
  *              (everyone's WAL: the relay's marks included), and the relay's
  *              and its PostgreSQL backends' CPU while it runs.
  *   consumer   --consumer-events orders written by obx-order-gen, published

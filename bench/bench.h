@@ -10,6 +10,8 @@
 #include <sys/types.h>
 
 #define BENCH_DB "obx_bench"
+/* One row: 1 while the relay says it is waiting (the trigger NOTIFYs), else 0. */
+#define BENCH_WAITING_SQL "SELECT COALESCE(pg_sequence_last_value('outbox_relay_waiting'), 0)"
 #define BENCH_MAX_RATES 8
 #define BENCH_MAX_SETS 32
 #define BENCH_MAX_ROWS 96

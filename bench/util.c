@@ -443,7 +443,7 @@ int db_wait_waiting(PGconn *c, double timeout_s) {
     double deadline = bench_now() + timeout_s, v;
 
     while (!bench_stop && bench_now() < deadline) {
-        if (db_num(c, "SELECT count(*) FROM outbox_relay_state WHERE waiting", 0, NULL, &v) != 0)
+        if (db_num(c, BENCH_WAITING_SQL, 0, NULL, &v) != 0)
             return -1;
         if (v > 0)
             return 0;

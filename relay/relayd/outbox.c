@@ -57,10 +57,18 @@ static const char stats_sql[] =
     "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::bigint"
     " FROM %s WHERE sent_at IS NULL AND parked_at IS NULL AND id > $1";
 
+/* The table's waiting flag is the sequence its outbox_notify trigger reads
+ * (schema/001_outbox.sql). setval is not transactional: writers see it at
+ * once. No flag (a trigger from an older schema, or none): no row. */
+#define FLAG_SQL \
+    "SELECT d.refobjid::regclass AS flag FROM pg_catalog.pg_trigger t" \
+    " JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_trigger'::regclass AND d.objid = t.oid" \
+    "  AND d.refclassid = 'pg_catalog.pg_class'::regclass" \
+    " JOIN pg_catalog.pg_class s ON s.oid = d.refobjid AND s.relkind = 'S'" \
+    " WHERE t.tgrelid = $1::regclass AND t.tgname = 'outbox_notify'"
+
 static const char waiting_sql[] =
-    "INSERT INTO outbox_relay_state (table_oid, waiting, updated_at)"
-    " VALUES ($1::regclass::oid, $2::bool, now())"
-    " ON CONFLICT (table_oid) DO UPDATE SET waiting = EXCLUDED.waiting, updated_at = now()";
+    "SELECT pg_catalog.setval(f.flag, $2::bigint, true) FROM (" FLAG_SQL ") f";
 
 static void chomp(char *s) {
     size_t n = strlen(s);
@@ -146,7 +154,7 @@ PGconn *obx_outbox_connect(const obx_config_t *cfg, const char *name, int claims
             {NULL, "LISTEN %s", chan},
             {"claim", claim_sql, cfg->pg_table_sql},
             {"stats", stats_sql, cfg->pg_table_sql},
-            {"waiting", waiting_sql, cfg->pg_table_sql},
+            {"waiting", "%s", waiting_sql},
         };
         const setup_t marking[] = {
             {NULL, "SET synchronous_commit = %s", "off"},
@@ -276,7 +284,7 @@ int obx_outbox_send_fail(PGconn *conn, int64_t id, const char *error, int park) 
 }
 
 int obx_outbox_send_waiting(PGconn *conn, const obx_config_t *cfg, int waiting) {
-    const char *vals[2] = {cfg->pg_table_sql, waiting ? "true" : "false"};
+    const char *vals[2] = {cfg->pg_table_sql, waiting ? "1" : "0"};
     return PQsendQueryPrepared(conn, "waiting", 2, vals, NULL, NULL, 0) ? 0 : -1;
 }
 
@@ -342,16 +350,19 @@ int obx_outbox_check(PGconn *conn, const obx_config_t *cfg, char *errstr, size_t
                     "SELECT has_table_privilege($1, 'SELECT') AND has_table_privilege($1, 'UPDATE')",
                     cfg->pg_table_sql, errstr, errsize) != 0)
         return -1;
-    if (check_query(conn, "outbox_relay_state table is missing or not writable (run migrate)",
-                    "SELECT to_regclass('outbox_relay_state') IS NOT NULL AND "
-                    "has_table_privilege('outbox_relay_state', 'SELECT') AND "
-                    "has_table_privilege('outbox_relay_state', 'INSERT') AND "
-                    "has_table_privilege('outbox_relay_state', 'UPDATE')",
-                    NULL, errstr, errsize) != 0)
+    snprintf(msg, sizeof msg, "role %s lacks UPDATE on the waiting flag of %s, the sequence its"
+             " outbox_notify trigger reads", PQuser(conn), cfg->pg_table);
+    if (check_query(conn, msg,
+                    "SELECT COALESCE(bool_and(has_sequence_privilege(f.flag, 'UPDATE')), true)"
+                    " FROM (" FLAG_SQL ") f", cfg->pg_table_sql, errstr, errsize) != 0)
         return -1;
     if (check_query(conn, "the outbox table has no outbox_notify trigger: the relay will only poll",
                     "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass"
                     " AND tgname = 'outbox_notify')", cfg->pg_table_sql, errstr, errsize) != 0)
+        OBX_LOG(OBX_LOG_WARN, "check", KS("warning", errstr));
+    else if (check_query(conn, "the outbox_notify trigger has no waiting flag (an older schema):"
+                         " writers pay a NOTIFY on every insert (run migrate)",
+                         "SELECT EXISTS (" FLAG_SQL ")", cfg->pg_table_sql, errstr, errsize) != 0)
         OBX_LOG(OBX_LOG_WARN, "check", KS("warning", errstr));
     if (obx_outbox_prepare_horizon(conn, cfg, msg, sizeof msg) == 0)
         OBX_LOG(OBX_LOG_WARN, "check", KS("warning", "claims will wait for their marks (no pipelining)"),

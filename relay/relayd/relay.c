@@ -51,7 +51,7 @@ typedef enum { OP_NONE, OP_CLAIM, OP_MARK, OP_FAIL, OP_WAITING, OP_STATS, OP_HOR
 typedef enum { IDLE_RUN, IDLE_POLL, IDLE_RECHECK, IDLE_SLEEP, IDLE_CLEAR } idle_t;
 
 #define BUSY_POLL_EVERY_MS 2
-#define HORIZON_REFRESH_MS 100 /* newest horizon asked for while caught up, at most this often */
+#define HORIZON_REFRESH_MS 20 /* newest horizon asked for while following writers, at most this often */
 
 /* Two sessions so that PostgreSQL serves claims and marks on both cores:
  * conn claims, listens, holds the leader lock and runs the idle protocol;
@@ -521,9 +521,13 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
             produce_batch(r, res);
             if (r->cursor > r->op_hz || (n < r->cfg->batch_size && !r->op_rescan)) {
                 /* Ran past the horizon, or reached it: only a rescan may
-                 * follow, and a newer horizon lets the next one pipeline. */
+                 * follow, and a newer horizon lets the next one pipeline.
+                 * Rescans that follow writers need it only to move the low
+                 * water: reading pg_locks on every one of them cost the
+                 * relay's session a third of its CPU. */
                 r->scan_end = 1;
-                r->hz_want = r->hz_ok;
+                if (!r->op_rescan || now_ms() - r->hz_asked_ms >= HORIZON_REFRESH_MS)
+                    r->hz_want = r->hz_ok;
             }
             if (n < r->cfg->batch_size && r->idle == IDLE_RUN && !r->stopping) {
                 /* Caught up with the writers: let a few ms of their rows

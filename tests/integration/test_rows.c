@@ -164,8 +164,6 @@ START_TEST(block_policy_stops_at_bad_row) {
 }
 END_TEST
 
-#define RELAY_WAITING "SELECT count(*) FROM outbox_relay_state WHERE waiting"
-
 static int cmp_ll(const void *a, const void *b) {
     long long x = *(const long long *)a, y = *(const long long *)b;
     return x < y ? -1 : x > y;
@@ -188,7 +186,7 @@ START_TEST(idle_wake_on_notify) {
     ck_assert_int_eq(th_write(&t, 1, 1, 1, 10, "order"), 1); /* warm the producer up */
     ck_assert(th_wait_drained(&t, 30000));
     for (int i = 0; i < n; i++) {
-        th_wait_count(&t, RELAY_WAITING, 1, 10000);
+        th_wait_count(&t, TH_RELAY_WAITING, 1, 10000);
         ck_assert_int_eq(th_write(&t, 1, 1, 1, 10, "order"), 1);
         ck_assert(th_wait_drained(&t, 5000));
         lat_us[i] = th_int(c, "SELECT (extract(epoch FROM sent_at - created_at) * 1e6)::bigint"
@@ -199,12 +197,12 @@ START_TEST(idle_wake_on_notify) {
             n, lat_us[n / 2] / 1000.0, lat_us[n - 1] / 1000.0);
     ck_assert_int_lt(lat_us[n - 1], 1000000);
     /* Writers paid NOTIFY only while the relay was idle: the flag is set now. */
-    th_wait_count(&t, RELAY_WAITING, 1, 10000);
+    th_wait_count(&t, TH_RELAY_WAITING, 1, 10000);
     PQfinish(c);
     ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
     /* A graceful stop clears the flag so writers stop paying NOTIFY. */
     c = th_connect(&t);
-    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox_relay_state WHERE waiting"), 0);
+    ck_assert_int_eq(th_int(c, TH_RELAY_WAITING), 0);
     PQfinish(c);
     th_mock_stop(&m);
 }
@@ -250,13 +248,13 @@ START_TEST(busy_writers_pay_no_notify) {
     relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, extra, ""));
     ck_assert_int_eq(th_write(&t, 1, 1, 1, 10, "order"), 1);
     ck_assert(th_wait_drained(&t, 30000));
-    th_wait_count(&t, RELAY_WAITING, 1, 30000);
+    th_wait_count(&t, TH_RELAY_WAITING, 1, 30000);
     busy = notifies_while_following(&t, n, gap_ms);
     ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
 
     relay = th_relay_start(&t, th_config(&t, "relay0.conf", m.bootstrap,
                                          "poll_interval_ms = 60000; busy_poll_ms = 0;", ""));
-    th_wait_count(&t, RELAY_WAITING, 1, 30000);
+    th_wait_count(&t, TH_RELAY_WAITING, 1, 30000);
     sleepy = notifies_while_following(&t, n, gap_ms);
     ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
     fprintf(stderr, "busy poll: %d rows %d ms apart sent %d NOTIFYs (busy_poll_ms = 0: %d)\n",
@@ -309,32 +307,56 @@ START_TEST(long_transaction_keeps_key_order) {
 }
 END_TEST
 
-/* SIGTERM while the relay's query setting the waiting flag is still running
- * (held 2 s here by a trigger): the relay must clear the flag and exit once
- * it returns, not wait out shutdown_timeout_ms (10 s) and leave writers
- * paying NOTIFY. */
+/* SIGTERM while the relay's query setting the waiting flag is still running:
+ * the relay must clear the flag and exit once it returns, not wait out
+ * shutdown_timeout_ms (10 s) and leave writers paying NOTIFY. Two sessions
+ * take turns holding a lock that setval waits for: the relay's clear at
+ * connect queues behind the first, the second queues behind that clear, so
+ * the relay's next setval, the one that sets the flag, is what waits. */
+#define RELAY_LOCKED "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'outbox-relay'" \
+                     " AND wait_event_type = 'Lock' AND query LIKE '%setval%'"
+#define LOCK_FLAG "ALTER SEQUENCE outbox_relay_waiting MAXVALUE 1"
+
 START_TEST(stop_while_setting_waiting_flag) {
     th_ctx_t t;
     th_mock_t m;
     pid_t relay;
-    PGconn *c;
+    PGconn *c, *h1, *h2;
+    PGresult *res;
+    char sql[256];
     int64_t t0;
 
     th_mock_start(&m, 1);
     th_setup(&t, "stop_waiting");
     c = th_connect(&t);
-    th_exec(c, "CREATE FUNCTION slow_waiting() RETURNS trigger LANGUAGE plpgsql AS $$"
-               " BEGIN IF NEW.waiting THEN PERFORM pg_sleep(2); END IF; RETURN NEW; END $$;"
-               " CREATE TRIGGER slow_waiting BEFORE UPDATE ON outbox_relay_state"
-               " FOR EACH ROW EXECUTE FUNCTION slow_waiting()");
+    h1 = th_connect(&t);
+    h2 = th_connect(&t);
+    th_exec(h1, "BEGIN; " LOCK_FLAG);
     relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "busy_poll_ms = 0;", ""));
-    th_wait_count(&t, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'outbox-relay'"
-                      " AND state = 'active' AND query LIKE 'INSERT INTO outbox_relay_state%'", 1, 20000);
+    th_wait_count(&t, RELAY_LOCKED, 1, 20000);
+    th_exec(h2, "BEGIN");
+    ck_assert(PQsendQuery(h2, LOCK_FLAG));
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE pid = %d AND wait_event_type = 'Lock'",
+             PQbackendPID(h2));
+    th_wait_count(&t, sql, 1, 10000);
+    th_exec(h1, "COMMIT");
+    while ((res = PQgetResult(h2)) != NULL) {
+        ck_assert_int_eq(PQresultStatus(res), PGRES_COMMAND_OK);
+        PQclear(res);
+    }
+    th_wait_count(&t, RELAY_LOCKED, 1, 20000);
+    /* pg_sequence_last_value would wait for the lock too; a plain read does not. */
+    ck_assert_int_eq(th_int(c, "SELECT last_value FROM outbox_relay_waiting"), 0);
+    kill(relay, SIGTERM);
+    th_exec(h2, "COMMIT");
     t0 = th_now_ms();
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
-    fprintf(stderr, "stop while setting the waiting flag: exited after %lld ms\n", (long long)(th_now_ms() - t0));
-    ck_assert_int_lt(th_now_ms() - t0, (int64_t)(2000 + 2500 * th_mult()));
-    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox_relay_state WHERE waiting"), 0);
+    ck_assert_int_eq(th_relay_stop(relay, 0, 20000), 0);
+    fprintf(stderr, "stop while setting the waiting flag: exited %lld ms after it was set\n",
+            (long long)(th_now_ms() - t0));
+    ck_assert_int_lt(th_now_ms() - t0, (int64_t)(2500 * th_mult()));
+    ck_assert_int_eq(th_int(c, TH_RELAY_WAITING), 0);
+    PQfinish(h1);
+    PQfinish(h2);
     PQfinish(c);
     th_mock_stop(&m);
 }

@@ -73,6 +73,8 @@ const char *th_src(const char *rel);
 int th_wait(int (*cond)(void *), void *arg, int timeout_ms);
 /* Returns when count(*) of unsent, unparked rows is 0 (1) or on timeout (0). */
 int th_wait_drained(const th_ctx_t *t, int timeout_ms);
+/* 1 while the relay of public.outbox says it is waiting (writers NOTIFY), else 0. */
+#define TH_RELAY_WAITING "SELECT COALESCE(pg_sequence_last_value('outbox_relay_waiting'), 0)"
 /* Polls sql (one count) until it reaches n; fails the test on timeout. */
 void th_wait_count(const th_ctx_t *t, const char *sql, long n, int timeout_ms);
 /* Waits until a line of the relay log contains needle; fails the test on timeout. */
