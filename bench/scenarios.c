@@ -597,6 +597,14 @@ static bench_row_t *writers_rows(bench_t *b, const char *key, const char *figure
         bench_row(b, "writers", k, "  relay process CPU during the run", o->relay_cores, "cores");
         snprintf(k, sizeof k, "%s_backend_cores", key);
         bench_row(b, "writers", k, "  relay's PostgreSQL backends' CPU during the run", o->backend_cores, "cores");
+        /* What publishing costs per event beside busy writers, and the share
+         * of the machine it takes from them. */
+        snprintf(k, sizeof k, "%s_relay_us_per_event", key);
+        bench_row(b, "writers", k, "  relay + backends CPU per writer event",
+                  (o->relay_cores + o->backend_cores) / o->tps * 1e6, "us");
+        snprintf(k, sizeof k, "%s_relay_share", key);
+        bench_row(b, "writers", k, "  relay + backends share of the machine's CPU",
+                  (o->relay_cores + o->backend_cores) / (double)sysconf(_SC_NPROCESSORS_ONLN) * 100, "%");
         snprintf(k, sizeof k, "%s_flag_share", key);
         bench_row(b, "writers", k, "  waiting flag set (share of samples)", o->flag_share * 100, "%");
     }

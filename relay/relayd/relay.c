@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -333,32 +334,50 @@ static void disconnect(relay_t *r, const char *why) {
     r->reconnect_at = now_ms() + delay;
 }
 
-static void try_connect(relay_t *r) {
+typedef struct {
+    const obx_config_t *cfg;
+    PGconn *conn;
     char err[512];
-    int lead;
+} mconnect_t;
 
+static void *connect_marks(void *arg) {
+    mconnect_t *m = arg;
+    m->conn = obx_outbox_connect(m->cfg, "outbox-relay marks", 0, m->err, sizeof m->err);
+    return NULL;
+}
+
+/* Fails with why after closing both sessions; the claiming one, if open,
+ * counts as a lost connection. */
+static void connect_failed(relay_t *r, mconnect_t *m, const char *why) {
+    if (m->conn)
+        PQfinish(m->conn);
+    m->conn = NULL;
+    disconnect(r, why);
+}
+
+static void try_connect(relay_t *r) {
+    mconnect_t m = {.cfg = r->cfg};
+    pthread_t th;
+    char err[512]; /* the claiming session's error, or why there is no horizon */
+    int lead, threaded;
+
+    /* The marking session connects on a thread meanwhile (the poll loop
+     * does not run yet): backend start-up dominates the relay's, which is
+     * on the path of the first event. */
+    threaded = pthread_create(&th, NULL, connect_marks, &m) == 0;
+    if (!threaded)
+        connect_marks(&m);
     r->conn = obx_outbox_connect(r->cfg, "outbox-relay", 1, err, sizeof err);
-    if (!r->conn) {
-        disconnect(r, err);
+    lead = r->conn ? obx_outbox_try_lead(r->conn, r->cfg, err, sizeof err) : -1;
+    if (lead >= 0 && (r->hz_ok = obx_outbox_prepare_horizon(r->conn, r->cfg, err, sizeof err)) < 0)
+        lead = -1;
+    if (threaded)
+        pthread_join(th, NULL);
+    if (lead < 0 || !m.conn) {
+        connect_failed(r, &m, lead < 0 ? err : m.err);
         return;
     }
-    r->mconn = obx_outbox_connect(r->cfg, "outbox-relay marks", 0, err, sizeof err);
-    if (!r->mconn) {
-        PQfinish(r->conn);
-        r->conn = NULL;
-        disconnect(r, err);
-        return;
-    }
-    lead = obx_outbox_try_lead(r->conn, r->cfg, err, sizeof err);
-    if (lead < 0) {
-        disconnect(r, err);
-        return;
-    }
-    r->hz_ok = obx_outbox_prepare_horizon(r->conn, r->cfg, err, sizeof err);
-    if (r->hz_ok < 0) {
-        disconnect(r, err);
-        return;
-    }
+    r->mconn = m.conn;
     if (!r->hz_ok)
         OBX_LOG(OBX_LOG_WARN, "claims wait for their marks (no pipelining)", KS("reason", err));
     r->hz_want = r->hz_ok;
