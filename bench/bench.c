@@ -58,16 +58,19 @@
  *              prepares and the leader lock), median and max over every
  *              relay start of the run.
  *   steady     after one warm-up event, --writers threads insert at each of
- *              --rates events/s for --duration s. Latency is sent_at -
- *              created_at per row: created_at is clock_timestamp() at the
- *              insert, sent_at is now() of the marking UPDATE, which runs
- *              after the broker's acknowledgement: commit-to-mark, an upper
- *              bound of commit-to-acknowledgement.
+ *              --rates events/s for --duration s. Latency per row is
+ *              sent_at minus the writer's commit timestamp
+ *              (track_commit_timestamp, on in the throwaway cluster, read
+ *              through the inserting xid each writer kept; else created_at,
+ *              the insert): sent_at is now() of the marking UPDATE, which
+ *              runs after the broker's acknowledgement, so this is an upper
+ *              bound of commit-to-acknowledgement. Beside each percentile,
+ *              the same percentile of the writers' own insert round trips:
+ *              the commit timestamp is taken before the commit's WAL flush,
+ *              and the row is visible to the relay only after it.
  *   idle       after one warm-up event, --idle-samples single inserts, each
  *              once the relay has set its waiting flag and gone to sleep;
- *              latency is sent_at minus the insert's commit timestamp
- *              (track_commit_timestamp, on in the throwaway cluster; else
- *              created_at).
+ *              latency as in steady, beside the inserts' own round trips.
  *   writers    pgbench, --writers clients, one outbox_enqueue per transaction
  *              for --duration s. After an unreported warm-up run (a fresh
  *              cluster creates its WAL segments then), four variants: the
@@ -447,7 +450,7 @@ int main(int argc, char **argv) {
         .idle_samples = 200, .consumer_events = 20000, .rates = {1000, 10000}, .nrates = 2,
         .mock_pid = -1,
         /* Until scenario_raw measures them: no reference, no ratio. */
-        .raw_pg_rate = NAN, .raw_kafka_rate = NAN, .raw_floor_ms = NAN, .raw_cpu_100k = NAN,
+        .raw_pg_rate = NAN, .raw_kafka_rate = NAN, .raw_cpu_100k = NAN,
         .raw_backend_cpu_100k = NAN, .raw_producer_hwm_mb = NAN, .raw_first_ack_ms = NAN,
         .raw_connect_ms = NAN,
     };

@@ -81,7 +81,6 @@ typedef struct {
     /* raw limits, measured first, used as references by later scenarios;
      * NAN when not measured */
     double raw_pg_rate, raw_kafka_rate;   /* rows/s, msgs/s */
-    double raw_floor_ms;                  /* single-row claim+mark + single message produce->ack, p50s */
     double raw_cpu_100k;                  /* client CPU of (a) + (b) per 100k */
     double raw_backend_cpu_100k;          /* PostgreSQL backend CPU of (a) per 100k, NAN unknown */
     double raw_producer_hwm_mb;

@@ -205,9 +205,9 @@ static void raw_kafka(bench_t *b, raw_result_t *r) {
         goto out;
     for (int i = 0; i < b->payload; i++)
         payload[i] = (char)('a' + i % 26);
-    /* linger.ms 0 like the relay's default, so (b1) is the floor the relay works against. */
+    /* linger.ms 0 and no Nagle like the relay's defaults, so (b1) is the floor the relay works against. */
     if (conf_set(conf, "bootstrap.servers", b->bootstrap, r) || conf_set(conf, "log_level", "3", r) ||
-        conf_set(conf, "linger.ms", "0", r) ||
+        conf_set(conf, "linger.ms", "0", r) || conf_set(conf, "socket.nagle.disable", "true", r) ||
         conf_set(conf, "queue.buffering.max.messages", qmax, r) || conf_sets(b, conf, r) ||
         conf_set(conf, "enable.idempotence", "true", r))
         goto out;
@@ -356,7 +356,6 @@ int scenario_raw(bench_t *b) {
         goto out;
     b->raw_pg_rate = (double)pg.n / pg.secs;
     b->raw_kafka_rate = (double)kafka.n / kafka.secs;
-    b->raw_floor_ms = pg.single_p50_ms + kafka.single_p50_ms;
     b->raw_cpu_100k = (pg.cpu_s / (double)pg.n + kafka.cpu_s / (double)kafka.n) * 1e5;
     b->raw_backend_cpu_100k = pg.backend_cpu_s / (double)pg.n * 1e5;
     b->raw_producer_hwm_mb = kafka.idle_hwm_mb;

@@ -149,6 +149,38 @@ static int warm_up(PGconn *c, const bench_child_t *relay) {
     return wait_marked(c, relay, id, 30, &done);
 }
 
+/* ids and inserting xids of latency samples as two array literals. */
+typedef struct {
+    char *ids, *xids;
+    size_t ids_len, xids_len, cap;
+} samples_t;
+
+/* Room for n samples: every id (up to 20 digits) and xid (10), with commas and braces. */
+static int samples_init(samples_t *a, size_t n) {
+    a->cap = n * 24 + 8;
+    a->ids = malloc(a->cap);
+    a->xids = malloc(a->cap);
+    a->ids_len = a->xids_len = 1;
+    if (!a->ids || !a->xids)
+        return -1;
+    strcpy(a->ids, "{");
+    strcpy(a->xids, "{");
+    return 0;
+}
+
+static void samples_free(samples_t *a) {
+    free(a->ids);
+    free(a->xids);
+}
+
+/* Drops a sample that does not fit: the count read back shows it. */
+static void samples_add(samples_t *a, const char *id, const char *xid) {
+    if (a->ids_len + strlen(id) + 3 > a->cap || a->xids_len + strlen(xid) + 3 > a->cap)
+        return;
+    a->ids_len += (size_t)sprintf(a->ids + a->ids_len, "%s%s", a->ids_len > 1 ? "," : "", id);
+    a->xids_len += (size_t)sprintf(a->xids + a->xids_len, "%s%s", a->xids_len > 1 ? "," : "", xid);
+}
+
 /* Steady writers: thread k writes events k, k+T, k+2T, ..., event i being
  * due at start + i/rate. A thread that fell behind catches up without
  * sleeping, so the offered rate holds on average. */
@@ -158,6 +190,9 @@ typedef struct {
     double rate, start, end;
     double finished;       /* a writer that fell behind ends after end */
     long committed, failed;
+    samples_t samples;     /* every committed event's id and xid */
+    double *lat;           /* each committed insert's round trip, ms */
+    long nlat, caplat;
     pthread_t thread;
 } writer_t;
 
@@ -178,7 +213,11 @@ static void *writer_main(void *arg) {
 
     if (!c || !payload)
         goto out;
-    res = PQprepare(c, "enqueue", "SELECT outbox_enqueue('bench', $1, 'BenchEvent', $2)", 2, types);
+    /* What outbox_enqueue does, returning what the latency needs. */
+    res = PQprepare(c, "enqueue",
+                    "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+                    " VALUES ('bench', $1, 'BenchEvent', $2) RETURNING id, xmin",
+                    2, types);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         bench_log("prepare: %s", PQresultErrorMessage(res));
         goto out;
@@ -191,14 +230,19 @@ static void *writer_main(void *arg) {
         const char *vals[2] = {agg, payload};
         const int lens[2] = {0, b->payload}, fmts[2] = {0, 1};
         PGresult *ins;
+        double sent;
 
         if (due >= w->end || bench_stop)
             break;
         bench_sleep_until(due);
         snprintf(agg, sizeof agg, "agg-%d", (int)(splitmix64((uint64_t)i) % (uint64_t)b->aggregates));
+        sent = bench_now();
         ins = PQexecPrepared(c, "enqueue", 2, vals, lens, fmts, 0);
         if (PQresultStatus(ins) == PGRES_TUPLES_OK) {
             w->committed++;
+            samples_add(&w->samples, PQgetvalue(ins, 0, 0), PQgetvalue(ins, 0, 1));
+            if (w->nlat < w->caplat)
+                w->lat[w->nlat++] = (bench_now() - sent) * 1000;
         } else if (w->failed++ == 0) {
             bench_log("writer %d: %s", w->index, PQresultErrorMessage(ins));
         }
@@ -214,21 +258,34 @@ out:
     return NULL;
 }
 
-/* Returns the rows committed and the seconds the writers took for them. */
-static int run_writers(bench_t *b, double rate, long *committed, long *failed, double *secs) {
+static int cmp_double(const void *x, const void *y) {
+    double a = *(const double *)x, c = *(const double *)y;
+    return a < c ? -1 : a > c;
+}
+
+/* Returns the rows committed, the seconds the writers took for them, their
+ * samples (caller frees) and the p50, p99, p999 of their inserts' round
+ * trips (insert and commit, fsync included: a row is visible to the relay
+ * no sooner). */
+static int run_writers(bench_t *b, double rate, long *committed, long *failed, double *secs,
+                       samples_t *all, double wlat[3]) {
     writer_t *w = calloc((size_t)b->writers, sizeof *w);
     /* Half a second for every writer to connect before the first event is due. */
     double start = bench_now() + 0.5;
+    size_t per = (size_t)(rate * b->duration_s) / (size_t)b->writers + 2;
     int started = 0;
 
-    if (!w)
-        return -1;
+    if (!w || samples_init(all, per * (size_t)b->writers) != 0)
+        goto fail;
     *committed = *failed = 0;
     *secs = b->duration_s;
     for (; started < b->writers; started++) {
         w[started] = (writer_t){.b = b, .index = started, .rate = rate, .start = start,
                                 .end = start + b->duration_s};
-        if (pthread_create(&w[started].thread, NULL, writer_main, &w[started]) != 0) {
+        w[started].caplat = (long)per;
+        w[started].lat = malloc(per * sizeof *w[started].lat);
+        if (!w[started].lat || samples_init(&w[started].samples, per) != 0 ||
+            pthread_create(&w[started].thread, NULL, writer_main, &w[started]) != 0) {
             bench_log("pthread_create failed");
             break;
         }
@@ -239,9 +296,36 @@ static int run_writers(bench_t *b, double rate, long *committed, long *failed, d
         *failed += w[i].failed;
         if (w[i].finished - start > *secs)
             *secs = w[i].finished - start;
+        /* Each thread's list without its brace, after a comma when not first. */
+        if (w[i].samples.ids_len > 1) {
+            all->ids_len += (size_t)sprintf(all->ids + all->ids_len, "%s%s", all->ids_len > 1 ? "," : "",
+                                            w[i].samples.ids + 1);
+            all->xids_len += (size_t)sprintf(all->xids + all->xids_len, "%s%s", all->xids_len > 1 ? "," : "",
+                                             w[i].samples.xids + 1);
+        }
+    }
+    {
+        double *lat = malloc(per * (size_t)b->writers * sizeof *lat);
+        long n = 0;
+        for (int i = 0; lat && i < started; i++) {
+            memcpy(lat + n, w[i].lat, (size_t)w[i].nlat * sizeof *lat);
+            n += w[i].nlat;
+        }
+        qsort(lat, (size_t)n, sizeof *lat, cmp_double);
+        wlat[0] = n ? lat[n / 2] : NAN;
+        wlat[1] = n ? lat[n * 99 / 100] : NAN;
+        wlat[2] = n ? lat[n * 999 / 1000] : NAN;
+        free(lat);
+    }
+    for (int i = 0; i < b->writers; i++) {
+        samples_free(&w[i].samples);
+        free(w[i].lat);
     }
     free(w);
     return started == b->writers ? 0 : -1;
+fail:
+    free(w);
+    return -1;
 }
 
 /* Reads the one row of res as n numbers (NULL: NAN) and clears it. */
@@ -258,24 +342,30 @@ static int read_row(PGresult *res, double *out, int n, const char *what) {
     return rc;
 }
 
-/* p50, p99, p999 and count of sent_at - created_at (ms) over ids in (from, to]. */
-static int latency_pcts(PGconn *c, double from, double to, double out[4]) {
-    char lo[32], hi[32];
-    const char *params[2] = {lo, hi};
+static const char *const pct_names[3] = {"p50", "p99", "p999"};
+
+/* p50, p99, p999 (ms) and count of sent_at minus each sample's commit: the
+ * commit record's timestamp (track_commit_timestamp), taken from the xid
+ * that inserted it since the mark replaced the row's xmin; without it,
+ * created_at (the insert) is the best bound. Closes the arrays. */
+static int sample_latencies(const bench_t *b, PGconn *c, samples_t *a, double out[4]) {
+    const char *from = b->commit_ts ? "pg_xact_commit_timestamp(u.x)" : "o.created_at";
+    const char *params[2] = {a->ids, a->xids};
+    char sql[700];
     PGresult *res;
 
-    snprintf(lo, sizeof lo, "%.0f", from);
-    snprintf(hi, sizeof hi, "%.0f", to);
-    res = PQexecParams(c,
-        "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY d), percentile_disc(0.99) WITHIN GROUP (ORDER BY d),"
-        " percentile_disc(0.999) WITHIN GROUP (ORDER BY d), count(d)"
-        " FROM (SELECT extract(epoch FROM sent_at - created_at) * 1000 AS d FROM outbox"
-        "       WHERE id > $1::bigint AND id <= $2::bigint) s",
-        2, NULL, params, NULL, NULL, 0);
+    strcpy(a->ids + a->ids_len, "}");
+    strcpy(a->xids + a->xids_len, "}");
+    snprintf(sql, sizeof sql,
+             "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY d), percentile_disc(0.99) WITHIN GROUP (ORDER BY d),"
+             " percentile_disc(0.999) WITHIN GROUP (ORDER BY d), count(d)"
+             " FROM (SELECT extract(epoch FROM o.sent_at - %s) * 1000 AS d"
+             "       FROM unnest($1::bigint[], $2::xid[]) AS u(id, x) JOIN outbox o ON o.id = u.id) s",
+             from);
+    res = PQexecParams(c, sql, 2, NULL, params, NULL, NULL, 0);
     return read_row(res, out, 4, "latency query");
 }
 
-static const char *const pct_names[3] = {"p50", "p99", "p999"};
 
 int scenario_steady(bench_t *b) {
     PGconn *c = db_reset(b);
@@ -287,17 +377,19 @@ int scenario_steady(bench_t *b) {
     if (relay_start(b, &relay) != 0 || warm_up(c, &relay) != 0 || db_wait_waiting(c, 10) != 0)
         goto out;
     for (int k = 0; k < b->nrates; k++) {
-        double from, to, done, secs, pct[4];
+        double to, done, secs, pct[4], wlat[3];
         long committed, failed;
         char key[48], fig[72];
         bench_row_t *r;
-        int rate = b->rates[k];
+        samples_t samples = {0};
+        int rate = b->rates[k], bad;
 
         bench_log("steady: %d events/s for %d s", rate, b->duration_s);
-        if (db_num(c, "SELECT coalesce(max(id), 0) FROM outbox", 0, NULL, &from) != 0 ||
-            run_writers(b, rate, &committed, &failed, &secs) != 0 ||
-            db_num(c, "SELECT coalesce(max(id), 0) FROM outbox", 0, NULL, &to) != 0 ||
-            wait_marked(c, &relay, to, 60, &done) != 0 || latency_pcts(c, from, to, pct) != 0)
+        bad = run_writers(b, rate, &committed, &failed, &secs, &samples, wlat) != 0 ||
+              db_num(c, "SELECT coalesce(max(id), 0) FROM outbox", 0, NULL, &to) != 0 ||
+              wait_marked(c, &relay, to, 60, &done) != 0 || sample_latencies(b, c, &samples, pct) != 0;
+        samples_free(&samples);
+        if (bad)
             goto out;
         if (failed > 0)
             bench_note(b, "steady %d/s: %ld inserts failed", rate, failed);
@@ -314,9 +406,10 @@ int scenario_steady(bench_t *b) {
         bench_row_ref(r, "ev/s offered", rate);
         for (int i = 0; i < 3; i++) {
             snprintf(key, sizeof key, "rate_%d_commit_to_mark_ms_%s", rate, pct_names[i]);
-            snprintf(fig, sizeof fig, "%d/s: commit-to-mark %s, sent_at-created_at", rate, pct_names[i]);
+            snprintf(fig, sizeof fig, "%d/s: %s-to-mark %s", rate, b->commit_ts ? "commit" : "insert",
+                     pct_names[i]);
             r = bench_row(b, "steady", key, fig, pct[i], "ms");
-            bench_row_ref(r, "ms (a1)+(b1) floor", b->raw_floor_ms);
+            bench_row_ref(r, "ms writers' insert+commit", wlat[i]);
             /* The target is commit-to-ack p99 at 1000/s; this bounds it from above. */
             if (rate == 1000 && i == 1)
                 bench_row_target(r, '<', 0, 10);
@@ -348,51 +441,20 @@ static int poll_true(PGconn *c, const char *sql, int nparams, const char *const 
     return -1;
 }
 
-/* ids and inserting xids of the samples as two array literals. */
-typedef struct {
-    char *ids, *xids;
-    size_t ids_len, xids_len;
-} idle_arrays_t;
-
-static int idle_latencies(bench_t *b, PGconn *c, const idle_arrays_t *a, double out[2]) {
-    /* The commit record's timestamp (track_commit_timestamp) is when the
-     * writer committed; without it, created_at (the insert) is the best bound. */
-    const char *from = b->commit_ts ? "pg_xact_commit_timestamp(u.x)" : "o.created_at";
-    const char *params[2] = {a->ids, a->xids};
-    char sql[600];
-    PGresult *res;
-
-    snprintf(sql, sizeof sql,
-             "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY d), percentile_disc(0.99) WITHIN GROUP (ORDER BY d)"
-             " FROM (SELECT extract(epoch FROM o.sent_at - %s) * 1000 AS d"
-             "       FROM unnest($1::bigint[], $2::xid[]) AS u(id, x) JOIN outbox o ON o.id = u.id) s",
-             from);
-    res = PQexecParams(c, sql, 2, NULL, params, NULL, NULL, 0);
-    return read_row(res, out, 2, "idle latency query");
-}
-
-static void arrays_add(idle_arrays_t *a, const char *id, const char *xid) {
-    a->ids_len += (size_t)sprintf(a->ids + a->ids_len, "%s%s", a->ids_len > 1 ? "," : "", id);
-    a->xids_len += (size_t)sprintf(a->xids + a->xids_len, "%s%s", a->xids_len > 1 ? "," : "", xid);
-}
-
 int scenario_idle(bench_t *b) {
     PGconn *c = db_reset(b);
     bench_child_t relay = {.pid = -1};
     const Oid types[2] = {TEXTOID, BYTEAOID};
-    /* Room for every id (up to 20 digits) and xid (10), with commas and braces. */
-    size_t cap = (size_t)b->idle_samples * 24 + 8;
-    idle_arrays_t a = {malloc(cap), malloc(cap), 1, 1};
+    samples_t a = {0};
     char *payload = malloc((size_t)b->payload);
     PGresult *res = NULL;
-    double lat[2];
+    double lat[4], *own = malloc((size_t)b->idle_samples * sizeof *own);
+    long nown = 0;
     bench_row_t *r;
     int rc = -1;
 
-    if (!c || !a.ids || !a.xids || !payload)
+    if (!c || samples_init(&a, (size_t)b->idle_samples) != 0 || !payload || !own)
         goto out;
-    strcpy(a.ids, "{");
-    strcpy(a.xids, "{");
     memset(payload, 'x', (size_t)b->payload);
     res = PQprepare(c, "insert",
                     "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
@@ -410,6 +472,7 @@ int scenario_idle(bench_t *b) {
         const char *vals[2] = {agg, payload}, *idp[1] = {id};
         const int lens[2] = {0, b->payload}, fmts[2] = {0, 1};
         PGresult *ins;
+        double sent;
 
         if (db_wait_waiting(c, 10) != 0)
             goto out;
@@ -417,39 +480,42 @@ int scenario_idle(bench_t *b) {
          * finish that and sleep on LISTEN, so each insert wakes an idle relay. */
         bench_sleep_ms(20);
         snprintf(agg, sizeof agg, "agg-%d", i % b->aggregates);
+        sent = bench_now();
         ins = PQexecPrepared(c, "insert", 2, vals, lens, fmts, 0);
+        own[nown++] = (bench_now() - sent) * 1000;
         if (PQresultStatus(ins) != PGRES_TUPLES_OK) {
             bench_log("insert: %s", PQresultErrorMessage(ins));
             PQclear(ins);
             goto out;
         }
         snprintf(id, sizeof id, "%s", PQgetvalue(ins, 0, 0));
-        arrays_add(&a, id, PQgetvalue(ins, 0, 1));
+        samples_add(&a, id, PQgetvalue(ins, 0, 1));
         PQclear(ins);
         if (poll_true(c, "SELECT (sent_at IS NOT NULL)::int FROM outbox WHERE id = $1::bigint", 1, idp,
                       10) != 0)
             goto out;
     }
-    strcpy(a.ids + a.ids_len, "}");
-    strcpy(a.xids + a.xids_len, "}");
-    if (bench_stop || idle_latencies(b, c, &a, lat) != 0 || relay_stop(&relay) != 0)
+    if (bench_stop || sample_latencies(b, c, &a, lat) != 0 || relay_stop(&relay) != 0)
         goto out;
+    /* Beside each, the insert's own round trip (fsync included): the row is
+     * visible to the relay no sooner. */
+    qsort(own, (size_t)nown, sizeof *own, cmp_double);
     r = bench_row(b, "idle", "wake_ms_p50",
                   b->commit_ts ? "commit-to-mark p50, relay asleep" : "insert-to-mark p50, relay asleep",
                   lat[0], "ms");
-    bench_row_ref(r, "ms (a1)+(b1) floor", b->raw_floor_ms);
+    bench_row_ref(r, "ms insert+commit", nown ? own[nown / 2] : NAN);
     r = bench_row(b, "idle", "wake_ms_p99",
                   b->commit_ts ? "commit-to-mark p99, relay asleep" : "insert-to-mark p99, relay asleep",
                   lat[1], "ms");
-    bench_row_ref(r, "ms (a1)+(b1) floor", b->raw_floor_ms);
+    bench_row_ref(r, "ms insert+commit", nown ? own[nown * 99 / 100] : NAN);
     bench_row_target(r, '<', 0, 5);
     rc = 0;
 out:
     if (relay.pid > 0)
         bench_reap(relay.pid, SIGKILL, 5);
     PQclear(res);
-    free(a.ids);
-    free(a.xids);
+    samples_free(&a);
+    free(own);
     free(payload);
     PQfinish(c);
     return rc;

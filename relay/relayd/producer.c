@@ -72,11 +72,15 @@ obx_producer_t *obx_producer_new(const obx_config_t *cfg, obx_dr_fn dr, void *ct
     /* Defaults the user may override: infinite delivery timeout so an outage
      * delays messages instead of failing them (which would break key order);
      * no linger, because the relay hands over whole claim batches anyway and
-     * librdkafka's 5 ms would be the latency floor of every quiet event. */
+     * librdkafka's 5 ms would be the latency floor of every quiet event; no
+     * Nagle (librdkafka leaves it on, the Java client turns it off): a
+     * request sent while another is unacknowledged would otherwise wait
+     * for the broker's delayed ACK. */
     snprintf(qmax, sizeof qmax, "%d", cfg->max_inflight + cfg->batch_size + 1000);
     if (set(conf, "client.id", "outbox-relay", errstr, errsize) ||
         set(conf, "message.timeout.ms", "0", errstr, errsize) ||
         set(conf, "linger.ms", "0", errstr, errsize) ||
+        set(conf, "socket.nagle.disable", "true", errstr, errsize) ||
         set(conf, "queue.buffering.max.messages", qmax, errstr, errsize) ||
         set(conf, "log.queue", "true", errstr, errsize))
         goto fail;

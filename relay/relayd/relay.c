@@ -471,8 +471,13 @@ static void send_next(relay_t *r) {
     } else if (r->blocked) {
         return;
     } else if (r->cursor >= r->hz) {
-        r->scan_end = 1; /* nothing safe past the cursor: rescan once drained */
+        /* Nothing safe past the cursor: rescan once drained, and ask for a
+         * newer horizon. Decide again now: returning with nothing sent left
+         * the loop asleep until its 1 s poll timeout when the marks were
+         * already done. */
+        r->scan_end = 1;
         r->hz_want = r->hz_ok;
+        send_next(r);
         return;
     } else {
         r->op_after = r->cursor;
@@ -729,16 +734,25 @@ static void check_fatal(relay_t *r) {
 /* A due timer whose work is still waiting (a query in flight, the in-flight
  * bound reached) is not a reason to wake: the event it waits for wakes us.
  * Counting it would spin the loop. */
+/* A deadline whose work may have to wait for a query: once due it must not
+ * end every poll at once (the loop would spin), so a passed one is skipped. */
 static int64_t sooner(int64_t next, int64_t at, int64_t now) { return at > now && at < next ? at : next; }
+
+/* A deadline the loop acts on at its top whatever else is running: one that
+ * passed while this turn ran ends the poll at once. Skipped, it left the
+ * relay asleep for the whole 1 s poll timeout now and then while it
+ * followed writers (a busy-poll pause that ended between the top of the
+ * loop and the poll). */
+static int64_t due(int64_t next, int64_t at, int64_t now) { return at < now ? now : at < next ? at : next; }
 
 static int poll_timeout(const relay_t *r) {
     int64_t now = now_ms(), next = now + 1000;
     if (!r->conn)
-        next = sooner(next, r->reconnect_at, now);
+        next = due(next, r->reconnect_at, now);
     else if (!r->leader)
-        next = sooner(next, r->lead_retry_at, now);
+        next = due(next, r->lead_retry_at, now);
     if (r->idle == IDLE_SLEEP || r->idle == IDLE_POLL)
-        next = sooner(next, r->sleep_until, now);
+        next = due(next, r->sleep_until, now);
     if (r->scan_end)
         next = sooner(next, r->retry_at, now);
     if (r->hz_w && r->idle == IDLE_RUN)
@@ -746,7 +760,7 @@ static int poll_timeout(const relay_t *r) {
     if (r->cfg->stats_interval_s > 0)
         next = sooner(next, r->stats_at, now);
     if (r->stopping)
-        next = sooner(next, r->stop_deadline, now);
+        next = due(next, r->stop_deadline, now);
     if (r->fatal)
         next = sooner(next, now + 10, now);
     return (int)(next - now);
