@@ -150,6 +150,8 @@ int mock_start(bench_t *b);
 
 /* raw.c */
 int scenario_raw(bench_t *b);
+/* Loop (a) again on a fresh --events backlog: rows/s, NAN on failure. */
+double raw_pg_rate(bench_t *b);
 
 /* scenarios.c */
 int scenario_drain(bench_t *b);

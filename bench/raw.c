@@ -334,6 +334,17 @@ static double connect_floor_ms(const bench_t *b) {
     return bench_pick(v, n, 0.5);
 }
 
+double raw_pg_rate(bench_t *b) {
+    raw_result_t pg;
+    PGconn *c = db_open(b, BENCH_DB);
+    double maxid;
+    int ok = c && db_exec(c, "TRUNCATE outbox") == 0 && db_prefill(b, c, b->events + RAW_SINGLES, &maxid) == 0;
+
+    /* No connection may cross the fork: the child opens its own. */
+    PQfinish(c);
+    return ok && run_child(b, raw_pg, &pg) == 0 ? (double)pg.n / pg.secs : NAN;
+}
+
 int scenario_raw(bench_t *b) {
     raw_result_t pg, kafka;
     PGconn *c = db_reset(b);
