@@ -44,12 +44,17 @@
  *              floor of one event. (b0): the bare producer's rd_kafka_new ->
  *              first acknowledgement on a new topic. Runs with any scenario
  *              but writers.
- *   drain      --events rows pre-filled (--payload bytes, --aggregates keys);
- *              events/s from the relay's exec until all are marked sent
- *              (start-up included), and from its first mark to its last
- *              (sent_at: the publishing rate); the CPU busy meanwhile (relay,
- *              its two backends and the mock broker: loop (a) leaves Kafka
- *              out, the relay shares the cores with it).
+ *   drain      three pairs, each loop (a) again and then a relay draining
+ *              --events pre-filled rows (--payload bytes, --aggregates
+ *              keys): a drain lasts under a second, and single pairs swing
+ *              widely on a shared box. Reported: the median drain against
+ *              the median loop of the same pairs, and the lowest and highest
+ *              pair's ratio. Events/s from the relay's exec until all are
+ *              marked sent (start-up included), and from its first mark to
+ *              its last (sent_at: the publishing rate); the CPU busy
+ *              meanwhile (relay, its two backends and the mock broker: loop
+ *              (a) leaves Kafka out, the relay shares the cores with it).
+ *              The footprint figures below are the median drain's.
  *   footprint  from the drain: the relay's peak RSS (VmHWM) and CPU
  *              (utime+stime of /proc/PID/stat, all threads) read just before
  *              it is stopped, its PostgreSQL backends' CPU (claims and

@@ -76,6 +76,29 @@ END $$;
 
 SELECT outbox_install('public', 'outbox', 'outbox');
 
+-- Outbox tables made by an earlier version keep a trigger without the flag,
+-- so every insert would NOTIFY: give each one this role owns its flag and
+-- the new triggers, and name the others.
+DO $do$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN SELECT n.nspname, c.relname, c.relowner,
+                    split_part(encode(g.tgargs, 'escape'), '\000', 1) AS channel
+             FROM pg_catalog.pg_trigger g
+             JOIN pg_catalog.pg_class c ON c.oid = g.tgrelid
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE g.tgname = 'outbox_notify' AND g.tgqual IS NULL
+    LOOP
+        IF pg_catalog.pg_has_role(t.relowner, 'USAGE') THEN
+            PERFORM outbox_install(t.nspname, t.relname, t.channel);
+        ELSE
+            RAISE WARNING 'outbox table %.% has the old notify trigger: run SELECT outbox_install(%L, %L, %L) as its owner',
+                t.nspname, t.relname, t.nspname, t.relname, t.channel;
+        END IF;
+    END LOOP;
+END $do$;
+
 -- Enqueue one event into public.outbox in the caller's transaction; returns its event_id.
 CREATE OR REPLACE FUNCTION outbox_enqueue(
     p_aggregate_type text, p_aggregate_id text, p_event_type text, p_payload bytea,

@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +70,8 @@ typedef struct {
     int64_t op_after;        /* cursor the pending claim started from */
     int64_t op_hz;           /* horizon when the pending claim went out */
     int op_rescan;           /* the pending claim is a rescan from low */
+    int op_discard;          /* the pending claim was sent ahead of a batch that then stopped short */
+    int noflag_warned;
     int op_settled;          /* ... sent with nothing in flight */
     unsigned op_low_gen;
 
@@ -324,6 +325,7 @@ static void disconnect(relay_t *r, const char *why) {
     r->leader = 0;
     r->op = OP_NONE;
     r->mop = OP_NONE;
+    r->op_discard = 0;
     r->hz = 0;
     free(r->hz_w);
     r->hz_w = NULL;
@@ -334,50 +336,32 @@ static void disconnect(relay_t *r, const char *why) {
     r->reconnect_at = now_ms() + delay;
 }
 
-typedef struct {
-    const obx_config_t *cfg;
-    PGconn *conn;
-    char err[512];
-} mconnect_t;
-
-static void *connect_marks(void *arg) {
-    mconnect_t *m = arg;
-    m->conn = obx_outbox_connect(m->cfg, "outbox-relay marks", 0, m->err, sizeof m->err);
-    return NULL;
-}
-
-/* Fails with why after closing both sessions; the claiming one, if open,
- * counts as a lost connection. */
-static void connect_failed(relay_t *r, mconnect_t *m, const char *why) {
-    if (m->conn)
-        PQfinish(m->conn);
-    m->conn = NULL;
-    disconnect(r, why);
-}
-
 static void try_connect(relay_t *r) {
-    mconnect_t m = {.cfg = r->cfg};
-    pthread_t th;
-    char err[512]; /* the claiming session's error, or why there is no horizon */
-    int lead, threaded;
+    char err[512];
+    int lead;
 
-    /* The marking session connects on a thread meanwhile (the poll loop
-     * does not run yet): backend start-up dominates the relay's, which is
-     * on the path of the first event. */
-    threaded = pthread_create(&th, NULL, connect_marks, &m) == 0;
-    if (!threaded)
-        connect_marks(&m);
     r->conn = obx_outbox_connect(r->cfg, "outbox-relay", 1, err, sizeof err);
-    lead = r->conn ? obx_outbox_try_lead(r->conn, r->cfg, err, sizeof err) : -1;
-    if (lead >= 0 && (r->hz_ok = obx_outbox_prepare_horizon(r->conn, r->cfg, err, sizeof err)) < 0)
-        lead = -1;
-    if (threaded)
-        pthread_join(th, NULL);
-    if (lead < 0 || !m.conn) {
-        connect_failed(r, &m, lead < 0 ? err : m.err);
+    if (!r->conn) {
+        disconnect(r, err);
         return;
     }
-    r->mconn = m.conn;
+    r->mconn = obx_outbox_connect(r->cfg, "outbox-relay marks", 0, err, sizeof err);
+    if (!r->mconn) {
+        PQfinish(r->conn);
+        r->conn = NULL;
+        disconnect(r, err);
+        return;
+    }
+    lead = obx_outbox_try_lead(r->conn, r->cfg, err, sizeof err);
+    if (lead < 0) {
+        disconnect(r, err);
+        return;
+    }
+    r->hz_ok = obx_outbox_prepare_horizon(r->conn, r->cfg, err, sizeof err);
+    if (r->hz_ok < 0) {
+        disconnect(r, err);
+        return;
+    }
     if (!r->hz_ok)
         OBX_LOG(OBX_LOG_WARN, "claims wait for their marks (no pipelining)", KS("reason", err));
     r->hz_want = r->hz_ok;
@@ -531,26 +515,47 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
         /* Reset only once a claim worked: a session that connects but then
          * fails (missing table, no privilege) must keep backing off. */
         obx_backoff_reset(&r->backoff);
-        int n = PQntuples(res);
+        int n = PQntuples(res), rescan = r->op_rescan, ahead;
+        int64_t hz = r->op_hz;
+        if (r->op_discard) {
+            /* Its rows follow one that was not produced: a rescan finds them in order. */
+            r->op_discard = 0;
+            r->scan_end = 1;
+            PQclear(res);
+            return;
+        }
         r->claimed += n;
         if (n < r->cfg->batch_size)
             r->scan_end = 1;
         advance_low(r, n > 0 ? obx_outbox_row_id(res, 0) : INT64_MAX);
         if (n > 0) {
+            int64_t last = obx_outbox_row_id(res, n - 1);
             r->last_rows_ms = now_ms();
             OBX_LOG(OBX_LOG_DEBUG, "claimed", KI("rows", n), KI("after_id", r->op_after),
                     KI("inflight", r->inflight));
             if (r->idle == IDLE_RECHECK)
                 r->idle = IDLE_CLEAR;
+            /* A full batch below the horizon: send the next claim before
+             * producing this one, so that PostgreSQL reads the next batch
+             * while the relay produces this one (the two took turns, one
+             * core idle, in a drain). */
+            ahead = n == r->cfg->batch_size && !rescan && last < hz && r->idle == IDLE_RUN && !r->blocked &&
+                    !r->stopping && !r->fatal && r->inflight + n < r->cfg->max_inflight;
+            if (ahead) {
+                r->cursor = last;
+                send_next(r);
+            }
             produce_batch(r, res);
-            if (r->cursor > r->op_hz || (n < r->cfg->batch_size && !r->op_rescan)) {
+            if (ahead && r->op == OP_CLAIM && (r->cursor != last || r->blocked))
+                r->op_discard = 1;
+            if (r->cursor > hz || (n < r->cfg->batch_size && !rescan)) {
                 /* Ran past the horizon, or reached it: only a rescan may
                  * follow, and a newer horizon lets the next one pipeline.
                  * Rescans that follow writers need it only to move the low
                  * water: reading pg_locks on every one of them cost the
                  * relay's session a third of its CPU. */
                 r->scan_end = 1;
-                if (!r->op_rescan || now_ms() - r->hz_asked_ms >= HORIZON_REFRESH_MS)
+                if (!rescan || now_ms() - r->hz_asked_ms >= HORIZON_REFRESH_MS)
                     r->hz_want = r->hz_ok;
             }
             if (n < r->cfg->batch_size && r->idle == IDLE_RUN && !r->stopping) {
@@ -592,6 +597,12 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
         r->fails_n--;
         break;
     case OP_WAITING:
+        if (PQntuples(res) == 0 && !r->noflag_warned) {
+            /* Writers never or always notify: wake-ups wait for the fallback poll, or cost writers. */
+            OBX_LOG(OBX_LOG_WARN, "no waiting flag: the outbox_notify trigger is missing or older than this relay"
+                    " (run migrate)", KS("table", r->cfg->pg_table));
+            r->noflag_warned = 1;
+        }
         if (r->op_waiting) {
             /* A stop that came while the flag was being set must clear it. */
             r->idle = r->stopping ? IDLE_CLEAR : IDLE_RECHECK;

@@ -94,10 +94,10 @@ START_TEST(test_example_config) {
     ck_assert_uint_eq(cfg.kafka_n, 2);
     ck_assert_str_eq(cfg.kafka[0].key, "bootstrap.servers");
     ck_assert_str_eq(cfg.kafka[0].value, "127.0.0.1:9092");
-    ck_assert_int_eq(cfg.kafka[0].line, 29);
+    ck_assert_int_eq(cfg.kafka[0].line, 30);
     ck_assert_str_eq(cfg.kafka[1].key, "linger.ms");
     ck_assert_str_eq(cfg.kafka[1].value, "0");
-    ck_assert_int_eq(cfg.kafka[1].line, 30);
+    ck_assert_int_eq(cfg.kafka[1].line, 31);
 
     ck_assert_int_eq(cfg.batch_size, 500);
     ck_assert_int_eq(cfg.max_inflight, 5000);
