@@ -538,9 +538,11 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
             /* A full batch below the horizon: send the next claim before
              * producing this one, so that PostgreSQL reads the next batch
              * while the relay produces this one (the two took turns, one
-             * core idle, in a drain). */
+             * core idle, in a drain). Only with room in flight for both:
+             * under a tight bound, batches sent in pairs would be
+             * acknowledged in pairs and leave the pipe empty between. */
             ahead = n == r->cfg->batch_size && !rescan && last < hz && r->idle == IDLE_RUN && !r->blocked &&
-                    !r->stopping && !r->fatal && r->inflight + n < r->cfg->max_inflight;
+                    !r->stopping && !r->fatal && r->inflight + 2 * n < r->cfg->max_inflight;
             if (ahead) {
                 r->cursor = last;
                 send_next(r);
