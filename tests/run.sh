@@ -50,8 +50,12 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 echo "run.sh: postgres on $pghost:$PGPORT, kafka on $bootstrap, scratch in $tmp" >&2
 
 status=0
-meson test -C "$build" --print-errorlogs "$@" 2>&1 | tee "$tmp/meson-test.out" || true
+# PIPESTATUS must be read right after the pipeline: behind "|| true" it
+# would hold true's status, and every failure would pass.
+set +e
+meson test -C "$build" --print-errorlogs "$@" 2>&1 | tee "$tmp/meson-test.out"
 status=${PIPESTATUS[0]}
+set -e
 if [ $status -ne 0 ]; then
     echo "run.sh: FAILED (relay logs under $tmp/work/*/relay.log)" >&2
 fi
@@ -65,9 +69,11 @@ if [ $# -eq 0 ] && [ "${OBX_VALGRIND:-1}" != 0 ]; then
         meson setup "$vbuild" --buildtype=debugoptimized >/dev/null
     fi
     ninja -C "$vbuild" >/dev/null
+    set +e
     OBX_TEST_TMP=$tmp/work-vg meson test -C "$vbuild" --setup=valgrind --suite unit --suite integration \
-        --print-errorlogs 2>&1 | tee "$tmp/meson-valgrind.out" || true
+        --print-errorlogs 2>&1 | tee "$tmp/meson-valgrind.out"
     vstatus=${PIPESTATUS[0]}
+    set -e
     [ "$vstatus" -eq 0 ] || { echo "run.sh: valgrind run FAILED" >&2; status=1; }
 fi
 
@@ -101,5 +107,7 @@ if [ $# -eq 0 ] && [ "${FUZZ_SECONDS:-20}" -gt 0 ]; then
     done
 fi
 count() { cat "$tmp"/meson-*.out 2>/dev/null | awk -v k="$1:" '$1 == k { s += $2 } END { print s + 0 }'; }
-echo "tests: $(count Ok) passed, $(( $(count Fail) + $(count Timeout) )) failed"
+failed=$(( $(count Fail) + $(count Timeout) ))
+echo "tests: $(count Ok) passed, $failed failed"
+[ "$failed" -eq 0 ] || status=1
 exit $status
