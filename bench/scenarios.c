@@ -334,13 +334,9 @@ static int run_writers(bench_t *b, double rate, long *committed, long *failed, d
         *failed += w[i].failed;
         if (w[i].finished - start > *secs)
             *secs = w[i].finished - start;
-        /* Each thread's list without its brace, after a comma when not first. */
-        if (w[i].samples.ids_len > 1) {
-            all->ids_len += (size_t)sprintf(all->ids + all->ids_len, "%s%s", all->ids_len > 1 ? "," : "",
-                                            w[i].samples.ids + 1);
-            all->xids_len += (size_t)sprintf(all->xids + all->xids_len, "%s%s", all->xids_len > 1 ? "," : "",
-                                             w[i].samples.xids + 1);
-        }
+        /* Each thread's list, without its brace, is one more item of the whole. */
+        if (w[i].samples.ids_len > 1)
+            samples_add(all, w[i].samples.ids + 1, w[i].samples.xids + 1);
     }
     {
         double *lat = malloc(per * (size_t)b->writers * sizeof *lat);
