@@ -100,6 +100,10 @@ START_TEST(flash_sale_with_kills_and_rebalances) {
 }
 END_TEST
 
+static int stock_b_joined(void *t) {
+    return th_file_count(t, "stock-b.log", "msg=\"partition assigned\"") > 0;
+}
+
 /* The same flow on a real Kafka broker: group coordination, rebalances and
  * offsets as a real cluster does them. */
 START_TEST(flash_sale_real_broker) {
@@ -122,6 +126,9 @@ START_TEST(flash_sale_real_broker) {
     th_gen_orders(&t, 2000, 30);
     th_wait_count(&t, "SELECT count(*) FROM shop_stock_moves", 500, 60000);
     stock_b = th_spawn(&t, "obx-stock-consumer", sconf, "stock-b.log"); /* joins: rebalance */
+    /* Under valgrind the flow could finish before B had even connected, and
+     * the SIGTERM below then caught it starting up. */
+    ck_assert(th_wait(stock_b_joined, &t, 60000));
     th_wait_count(&t, "SELECT count(*) FROM shop_order_outcomes", 2000, 120000);
     ck_assert(th_wait_drained(&t, 30000));
     th_shop_check(&t, 2000);
