@@ -101,6 +101,8 @@ extern volatile sig_atomic_t bench_stop;
 
 /* util.c: time, logging, processes */
 double bench_now(void);
+/* Wall-clock seconds since the epoch: the clock of PostgreSQL's timestamps. */
+double bench_wall(void);
 void bench_sleep_until(double t);
 void bench_sleep_ms(double ms);
 void bench_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

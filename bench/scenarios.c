@@ -192,36 +192,55 @@ static int warm_up(PGconn *c, const bench_child_t *relay) {
     return wait_marked(c, relay, id, 30, &done);
 }
 
-/* ids and inserting xids of latency samples as two array literals. */
+/* Latency samples as three array literals: ids, inserting xids, and the
+ * wall-clock time at which each writer's commit had returned. */
 typedef struct {
-    char *ids, *xids;
-    size_t ids_len, xids_len, cap;
+    char *ids, *xids, *done;
+    size_t ids_len, xids_len, done_len, cap;
 } samples_t;
 
-/* Room for n samples: every id (up to 20 digits) and xid (10), with commas and braces. */
+/* Room for n samples: every id (up to 20 digits), xid (10) and time
+ * (17), with commas and braces. */
 static int samples_init(samples_t *a, size_t n) {
     a->cap = n * 24 + 8;
     a->ids = malloc(a->cap);
     a->xids = malloc(a->cap);
-    a->ids_len = a->xids_len = 1;
-    if (!a->ids || !a->xids)
+    a->done = malloc(a->cap);
+    a->ids_len = a->xids_len = a->done_len = 1;
+    if (!a->ids || !a->xids || !a->done)
         return -1;
     strcpy(a->ids, "{");
     strcpy(a->xids, "{");
+    strcpy(a->done, "{");
     return 0;
 }
 
 static void samples_free(samples_t *a) {
     free(a->ids);
     free(a->xids);
+    free(a->done);
+}
+
+/* Appends item to one list. */
+static void list_add(char *list, size_t *len, const char *item) {
+    *len += (size_t)sprintf(list + *len, "%s%s", *len > 1 ? "," : "", item);
 }
 
 /* Drops a sample that does not fit: the count read back shows it. */
-static void samples_add(samples_t *a, const char *id, const char *xid) {
-    if (a->ids_len + strlen(id) + 3 > a->cap || a->xids_len + strlen(xid) + 3 > a->cap)
+static void samples_add(samples_t *a, const char *id, const char *xid, const char *done) {
+    if (a->ids_len + strlen(id) + 3 > a->cap || a->xids_len + strlen(xid) + 3 > a->cap ||
+        a->done_len + strlen(done) + 3 > a->cap)
         return;
-    a->ids_len += (size_t)sprintf(a->ids + a->ids_len, "%s%s", a->ids_len > 1 ? "," : "", id);
-    a->xids_len += (size_t)sprintf(a->xids + a->xids_len, "%s%s", a->xids_len > 1 ? "," : "", xid);
+    list_add(a->ids, &a->ids_len, id);
+    list_add(a->xids, &a->xids_len, xid);
+    list_add(a->done, &a->done_len, done);
+}
+
+/* One sample: the insert's result (id, xid) and the time its commit returned. */
+static void samples_add_insert(samples_t *a, const PGresult *ins) {
+    char done[32];
+    snprintf(done, sizeof done, "%.6f", bench_wall());
+    samples_add(a, PQgetvalue(ins, 0, 0), PQgetvalue(ins, 0, 1), done);
 }
 
 /* Steady writers: thread k writes events k, k+T, k+2T, ..., event i being
@@ -283,7 +302,7 @@ static void *writer_main(void *arg) {
         ins = PQexecPrepared(c, "enqueue", 2, vals, lens, fmts, 0);
         if (PQresultStatus(ins) == PGRES_TUPLES_OK) {
             w->committed++;
-            samples_add(&w->samples, PQgetvalue(ins, 0, 0), PQgetvalue(ins, 0, 1));
+            samples_add_insert(&w->samples, ins);
             if (w->nlat < w->caplat)
                 w->lat[w->nlat++] = (bench_now() - sent) * 1000;
         } else if (w->failed++ == 0) {
@@ -336,7 +355,7 @@ static int run_writers(bench_t *b, double rate, long *committed, long *failed, d
             *secs = w[i].finished - start;
         /* Each thread's list, without its brace, is one more item of the whole. */
         if (w[i].samples.ids_len > 1)
-            samples_add(all, w[i].samples.ids + 1, w[i].samples.xids + 1);
+            samples_add(all, w[i].samples.ids + 1, w[i].samples.xids + 1, w[i].samples.done + 1);
     }
     {
         double *lat = malloc(per * (size_t)b->writers * sizeof *lat);
@@ -380,25 +399,32 @@ static const char *const pct_names[3] = {"p50", "p99", "p999"};
 /* p50, p99, p999 (ms) and count of sent_at minus each sample's commit: the
  * commit record's timestamp (track_commit_timestamp), taken from the xid
  * that inserted it since the mark replaced the row's xmin; without it,
- * created_at (the insert) is the best bound. Closes the arrays. */
-static int sample_latencies(const bench_t *b, PGconn *c, samples_t *a, double out[4]) {
+ * created_at (the insert) is the best bound. Then p50, p99, p999 of sent_at
+ * minus the moment the writer's commit had returned, by when the row was
+ * visible to the relay: the relay's own share, without the commit's WAL
+ * flush. Closes the arrays. */
+static int sample_latencies(const bench_t *b, PGconn *c, samples_t *a, double out[7]) {
     const char *from = b->commit_ts ? "pg_xact_commit_timestamp(u.x)" : "o.created_at";
-    const char *params[2] = {a->ids, a->xids};
-    char sql[700];
+    const char *params[3] = {a->ids, a->xids, a->done};
+    char sql[900];
     PGresult *res;
 
     strcpy(a->ids + a->ids_len, "}");
     strcpy(a->xids + a->xids_len, "}");
+    strcpy(a->done + a->done_len, "}");
     snprintf(sql, sizeof sql,
              "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY d), percentile_disc(0.99) WITHIN GROUP (ORDER BY d),"
-             " percentile_disc(0.999) WITHIN GROUP (ORDER BY d), count(d)"
-             " FROM (SELECT extract(epoch FROM o.sent_at - %s) * 1000 AS d"
-             "       FROM unnest($1::bigint[], $2::xid[]) AS u(id, x) JOIN outbox o ON o.id = u.id) s",
+             " percentile_disc(0.999) WITHIN GROUP (ORDER BY d), count(d),"
+             " percentile_disc(0.5) WITHIN GROUP (ORDER BY v), percentile_disc(0.99) WITHIN GROUP (ORDER BY v),"
+             " percentile_disc(0.999) WITHIN GROUP (ORDER BY v)"
+             " FROM (SELECT extract(epoch FROM o.sent_at - %s) * 1000 AS d,"
+             "              (extract(epoch FROM o.sent_at) - u.t) * 1000 AS v"
+             "       FROM unnest($1::bigint[], $2::xid[], $3::float8[]) AS u(id, x, t)"
+             "       JOIN outbox o ON o.id = u.id) s",
              from);
-    res = PQexecParams(c, sql, 2, NULL, params, NULL, NULL, 0);
-    return read_row(res, out, 4, "latency query");
+    res = PQexecParams(c, sql, 3, NULL, params, NULL, NULL, 0);
+    return read_row(res, out, 7, "latency query");
 }
-
 
 int scenario_steady(bench_t *b) {
     PGconn *c = db_reset(b);
@@ -410,7 +436,7 @@ int scenario_steady(bench_t *b) {
     if (relay_start(b, &relay) != 0 || warm_up(c, &relay) != 0 || db_wait_waiting(c, 10) != 0)
         goto out;
     for (int k = 0; k < b->nrates; k++) {
-        double to, done, secs, pct[4], wlat[3];
+        double to, done, secs, pct[7], wlat[3];
         long committed, failed;
         char key[48], fig[72];
         bench_row_t *r;
@@ -447,6 +473,12 @@ int scenario_steady(bench_t *b) {
             if (rate == 1000 && i == 1)
                 bench_row_target(r, '<', 0, 10);
         }
+        for (int i = 0; i < 3; i++) {
+            snprintf(key, sizeof key, "rate_%d_visible_to_mark_ms_%s", rate, pct_names[i]);
+            snprintf(fig, sizeof fig, "  %d/s: commit returned-to-mark %s", rate, pct_names[i]);
+            r = bench_row(b, "steady", key, fig, pct[4 + i], "ms");
+            bench_row_ref(r, "ms commit-to-mark", pct[i]);
+        }
     }
     if (relay_stop(&relay) != 0)
         goto out;
@@ -481,7 +513,7 @@ int scenario_idle(bench_t *b) {
     samples_t a = {0};
     char *payload = malloc((size_t)b->payload);
     PGresult *res = NULL;
-    double lat[4], *own = malloc((size_t)b->idle_samples * sizeof *own);
+    double lat[7], *own = malloc((size_t)b->idle_samples * sizeof *own);
     long nown = 0;
     bench_row_t *r;
     int rc = -1;
@@ -522,7 +554,7 @@ int scenario_idle(bench_t *b) {
             goto out;
         }
         snprintf(id, sizeof id, "%s", PQgetvalue(ins, 0, 0));
-        samples_add(&a, id, PQgetvalue(ins, 0, 1));
+        samples_add_insert(&a, ins);
         PQclear(ins);
         if (poll_true(c, "SELECT (sent_at IS NOT NULL)::int FROM outbox WHERE id = $1::bigint", 1, idp,
                       10) != 0)
@@ -541,6 +573,13 @@ int scenario_idle(bench_t *b) {
                   lat[1], "ms");
     bench_row_ref(r, "ms insert+commit", bench_pick(own, (size_t)nown, 0.99));
     bench_row_target(r, '<', 0, 5);
+    for (int i = 0; i < 2; i++) {
+        char key[32], fig[64];
+        snprintf(key, sizeof key, "visible_to_mark_ms_%s", pct_names[i]);
+        snprintf(fig, sizeof fig, "  commit returned-to-mark %s", pct_names[i]);
+        r = bench_row(b, "idle", key, fig, lat[4 + i], "ms");
+        bench_row_ref(r, "ms commit-to-mark", lat[i]);
+    }
     rc = 0;
 out:
     if (relay.pid > 0)

@@ -24,6 +24,12 @@ double bench_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+double bench_wall(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 void bench_sleep_until(double t) {
     struct timespec ts;
     ts.tv_sec = (time_t)t;

@@ -87,7 +87,7 @@ if [ $# -eq 0 ] && [ "${FUZZ_SECONDS:-20}" -gt 0 ]; then
     fi
     ninja -C "$fbuild" >/dev/null
     export LSAN_OPTIONS=suppressions=$root/tests/fuzz/lsan.supp
-    for target in config pgarray headers log; do
+    for target in config pgbin headers log; do
         corpus=$tmp/fuzz/$target
         mkdir -p "$corpus"
         cp "$root/tests/fuzz/corpus/$target/"* "$corpus/"

@@ -3,11 +3,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "pgarray.h"
+#include "pgbin.h"
 
 int obx_headers_build(const obx_row_t *row, rd_kafka_headers_t **out, char *errstr,
                       size_t errsize) {
-    obx_pgarray_elem_t keys[OBX_HEADERS_MAX], vals[OBX_HEADERS_MAX];
+    obx_pgbin_elem_t keys[OBX_HEADERS_MAX], vals[OBX_HEADERS_MAX];
     int nk = 0, nv = 0;
     rd_kafka_headers_t *hdrs;
 
@@ -17,8 +17,8 @@ int obx_headers_build(const obx_row_t *row, rd_kafka_headers_t **out, char *errs
         return -1;
     }
     if (row->hkeys) {
-        nk = obx_pgarray_decode(row->hkeys, row->hkeys_len, keys, OBX_HEADERS_MAX);
-        nv = row->hvals ? obx_pgarray_decode(row->hvals, row->hvals_len, vals, OBX_HEADERS_MAX) : -1;
+        nk = obx_pgbin_array(row->hkeys, row->hkeys_len, keys, OBX_HEADERS_MAX);
+        nv = row->hvals ? obx_pgbin_array(row->hvals, row->hvals_len, vals, OBX_HEADERS_MAX) : -1;
         if (nk < 0 || nv != nk) {
             snprintf(errstr, errsize, "headers: more than %d entries or undecodable", OBX_HEADERS_MAX);
             return -1;

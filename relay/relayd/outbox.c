@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "pgbin.h"
 #include "pgconn.h"
 
 enum {
@@ -15,8 +16,7 @@ enum {
 /* Headers arrive as two aligned text[] (keys, values) so the C side needs no
  * JSON parser; headers_ok says whether the jsonb was an object of strings. */
 static const char claim_sql[] =
-    "SELECT id, event_id::text, aggregate_type, aggregate_id, event_type, topic, payload,"
-    " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+    "SELECT id, event_id, aggregate_type, aggregate_id, event_type, topic, payload, created_at,"
     " attempts,"
     " CASE WHEN headers IS NULL THEN true"
     "      WHEN jsonb_typeof(headers) <> 'object' THEN false"
@@ -225,18 +225,6 @@ int obx_outbox_try_lead(PGconn *conn, const obx_config_t *cfg, char *errstr, siz
     return rc;
 }
 
-static uint64_t be64(const char *p) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return __builtin_bswap64(v);
-}
-
-static uint32_t be32(const char *p) {
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return __builtin_bswap32(v);
-}
-
 int obx_outbox_send_claim(PGconn *conn, int64_t after_id, int limit, int64_t upto_id) {
     /* Binary parameters, all int8 (PostgreSQL infers bigint for LIMIT), network byte order. */
     uint64_t a = __builtin_bswap64((uint64_t)after_id);
@@ -300,21 +288,21 @@ static const char *val_or_null(const PGresult *res, int i, int col) {
 }
 
 int64_t obx_outbox_row_id(const PGresult *res, int i) {
-    return (int64_t)be64(PQgetvalue(res, i, COL_ID));
+    return obx_pgbin_int64(PQgetvalue(res, i, COL_ID));
 }
 
 void obx_outbox_row(const PGresult *res, int i, obx_row_t *row) {
     memset(row, 0, sizeof *row);
     row->id = obx_outbox_row_id(res, i);
-    row->event_id = PQgetvalue(res, i, COL_EVENT_ID);
+    obx_pgbin_uuid(PQgetvalue(res, i, COL_EVENT_ID), row->event_id);
     row->aggregate_type = PQgetvalue(res, i, COL_AGG_TYPE);
     row->aggregate_id = val_or_null(res, i, COL_AGG_ID);
     row->event_type = PQgetvalue(res, i, COL_EVENT_TYPE);
     row->topic = val_or_null(res, i, COL_TOPIC);
     row->payload = val_or_null(res, i, COL_PAYLOAD);
     row->payload_len = row->payload ? (size_t)PQgetlength(res, i, COL_PAYLOAD) : 0;
-    row->created_at = PQgetvalue(res, i, COL_CREATED);
-    row->attempts = (int)be32(PQgetvalue(res, i, COL_ATTEMPTS));
+    obx_pgbin_timestamptz(PQgetvalue(res, i, COL_CREATED), row->created_at);
+    row->attempts = obx_pgbin_int32(PQgetvalue(res, i, COL_ATTEMPTS));
     row->headers_ok = PQgetvalue(res, i, COL_HEADERS_OK)[0] != 0;
     row->hkeys = val_or_null(res, i, COL_HKEYS);
     row->hkeys_len = row->hkeys ? (size_t)PQgetlength(res, i, COL_HKEYS) : 0;

@@ -1,7 +1,8 @@
 /* The relay's side of the PostgreSQL outbox: session set-up, prepared
  * statements, and asynchronous claim / mark / fail / waiting-flag queries.
- * Rows decoded by obx_outbox_row point into the PGresult: they live exactly
- * as long as the caller keeps that result (zero-copy produce relies on it). */
+ * Rows decoded by obx_outbox_row point into the PGresult (but for the event
+ * id and creation time, formatted into the row): they live exactly as long
+ * as the caller keeps that result (zero-copy produce relies on it). */
 #ifndef OBX_OUTBOX_H
 #define OBX_OUTBOX_H
 
@@ -10,19 +11,20 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "pgbin.h"
 
 #define OBX_HEADERS_MAX 64
 
 typedef struct {
     int64_t id;
-    const char *event_id;
+    char event_id[OBX_PGBIN_UUID_SIZE];
     const char *aggregate_type;
     const char *aggregate_id;   /* NULL when SQL NULL */
     const char *event_type;
     const char *topic;          /* NULL: route by config */
     const char *payload;        /* NULL when SQL NULL */
     size_t payload_len;
-    const char *created_at;     /* ISO 8601 UTC */
+    char created_at[OBX_PGBIN_TS_SIZE]; /* ISO 8601 UTC */
     int attempts;
     int headers_ok;             /* headers is NULL or an object of strings */
     const char *hkeys;          /* binary text[] or NULL */

@@ -241,10 +241,11 @@ static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, int32_
         OBX_LOG(OBX_LOG_DEBUG, "delivery abandoned", KI("id", m->id),
                 KS("error", rd_kafka_err2name(err)));
     } else {
-        const char *eid = PQgetvalue(m->batch->res, m->row, 1);
+        obx_row_t row;
         char msg[256];
+        obx_outbox_row(m->batch->res, m->row, &row);
         snprintf(msg, sizeof msg, "%s: %s", rd_kafka_err2name(err), rd_kafka_err2str(err));
-        row_failed(r, m->id, eid, m->attempts, is_permanent(err), msg);
+        row_failed(r, m->id, row.event_id, m->attempts, is_permanent(err), msg);
     }
     batch_release(m->batch);
 }

@@ -17,10 +17,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     split = data[0] % size;
     memset(&row, 0, sizeof row);
-    row.event_id = "00000000-0000-4000-8000-000000000000";
+    strcpy(row.event_id, "00000000-0000-4000-8000-000000000000");
     row.event_type = "E";
     row.aggregate_type = "A";
-    row.created_at = "2026-01-01T00:00:00Z";
+    strcpy(row.created_at, "2026-01-01T00:00:00Z");
     row.headers_ok = 1;
     row.hkeys = (const char *)data + 1;
     row.hkeys_len = split;

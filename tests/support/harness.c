@@ -361,6 +361,7 @@ static void msgs_push(th_msgs_t *out, const rd_kafka_message_t *km) {
     m->event_type = hdr_dup(h, "event_type");
     m->aggregate_type = hdr_dup(h, "aggregate_type");
     m->traceparent = hdr_dup(h, "traceparent");
+    m->created_at = hdr_dup(h, "created_at");
     m->partition = km->partition;
     m->offset = km->offset;
     m->payload_len = km->len;
@@ -436,6 +437,7 @@ void th_msgs_free(th_msgs_t *m) {
         free(m->v[i].event_type);
         free(m->v[i].aggregate_type);
         free(m->v[i].traceparent);
+        free(m->v[i].created_at);
     }
     free(m->v);
     memset(m, 0, sizeof *m);
@@ -495,7 +497,8 @@ th_verify_t th_verify_counts(const th_ctx_t *t, const th_msgs_t *msgs, const cha
     const char *params[1] = {aggregate_type};
     PGresult *r = PQexecParams(c,
         "SELECT id, event_id::text, aggregate_id, event_type, headers->>'traceparent',"
-        " sent_at IS NOT NULL FROM outbox WHERE aggregate_type = $1 AND parked_at IS NULL ORDER BY id",
+        " sent_at IS NOT NULL, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        " FROM outbox WHERE aggregate_type = $1 AND parked_at IS NULL ORDER BY id",
         1, NULL, params, NULL, NULL, 0);
     int rows = PQntuples(r);
     long *seen = calloc((size_t)rows + 1, sizeof *seen);
@@ -529,7 +532,8 @@ th_verify_t th_verify_counts(const th_ctx_t *t, const th_msgs_t *msgs, const cha
             !m->event_type || strcmp(m->event_type, PQgetvalue(r, (int)row, 3)) != 0 ||
             !m->aggregate_type || strcmp(m->aggregate_type, aggregate_type) != 0 ||
             (!PQgetisnull(r, (int)row, 4) &&
-             (!m->traceparent || strcmp(m->traceparent, PQgetvalue(r, (int)row, 4)) != 0))) {
+             (!m->traceparent || strcmp(m->traceparent, PQgetvalue(r, (int)row, 4)) != 0)) ||
+            !m->created_at || strcmp(m->created_at, PQgetvalue(r, (int)row, 6)) != 0) {
             if (wrong++ < 5)
                 fprintf(stderr, "wrong key/headers for event %s\n", m->event_id);
         }

@@ -26,6 +26,7 @@ typedef struct {
     char *event_type;
     char *aggregate_type;
     char *traceparent;    /* the row's own "traceparent" header, or NULL */
+    char *created_at;     /* the "created_at" header, or NULL */
     int32_t partition;
     int64_t offset;
     size_t payload_len;

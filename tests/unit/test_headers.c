@@ -1,4 +1,4 @@
-/* Unit tests of relay/core/pgarray.c (binary text[] decoding) and
+/* Unit tests of relay/core/pgbin.c (binary wire-format decoding) and
  * relay/relayd/headers.c (Kafka headers of an outbox row). */
 #include <check.h>
 #include <librdkafka/rdkafka.h>
@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "headers.h"
-#include "pgarray.h"
+#include "pgbin.h"
 
 #define TEXTOID 25
 
@@ -82,7 +82,7 @@ static char *exact_copy(const char *src, size_t len) {
     return p;
 }
 
-static void elem_eq(const obx_pgarray_elem_t *e, const char *want) {
+static void elem_eq(const obx_pgbin_elem_t *e, const char *want) {
     if (!want) {
         ck_assert_ptr_null(e->ptr);
         ck_assert_uint_eq(e->len, 0);
@@ -93,17 +93,17 @@ static void elem_eq(const obx_pgarray_elem_t *e, const char *want) {
     ck_assert_int_eq(memcmp(e->ptr, want, e->len), 0);
 }
 
-/* ---- obx_pgarray_decode ----------------------------------------------- */
+/* ---- obx_pgbin_array ----------------------------------------------- */
 
 START_TEST(test_decode_empty) {
     buf_t b = empty_array();
-    obx_pgarray_elem_t out[4];
+    obx_pgbin_elem_t out[4];
     char *p = exact_copy(b.p, b.len);
-    ck_assert_int_eq(obx_pgarray_decode(p, b.len, out, 4), 0);
-    ck_assert_int_eq(obx_pgarray_decode(p, b.len, out, 0), 0);
+    ck_assert_int_eq(obx_pgbin_array(p, b.len, out, 4), 0);
+    ck_assert_int_eq(obx_pgbin_array(p, b.len, out, 0), 0);
     /* Shorter than the 12-byte header. */
     for (size_t l = 0; l < 12; l++)
-        ck_assert_int_eq(obx_pgarray_decode(p, l, out, 4), -1);
+        ck_assert_int_eq(obx_pgbin_array(p, l, out, 4), -1);
     free(p);
     free(b.p);
 }
@@ -112,11 +112,11 @@ END_TEST
 START_TEST(test_decode_three) {
     const char *const elems[] = {"trace-id", "", "x"};
     buf_t b = text_array(elems, 3);
-    obx_pgarray_elem_t out[3];
+    obx_pgbin_elem_t out[3];
     char *p = exact_copy(b.p, b.len);
 
     ck_assert_uint_eq(b.len, 20 + 4 + 8 + 4 + 0 + 4 + 1);
-    ck_assert_int_eq(obx_pgarray_decode(p, b.len, out, 3), 3);
+    ck_assert_int_eq(obx_pgbin_array(p, b.len, out, 3), 3);
     elem_eq(&out[0], "trace-id");
     elem_eq(&out[1], "");
     elem_eq(&out[2], "x");
@@ -133,9 +133,9 @@ END_TEST
 START_TEST(test_decode_null_element) {
     const char *const elems[] = {"a", NULL, "c"};
     buf_t b = text_array(elems, 3);
-    obx_pgarray_elem_t out[3];
+    obx_pgbin_elem_t out[3];
     char *p = exact_copy(b.p, b.len);
-    ck_assert_int_eq(obx_pgarray_decode(p, b.len, out, 3), 3);
+    ck_assert_int_eq(obx_pgbin_array(p, b.len, out, 3), 3);
     elem_eq(&out[0], "a");
     elem_eq(&out[1], NULL);
     elem_eq(&out[2], "c");
@@ -148,15 +148,15 @@ END_TEST
 START_TEST(test_decode_truncated) {
     const char *const elems[] = {"key-one", NULL, "v"};
     buf_t b = text_array(elems, 3);
-    obx_pgarray_elem_t out[3];
+    obx_pgbin_elem_t out[3];
     for (size_t l = 0; l < b.len; l++) {
         char *p = exact_copy(b.p, l);
-        ck_assert_msg(obx_pgarray_decode(p, l, out, 3) == -1, "prefix of %zu/%zu bytes accepted",
+        ck_assert_msg(obx_pgbin_array(p, l, out, 3) == -1, "prefix of %zu/%zu bytes accepted",
                       l, b.len);
         free(p);
     }
     char *p = exact_copy(b.p, b.len);
-    ck_assert_int_eq(obx_pgarray_decode(p, b.len, out, 3), 3);
+    ck_assert_int_eq(obx_pgbin_array(p, b.len, out, 3), 3);
     free(p);
     free(b.p);
 }
@@ -165,17 +165,17 @@ END_TEST
 START_TEST(test_decode_too_many) {
     const char *const elems[] = {"a", "b", "c"};
     buf_t b = text_array(elems, 3);
-    obx_pgarray_elem_t out[3];
-    ck_assert_int_eq(obx_pgarray_decode(b.p, b.len, out, 2), -1);
-    ck_assert_int_eq(obx_pgarray_decode(b.p, b.len, out, 0), -1);
-    ck_assert_int_eq(obx_pgarray_decode(b.p, b.len, out, 3), 3);
+    obx_pgbin_elem_t out[3];
+    ck_assert_int_eq(obx_pgbin_array(b.p, b.len, out, 2), -1);
+    ck_assert_int_eq(obx_pgbin_array(b.p, b.len, out, 0), -1);
+    ck_assert_int_eq(obx_pgbin_array(b.p, b.len, out, 3), 3);
     free(b.p);
 }
 END_TEST
 
 START_TEST(test_decode_bad_ndim) {
     buf_t b = {0};
-    obx_pgarray_elem_t out[8];
+    obx_pgbin_elem_t out[8];
     /* A 2x2 text[][] with its two dimensions. */
     put_i32(&b, 2);
     put_i32(&b, 0);
@@ -188,10 +188,10 @@ START_TEST(test_decode_bad_ndim) {
         put_i32(&b, 1);
         put_bytes(&b, "z", 1);
     }
-    ck_assert_int_eq(obx_pgarray_decode(b.p, b.len, out, 8), -1);
+    ck_assert_int_eq(obx_pgbin_array(b.p, b.len, out, 8), -1);
     /* A negative ndim. */
     b.p[0] = b.p[1] = b.p[2] = b.p[3] = (char)0xff;
-    ck_assert_int_eq(obx_pgarray_decode(b.p, b.len, out, 8), -1);
+    ck_assert_int_eq(obx_pgbin_array(b.p, b.len, out, 8), -1);
     free(b.p);
 
     /* A 1x1 text[][]: read as one dimension it would look like one valid
@@ -206,15 +206,15 @@ START_TEST(test_decode_bad_ndim) {
     put_i32(&c, 1);
     put_i32(&c, 1);
     put_bytes(&c, "z", 1);
-    ck_assert_int_eq(obx_pgarray_decode(c.p, c.len, out, 8), -1);
+    ck_assert_int_eq(obx_pgbin_array(c.p, c.len, out, 8), -1);
     c.p[3] = 3; /* ndim 3 */
-    ck_assert_int_eq(obx_pgarray_decode(c.p, c.len, out, 8), -1);
+    ck_assert_int_eq(obx_pgbin_array(c.p, c.len, out, 8), -1);
     free(c.p);
 }
 END_TEST
 
 START_TEST(test_decode_bad_lengths) {
-    obx_pgarray_elem_t out[4];
+    obx_pgbin_elem_t out[4];
     /* Negative dimension size. */
     buf_t b = {0};
     put_i32(&b, 1);
@@ -222,7 +222,7 @@ START_TEST(test_decode_bad_lengths) {
     put_i32(&b, TEXTOID);
     put_i32(&b, -1);
     put_i32(&b, 1);
-    ck_assert_int_eq(obx_pgarray_decode(b.p, b.len, out, 4), -1);
+    ck_assert_int_eq(obx_pgbin_array(b.p, b.len, out, 4), -1);
     free(b.p);
 
     /* Element lengths of -2 and INT32_MAX. */
@@ -237,9 +237,54 @@ START_TEST(test_decode_bad_lengths) {
         put_i32(&c, bad[i]);
         put_bytes(&c, "abcd", 4); /* one byte short of the 5 case */
         char *p = exact_copy(c.p, c.len);
-        ck_assert_msg(obx_pgarray_decode(p, c.len, out, 4) == -1, "length %d accepted", bad[i]);
+        ck_assert_msg(obx_pgbin_array(p, c.len, out, 4) == -1, "length %d accepted", bad[i]);
         free(p);
         free(c.p);
+    }
+}
+END_TEST
+
+/* ---- obx_pgbin_uuid, obx_pgbin_timestamptz ------------------------------ */
+
+static void be64_put(char *p, int64_t v) {
+    for (int i = 7; i >= 0; i--, v = (int64_t)((uint64_t)v >> 8))
+        p[i] = (char)(v & 0xff);
+}
+
+START_TEST(test_uuid_text) {
+    const unsigned char raw[16] = {0x0f, 0x8f, 0xad, 0x5b, 0xd9, 0xcb, 0x46, 0x9f,
+                                   0xa1, 0x65, 0x70, 0x86, 0x77, 0x28, 0x95, 0x0e};
+    char out[OBX_PGBIN_UUID_SIZE];
+    obx_pgbin_uuid((const char *)raw, out);
+    ck_assert_str_eq(out, "0f8fad5b-d9cb-469f-a165-70867728950e");
+}
+END_TEST
+
+/* Microseconds since 2000-01-01 UTC and what PostgreSQL's to_char printed
+ * for them (psql 15, the claim query's former format). */
+START_TEST(test_timestamptz_text) {
+    static const struct {
+        int64_t us;
+        const char *text;
+    } cases[] = {
+        {0, "2000-01-01T00:00:00.000000Z"},
+        {-1, "1999-12-31T23:59:59.999999Z"},
+        {849433559123456LL, "2026-12-01T09:45:59.123456Z"},
+        {762523200000001LL, "2024-02-29T12:00:00.000001Z"},
+        {-946684800000000LL, "1970-01-01T00:00:00.000000Z"},
+        {-3150572276500000LL, "1900-03-01T01:02:03.500000Z"},
+        {252455615999999999LL, "9999-12-31T23:59:59.999999Z"},
+        {3160857599000000LL, "2100-02-28T23:59:59.000000Z"},
+        {5097600000000LL, "2000-02-29T00:00:00.000000Z"},
+        {INT64_MAX, "infinity"},
+        {INT64_MIN, "-infinity"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char raw[8], out[OBX_PGBIN_TS_SIZE];
+        be64_put(raw, cases[i].us);
+        obx_pgbin_timestamptz(raw, out);
+        ck_assert_msg(strcmp(out, cases[i].text) == 0, "%lld: got %s, want %s",
+                      (long long)cases[i].us, out, cases[i].text);
     }
 }
 END_TEST
@@ -250,11 +295,11 @@ static obx_row_t base_row(void) {
     obx_row_t r;
     memset(&r, 0, sizeof r);
     r.id = 42;
-    r.event_id = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    strcpy(r.event_id, "0f8fad5b-d9cb-469f-a165-70867728950e");
     r.aggregate_type = "order";
     r.aggregate_id = "o-1";
     r.event_type = "order.created";
-    r.created_at = "2024-05-01T12:00:00.123456Z";
+    strcpy(r.created_at, "2024-05-01T12:00:00.123456Z");
     r.headers_ok = 1;
     return r;
 }
@@ -523,7 +568,7 @@ END_TEST
 
 static Suite *headers_suite(void) {
     Suite *s = suite_create("headers");
-    TCase *tc = tcase_create("pgarray");
+    TCase *tc = tcase_create("pgbin");
     tcase_add_test(tc, test_decode_empty);
     tcase_add_test(tc, test_decode_three);
     tcase_add_test(tc, test_decode_null_element);
@@ -531,6 +576,8 @@ static Suite *headers_suite(void) {
     tcase_add_test(tc, test_decode_too_many);
     tcase_add_test(tc, test_decode_bad_ndim);
     tcase_add_test(tc, test_decode_bad_lengths);
+    tcase_add_test(tc, test_uuid_text);
+    tcase_add_test(tc, test_timestamptz_text);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("headers");
