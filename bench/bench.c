@@ -55,7 +55,8 @@
  *              meanwhile (relay, its two backends and the mock broker: loop
  *              (a) leaves Kafka out, the relay shares the cores with it).
  *              The footprint figures below are the median drain's.
- *   footprint  from the drain: the relay's peak RSS (VmHWM) and CPU
+ *   footprint  from the drain: the relay's peak RSS (VmHWM; bounded by
+ *              relay.max_inflight, the rows held until acknowledged) and CPU
  *              (utime+stime of /proc/PID/stat, all threads) read just before
  *              it is stopped, its PostgreSQL backends' CPU (claims and
  *              marks), and exec -> first row marked (cold start). Start-up is exec -> the relay's
@@ -72,7 +73,11 @@
  *              bound of commit-to-acknowledgement. Beside each percentile,
  *              the same percentile of the writers' own insert round trips:
  *              the commit timestamp is taken before the commit's WAL flush,
- *              and the row is visible to the relay only after it.
+ *              and the row is visible to the relay only after it. Then the
+ *              relay's own share: sent_at minus the wall-clock moment the
+ *              writer's commit had returned (the row was visible by then).
+ *              Last, the relay's peak RSS (VmHWM) over all rates: the
+ *              steady-state footprint that the 20 MB target is about.
  *   idle       after one warm-up event, --idle-samples single inserts, each
  *              once the relay has set its waiting flag and gone to sleep;
  *              latency as in steady, beside the inserts' own round trips.

@@ -35,6 +35,7 @@ typedef struct {
     int max_inflight;
     int poll_interval_ms;
     int busy_poll_ms;     /* keep claiming this long after the last row before sleeping on LISTEN */
+    int busy_poll_interval_ms; /* the pause between those claims: latency against CPU per event */
     char *topic_pattern;
     int on_failure;           /* obx_fail_policy_t */
     int max_attempts;

@@ -102,6 +102,8 @@ START_TEST(test_example_config) {
     ck_assert_int_eq(cfg.batch_size, 500);
     ck_assert_int_eq(cfg.max_inflight, 5000);
     ck_assert_int_eq(cfg.poll_interval_ms, 500);
+    ck_assert_int_eq(cfg.busy_poll_ms, 100);
+    ck_assert_int_eq(cfg.busy_poll_interval_ms, 5);
     ck_assert_str_eq(cfg.topic_pattern, "outbox.${aggregate_type}");
     ck_assert_int_eq(cfg.on_failure, OBX_FAIL_PARK);
     ck_assert_int_eq(cfg.max_attempts, 10);
@@ -133,6 +135,8 @@ START_TEST(test_minimal_defaults) {
     ck_assert_int_eq(cfg.batch_size, 500);
     ck_assert_int_eq(cfg.max_inflight, 5000);
     ck_assert_int_eq(cfg.poll_interval_ms, 500);
+    ck_assert_int_eq(cfg.busy_poll_ms, 100);
+    ck_assert_int_eq(cfg.busy_poll_interval_ms, 5);
     ck_assert_str_eq(cfg.topic_pattern, "outbox.${aggregate_type}");
     ck_assert_int_eq(cfg.on_failure, OBX_FAIL_PARK);
     ck_assert_int_eq(cfg.max_attempts, 10);
@@ -180,6 +184,7 @@ START_TEST(test_all_keys_non_default) {
             "  batch_size = 250;\n"
             "  max_inflight = 1000;\n"
             "  poll_interval_ms = 20;\n"
+            "  busy_poll_interval_ms = 10;\n"
             "  topic_pattern = \"evt.${aggregate_type}.${event_type}\";\n"
             "  on_failure = \"block\";\n"
             "  max_attempts = 3;\n"
@@ -200,6 +205,7 @@ START_TEST(test_all_keys_non_default) {
     ck_assert_int_eq(cfg.batch_size, 250);
     ck_assert_int_eq(cfg.max_inflight, 1000);
     ck_assert_int_eq(cfg.poll_interval_ms, 20);
+    ck_assert_int_eq(cfg.busy_poll_interval_ms, 10);
     ck_assert_str_eq(cfg.topic_pattern, "evt.${aggregate_type}.${event_type}");
     ck_assert_int_eq(cfg.on_failure, OBX_FAIL_BLOCK);
     ck_assert_int_eq(cfg.max_attempts, 3);
@@ -432,6 +438,8 @@ static const struct {
     {"relay", "shutdown_timeout_ms", 0, 3600000, 4},
     {"relay", "reconnect_max_ms", 100, 600000, 5},
     {"log", "stats_interval_s", 0, 86400, 6},
+    {"relay", "busy_poll_ms", 0, 60000, 7},
+    {"relay", "busy_poll_interval_ms", 1, 1000, 8},
 };
 
 static int int_field(const obx_config_t *cfg, int which) {
@@ -442,7 +450,9 @@ static int int_field(const obx_config_t *cfg, int which) {
     case 3: return cfg->max_attempts;
     case 4: return cfg->shutdown_timeout_ms;
     case 5: return cfg->reconnect_max_ms;
-    default: return cfg->stats_interval_s;
+    case 6: return cfg->stats_interval_s;
+    case 7: return cfg->busy_poll_ms;
+    default: return cfg->busy_poll_interval_ms;
     }
 }
 
