@@ -75,7 +75,10 @@
  *              the commit timestamp is taken before the commit's WAL flush,
  *              and the row is visible to the relay only after it. Then the
  *              relay's own share: sent_at minus the wall-clock moment the
- *              writer's commit had returned (the row was visible by then).
+ *              writer's commit had returned (the row was visible by then;
+ *              sent_at is the mark's transaction start, so a sample can be
+ *              slightly negative, and with --pg-host the server must share
+ *              this machine's clock).
  *              Last, the relay's peak RSS (VmHWM) over all rates: the
  *              steady-state footprint that the 20 MB target is about.
  *   idle       after one warm-up event, --idle-samples single inserts, each

@@ -84,8 +84,11 @@ void obx_pgbin_timestamptz(const char *p, char out[OBX_PGBIN_TS_SIZE]) {
         strcpy(out, us == INT64_MAX ? "infinity" : "-infinity");
         return;
     }
-    days = floor_div(us, 86400000000LL);
-    us -= days * 86400000000LL;
+    /* Day and time of day without forming days * 86400000000, which
+     * overflows near the ends of int64 (not PostgreSQL's range, but a
+     * decoder should not trust its input). */
+    days = us / 86400000000LL - (us % 86400000000LL < 0);
+    us = us % 86400000000LL + (us % 86400000000LL < 0 ? 86400000000LL : 0);
     sod = us / 1000000;
     us %= 1000000;
     /* Civil date of a day count (H. Hinnant's days_from_civil, inverted);

@@ -31,7 +31,9 @@ void obx_pgbin_uuid(const char *p, char out[OBX_PGBIN_UUID_SIZE]);
 
 /* The 8 bytes of a timestamptz (microseconds since 2000-01-01 UTC) as
  * ISO 8601 UTC with microseconds, what to_char(... 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
- * prints for years 1-9999. Formatted here rather than by to_char in the claim
+ * prints for years 1-9999; other years with as many digits as they need,
+ * and years BC as astronomical years (1 BC is 0000, 2 BC -0001) where
+ * to_char printed them unsigned. Formatted here rather than by to_char in the claim
  * query: to_char cost the claiming backend a fifth of its time per row. */
 void obx_pgbin_timestamptz(const char *p, char out[OBX_PGBIN_TS_SIZE]);
 

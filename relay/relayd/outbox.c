@@ -14,10 +14,12 @@ enum {
 };
 
 /* Headers arrive as two aligned text[] (keys, values) so the C side needs no
- * JSON parser; headers_ok says whether the jsonb was an object of strings. */
+ * JSON parser; headers_ok says whether the jsonb was an object of strings.
+ * The casts pin the binary formats that obx_outbox_row decodes (no-ops on
+ * the schema's own types). */
 static const char claim_sql[] =
-    "SELECT id, event_id, aggregate_type, aggregate_id, event_type, topic, payload, created_at,"
-    " attempts,"
+    "SELECT id::bigint, event_id::uuid, aggregate_type, aggregate_id, event_type, topic, payload,"
+    " created_at::timestamptz, attempts::integer,"
     " CASE WHEN headers IS NULL THEN true"
     "      WHEN jsonb_typeof(headers) <> 'object' THEN false"
     "      ELSE NOT EXISTS (SELECT 1 FROM jsonb_each(headers) h"
@@ -291,10 +293,14 @@ int64_t obx_outbox_row_id(const PGresult *res, int i) {
     return obx_pgbin_int64(PQgetvalue(res, i, COL_ID));
 }
 
+void obx_outbox_row_event_id(const PGresult *res, int i, char out[OBX_PGBIN_UUID_SIZE]) {
+    obx_pgbin_uuid(PQgetvalue(res, i, COL_EVENT_ID), out);
+}
+
 void obx_outbox_row(const PGresult *res, int i, obx_row_t *row) {
     memset(row, 0, sizeof *row);
     row->id = obx_outbox_row_id(res, i);
-    obx_pgbin_uuid(PQgetvalue(res, i, COL_EVENT_ID), row->event_id);
+    obx_outbox_row_event_id(res, i, row->event_id);
     row->aggregate_type = PQgetvalue(res, i, COL_AGG_TYPE);
     row->aggregate_id = val_or_null(res, i, COL_AGG_ID);
     row->event_type = PQgetvalue(res, i, COL_EVENT_TYPE);

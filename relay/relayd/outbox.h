@@ -67,6 +67,8 @@ int obx_outbox_send_stats(PGconn *conn, int64_t after_id);
 
 /* The id of row i of a claim result. */
 int64_t obx_outbox_row_id(const PGresult *res, int i);
+/* The event id of row i of a claim result, as text. */
+void obx_outbox_row_event_id(const PGresult *res, int i, char out[OBX_PGBIN_UUID_SIZE]);
 /* Decodes row i of a claim result. */
 void obx_outbox_row(const PGresult *res, int i, obx_row_t *row);
 

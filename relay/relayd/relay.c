@@ -109,7 +109,7 @@ typedef struct {
 
     int64_t *acks;
     size_t acks_n, acks_cap;
-    int64_t acks_since;      /* when the oldest unmarked ack arrived */
+    int64_t acks_since;      /* when the unmarked acks started waiting */
     fail_t *fails;
     size_t fails_n, fails_cap;
     long inflight;
@@ -248,11 +248,10 @@ static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, int32_
         OBX_LOG(OBX_LOG_DEBUG, "delivery abandoned", KI("id", m->id),
                 KS("error", rd_kafka_err2name(err)));
     } else {
-        obx_row_t row;
-        char msg[256];
-        obx_outbox_row(m->batch->res, m->row, &row);
+        char msg[256], eid[OBX_PGBIN_UUID_SIZE];
+        obx_outbox_row_event_id(m->batch->res, m->row, eid);
         snprintf(msg, sizeof msg, "%s: %s", rd_kafka_err2name(err), rd_kafka_err2str(err));
-        row_failed(r, m->id, row.event_id, m->attempts, is_permanent(err), msg);
+        row_failed(r, m->id, eid, m->attempts, is_permanent(err), msg);
     }
     batch_release(m->batch);
 }
@@ -608,6 +607,8 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
         r->marked += PQcmdTuples(res)[0] ? atoll(PQcmdTuples(res)) : 0;
         memmove(r->acks, r->acks + r->op_mark_n, (r->acks_n - r->op_mark_n) * sizeof *r->acks);
         r->acks_n -= r->op_mark_n;
+        /* Those left arrived while the mark ran: they wait from now. */
+        r->acks_since = now_ms();
         break;
     case OP_FAIL:
         memmove(r->fails, r->fails + 1, (r->fails_n - 1) * sizeof *r->fails);
@@ -789,7 +790,9 @@ static int poll_timeout(const relay_t *r) {
         next = sooner(next, r->stats_at, now);
     if (r->stopping)
         next = due(next, r->stop_deadline, now);
-    if (r->acks_n > 0 && r->mop == OP_NONE)
+    /* Only when marks can go out: a standby or a relay between reconnects
+     * keeps its acks, and a past deadline would spin the loop. */
+    if (r->conn && r->leader && r->acks_n > 0 && r->mop == OP_NONE)
         next = due(next, r->acks_since + MARK_WAIT_MS, now);
     if (r->fatal)
         next = sooner(next, now + 10, now);

@@ -348,6 +348,97 @@ START_TEST(broker_errors_injected) {
 }
 END_TEST
 
+/* CPU seconds the process has used (utime + stime of /proc/PID/stat). */
+static double proc_cpu_s(pid_t pid) {
+    char path[64], buf[1024], *p;
+    unsigned long long ut = 0, st = 0;
+    FILE *f;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_ptr_nonnull(fgets(buf, sizeof buf, f));
+    fclose(f);
+    p = strrchr(buf, ')'); /* the command name may hold spaces */
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st), 2);
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Acknowledgements that arrive while PostgreSQL is down wait for the
+ * reconnect, and the relay idles meanwhile (a mark deadline it could not
+ * act on once made its loop spin at full CPU); then every row is marked. */
+START_TEST(acks_wait_idly_while_postgres_is_down) {
+    th_ctx_t t;
+    th_mock_t m;
+    busy_arg_t busy = {&t, 0};
+    pid_t relay;
+    char cmd[1024];
+    const char *pgdir = getenv("OBX_TEST_PGDIR");
+    double cpu;
+
+    ck_assert_msg(pgdir && *pgdir, "OBX_TEST_PGDIR unset: tests/run.sh sets it");
+    th_mock_start(&m, 1);
+    th_setup(&t, "acksdown");
+    mock_topic(&m, &t);
+    ck_assert_int_eq(th_write(&t, 2, 300, 20, 100, "order"), 300);
+    rd_kafka_mock_broker_set_rtt(m.mc, 1, 2000);
+    relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ""));
+    ck_assert(th_wait(busy_stats_since, &busy, 20000)); /* rows in flight */
+    snprintf(cmd, sizeof cmd, "'%s' stop '%s'", th_src("tests/pg.sh"), pgdir);
+    ck_assert_int_eq(th_run(cmd), 0);
+    /* A stats line of the disconnected relay with nothing in flight: the
+     * acknowledgements came while PostgreSQL was down. */
+    th_wait_log(&t, "inflight=0 backlog=-1", 30000);
+    cpu = proc_cpu_s(relay);
+    usleep(1000000); /* a measuring window, not a wait for an event */
+    cpu = proc_cpu_s(relay) - cpu;
+    fprintf(stderr, "postgres down, acks pending: relay used %.2f s of CPU in 1 s\n", cpu);
+    ck_assert_double_lt(cpu, 0.3);
+    snprintf(cmd, sizeof cmd, "'%s' start '%s' >/dev/null", th_src("tests/pg.sh"), pgdir);
+    ck_assert_int_eq(th_run(cmd), 0);
+    rd_kafka_mock_broker_set_rtt(m.mc, 1, 0);
+    check_all(&t, m.bootstrap, 300);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_mock_stop(&m);
+}
+END_TEST
+
+/* Rows a fast broker acknowledged are marked while a slow one still holds
+ * others: a mark waits for the rest of its batch only briefly. Were it to
+ * wait until nothing is in flight, the first marks would come with the slow
+ * broker's acknowledgements, every row at once. */
+START_TEST(marks_do_not_wait_for_a_slow_broker) {
+    th_ctx_t t;
+    th_mock_t m;
+    marked_arg_t some;
+    pid_t relay;
+    char topic[128];
+    PGconn *c;
+    long unsent;
+
+    th_mock_start(&m, 2);
+    th_setup(&t, "slowbroker");
+    snprintf(topic, sizeof topic, "%s.order", t.topic_prefix);
+    ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, topic, 2, 1), 0);
+    ck_assert_int_eq(rd_kafka_mock_partition_set_leader(m.mc, topic, 0, 1), 0);
+    ck_assert_int_eq(rd_kafka_mock_partition_set_leader(m.mc, topic, 1, 2), 0);
+    rd_kafka_mock_broker_set_rtt(m.mc, 2, 10000);
+    relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ""));
+    ck_assert_int_eq(th_write(&t, 2, 200, 50, 100, "order"), 200);
+    some = (marked_arg_t){&t, 1};
+    ck_assert(th_wait(marked_at_least, &some, 30000));
+    c = th_connect(&t);
+    unsent = th_int(c, "SELECT count(*) FROM outbox WHERE sent_at IS NULL");
+    PQfinish(c);
+    fprintf(stderr, "slow broker: %ld of 200 rows unsent at the first mark\n", unsent);
+    ck_assert_int_gt(unsent, 0);
+    rd_kafka_mock_broker_set_rtt(m.mc, 2, 0);
+    check_all(&t, m.bootstrap, 200);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_mock_stop(&m);
+}
+END_TEST
+
 /* An idempotence error the producer cannot recover from: the relay purges,
  * recreates the producer and publishes again what was not marked. */
 START_TEST(fatal_idempotence_error_recreates_producer) {
@@ -376,4 +467,5 @@ START_TEST(fatal_idempotence_error_recreates_producer) {
 END_TEST
 
 TH_MAIN("faults", 300, relay_sigkill_twice, postgres_restart, consumers_survive_postgres_restart, broker_down_10s, broker_errors_injected,
-        fatal_idempotence_error_recreates_producer, standby_takes_over, graceful_shutdown_in_flight)
+        fatal_idempotence_error_recreates_producer, standby_takes_over, graceful_shutdown_in_flight,
+        marks_do_not_wait_for_a_slow_broker, acks_wait_idly_while_postgres_is_down)

@@ -232,8 +232,9 @@ static int notifies_while_following(th_ctx_t *t, int n, int gap_ms) {
     return count;
 }
 
-/* Busy polling: while rows keep coming the relay claims every 2 ms instead
- * of sleeping on LISTEN, so writers pay no NOTIFY; with busy_poll_ms = 0 the
+/* Busy polling: while rows keep coming the relay claims every
+ * busy_poll_interval_ms instead of sleeping on LISTEN, so writers pay no
+ * NOTIFY; with busy_poll_ms = 0 the
  * same writers notify about once per row (the relay catches up between rows). */
 START_TEST(busy_writers_pay_no_notify) {
     th_ctx_t t;

@@ -184,6 +184,7 @@ START_TEST(test_all_keys_non_default) {
             "  batch_size = 250;\n"
             "  max_inflight = 1000;\n"
             "  poll_interval_ms = 20;\n"
+            "  busy_poll_ms = 0;\n"
             "  busy_poll_interval_ms = 10;\n"
             "  topic_pattern = \"evt.${aggregate_type}.${event_type}\";\n"
             "  on_failure = \"block\";\n"
@@ -205,6 +206,7 @@ START_TEST(test_all_keys_non_default) {
     ck_assert_int_eq(cfg.batch_size, 250);
     ck_assert_int_eq(cfg.max_inflight, 1000);
     ck_assert_int_eq(cfg.poll_interval_ms, 20);
+    ck_assert_int_eq(cfg.busy_poll_ms, 0);
     ck_assert_int_eq(cfg.busy_poll_interval_ms, 10);
     ck_assert_str_eq(cfg.topic_pattern, "evt.${aggregate_type}.${event_type}");
     ck_assert_int_eq(cfg.on_failure, OBX_FAIL_BLOCK);

@@ -278,6 +278,12 @@ START_TEST(test_timestamptz_text) {
         {5097600000000LL, "2000-02-29T00:00:00.000000Z"},
         {INT64_MAX, "infinity"},
         {INT64_MIN, "-infinity"},
+        /* Beyond to_char's four digits and before year 1, PostgreSQL's
+         * range ends (its psql text beside): astronomical years. */
+        {-63082281600000001LL, "0000-12-31T23:59:59.999999Z"},     /* 0001-12-31 BC */
+        {-63145440000000000LL, "-0001-01-01T00:00:00.000000Z"},    /* 0002-01-01 BC */
+        {-211813488000000000LL, "-4713-11-24T00:00:00.000000Z"},   /* 4714-11-24 BC */
+        {9223371331199999999LL, "294276-12-31T23:59:59.999999Z"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char raw[8], out[OBX_PGBIN_TS_SIZE];
@@ -285,6 +291,20 @@ START_TEST(test_timestamptz_text) {
         obx_pgbin_timestamptz(raw, out);
         ck_assert_msg(strcmp(out, cases[i].text) == 0, "%lld: got %s, want %s",
                       (long long)cases[i].us, out, cases[i].text);
+    }
+}
+END_TEST
+
+/* Outside PostgreSQL's range the text is meaningless but fits, and (under
+ * UBSan) nothing overflows. */
+START_TEST(test_timestamptz_int64_ends) {
+    const int64_t ends[] = {INT64_MIN + 1, INT64_MAX - 1, -86400000000LL * 106751991LL};
+    for (size_t i = 0; i < sizeof ends / sizeof ends[0]; i++) {
+        char raw[8], out[OBX_PGBIN_TS_SIZE];
+        be64_put(raw, ends[i]);
+        obx_pgbin_timestamptz(raw, out);
+        ck_assert_uint_lt(strlen(out), OBX_PGBIN_TS_SIZE);
+        ck_assert_int_eq(out[strlen(out) - 1], 'Z');
     }
 }
 END_TEST
@@ -578,6 +598,7 @@ static Suite *headers_suite(void) {
     tcase_add_test(tc, test_decode_bad_lengths);
     tcase_add_test(tc, test_uuid_text);
     tcase_add_test(tc, test_timestamptz_text);
+    tcase_add_test(tc, test_timestamptz_int64_ends);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("headers");
