@@ -348,6 +348,14 @@ START_TEST(broker_errors_injected) {
 }
 END_TEST
 
+/* Makes the slowed broker fast again, checks every row arrived, stops. */
+static void finish_fast(th_ctx_t *t, th_mock_t *m, int32_t broker, pid_t relay, long rows) {
+    rd_kafka_mock_broker_set_rtt(m->mc, broker, 0);
+    check_all(t, m->bootstrap, rows);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_mock_stop(m);
+}
+
 /* CPU seconds the process has used (utime + stime of /proc/PID/stat). */
 static double proc_cpu_s(pid_t pid) {
     char path[64], buf[1024], *p;
@@ -396,10 +404,7 @@ START_TEST(acks_wait_idly_while_postgres_is_down) {
     ck_assert_double_lt(cpu, 0.3);
     snprintf(cmd, sizeof cmd, "'%s' start '%s' >/dev/null", th_src("tests/pg.sh"), pgdir);
     ck_assert_int_eq(th_run(cmd), 0);
-    rd_kafka_mock_broker_set_rtt(m.mc, 1, 0);
-    check_all(&t, m.bootstrap, 300);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
-    th_mock_stop(&m);
+    finish_fast(&t, &m, 1, relay, 300);
 }
 END_TEST
 
@@ -432,10 +437,7 @@ START_TEST(marks_do_not_wait_for_a_slow_broker) {
     PQfinish(c);
     fprintf(stderr, "slow broker: %ld of 200 rows unsent at the first mark\n", unsent);
     ck_assert_int_gt(unsent, 0);
-    rd_kafka_mock_broker_set_rtt(m.mc, 2, 0);
-    check_all(&t, m.bootstrap, 200);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
-    th_mock_stop(&m);
+    finish_fast(&t, &m, 2, relay, 200);
 }
 END_TEST
 
