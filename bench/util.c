@@ -18,17 +18,15 @@
 
 volatile sig_atomic_t bench_stop;
 
-double bench_now(void) {
+static double clock_s(clockid_t id) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-double bench_wall(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+double bench_now(void) { return clock_s(CLOCK_MONOTONIC); }
+
+double bench_wall(void) { return clock_s(CLOCK_REALTIME); }
 
 void bench_sleep_until(double t) {
     struct timespec ts;

@@ -105,9 +105,10 @@ int main(int argc, char **argv) {
 
 #ifdef M_ARENA_MAX
     /* One malloc arena for all threads, set before librdkafka starts its
-     * own: with glibc's arena per thread, what one thread freed stayed in
-     * its arena, and the peak RSS of a 100k-row drain varied from 14 to
-     * 21 MB; with one, from 12 to 15 MB at the same rate (bench, 5 runs). */
+     * own, so that what one thread frees another can reuse. The peak RSS
+     * of a 100k-row drain was 14-21 MB with glibc's arena per thread and
+     * 12-15 MB with MALLOC_ARENA_MAX=1 (bench, 5-6 runs each; this call
+     * gave 14-19 MB: within the noise, and relay.max_inflight bounds it). */
     mallopt(M_ARENA_MAX, 1);
 #endif
     obx_log_set_component("relay");
