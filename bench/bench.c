@@ -93,13 +93,21 @@
  *              and then follows them, idling whenever it catches up, so
  *              writers pay NOTIFY only in those gaps); the flag forced on
  *              with no relay (every commit NOTIFYs: what the gate avoids).
+ *              And the floors of the two relay variants: loop (a) in the
+ *              relay's place, without Kafka, claiming and marking whatever
+ *              the writers commit with the relay's claim pause
+ *              (relay.busy_poll_interval_ms), from an empty table and from
+ *              the same backlog: what any publisher that reads and marks
+ *              every row at that pace costs the writers at least.
  *              Before and after each runs the reference, no trigger and no
  *              relay; each variant is measured against the mean of its two
  *              neighbours, since throughput drifts between runs on a shared
- *              box (the spread of the five is printed). Beside each: WAL
+ *              box (the spread of the seven is printed). Beside each: WAL
  *              bytes per writer transaction
- *              (everyone's WAL: the relay's marks included), and the relay's
- *              and its PostgreSQL backends' CPU while it runs.
+ *              (everyone's WAL: the relay's marks included), the
+ *              publisher's and its PostgreSQL backends' CPU while it runs,
+ *              the times its threads went to sleep (each a wake-up) per
+ *              event, and the mock broker's CPU.
  *   consumer   --consumer-events orders written by obx-order-gen, published
  *              by the relay, then applied by one obx-stock-consumer (default
  *              batch size); the apply rate from its first applied batch to

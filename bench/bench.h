@@ -12,6 +12,8 @@
 #define BENCH_DB "obx_bench"
 /* One row: 1 while the relay says it is waiting (the trigger NOTIFYs), else 0. */
 #define BENCH_WAITING_SQL "SELECT COALESCE(pg_sequence_last_value('outbox_relay_waiting'), 0)"
+/* application_name of raw.c's bare follower's session. */
+#define BENCH_FOLLOWER "obx-bare-follower"
 #define BENCH_MAX_RATES 8
 #define BENCH_MAX_SETS 32
 #define BENCH_MAX_ROWS 96
@@ -124,6 +126,9 @@ int bench_wait_log(bench_child_t *c, const char *needle, double timeout_s);
 void bench_log_tail(const char *path);
 double proc_cpu_s(pid_t pid);
 double proc_hwm_mb(pid_t pid);
+/* Times the threads of pid went to sleep so far (voluntary context switches
+ * of the live threads): each is a wake-up paid later. NAN when unreadable. */
+double proc_sleeps(pid_t pid);
 char *bench_read_file(const char *path);
 const char *bench_bin(const bench_t *b, const char *name);
 
@@ -154,6 +159,10 @@ int mock_start(bench_t *b);
 int scenario_raw(bench_t *b);
 /* Loop (a) again on a fresh --events backlog: rows/s, NAN on failure. */
 double raw_pg_rate(bench_t *b);
+/* Starts loop (a) following writers in a child (session BENCH_FOLLOWER),
+ * ready when it returns 0; stop it with bench_reap(pid, SIGTERM, ...), which
+ * returns 0 when it ran without error. */
+int raw_follow_start(bench_t *b, PGconn *mon, bench_child_t *child);
 
 /* scenarios.c */
 int scenario_drain(bench_t *b);

@@ -47,16 +47,18 @@ static int exec_ok(PGresult *res) {
     return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
 }
 
+static const char sel_sql[] =
+    "SELECT id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at"
+    " FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL AND id > $2::bigint"
+    " ORDER BY id LIMIT $1::int";
+static const char upd_sql[] = "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])";
+
 /* One SELECT + UPDATE round: claims up to limit unsent rows in id order past
  * *after (what a relay must fetch to publish them; the schema indexes only
- * the id, so a loop goes on from its last id) and marks them sent. Returns
+ * the id, so a loop goes on from its last id) and marks them sent, through
+ * the statements prepared as "sel" and "upd" when prepared is set. Returns
  * the rows marked, or -1 with r->err. ids is scratch space for limit ids. */
-static int claim_mark(PGconn *c, int limit, long long *after, char *ids, raw_result_t *r) {
-    static const char sel[] =
-        "SELECT id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at"
-        " FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL AND id > $2::bigint"
-        " ORDER BY id LIMIT $1::int";
-    static const char upd[] = "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])";
+static int claim_mark(PGconn *c, int prepared, int limit, long long *after, char *ids, raw_result_t *r) {
     char lim[16], from[24];
     const char *p1[2] = {lim, from}, *p2[1] = {ids};
     PGresult *res;
@@ -65,7 +67,8 @@ static int claim_mark(PGconn *c, int limit, long long *after, char *ids, raw_res
 
     snprintf(lim, sizeof lim, "%d", limit);
     snprintf(from, sizeof from, "%lld", *after);
-    res = PQexecParams(c, sel, 2, NULL, p1, NULL, NULL, 0);
+    res = prepared ? PQexecPrepared(c, "sel", 2, p1, NULL, NULL, 0)
+                   : PQexecParams(c, sel_sql, 2, NULL, p1, NULL, NULL, 0);
     if (!exec_ok(res)) {
         snprintf(r->err, sizeof r->err, "select: %s", PQresultErrorMessage(res));
         PQclear(res);
@@ -82,7 +85,8 @@ static int claim_mark(PGconn *c, int limit, long long *after, char *ids, raw_res
     PQclear(res);
     if (n == 0)
         return 0;
-    res = PQexecParams(c, upd, 1, NULL, p2, NULL, NULL, 0);
+    res = prepared ? PQexecPrepared(c, "upd", 1, p2, NULL, NULL, 0)
+                   : PQexecParams(c, upd_sql, 1, NULL, p2, NULL, NULL, 0);
     if (!exec_ok(res)) {
         snprintf(r->err, sizeof r->err, "update: %s", PQresultErrorMessage(res));
         n = -1;
@@ -110,14 +114,14 @@ static void raw_pg(bench_t *b, raw_result_t *r) {
     /* Single rows first: the floor of claiming and marking one event. */
     for (int i = 0; i < RAW_SINGLES; i++) {
         double s0 = bench_now();
-        if (claim_mark(c, 1, &after, ids, r) != 1)
+        if (claim_mark(c, 0, 1, &after, ids, r) != 1)
             goto out;
         lat[i] = (bench_now() - s0) * 1000.0;
     }
     t0 = bench_now();
     cpu0 = self_cpu_s();
     bcpu0 = db_backend_cpu_s(b, &backend, 1);
-    while ((n = claim_mark(c, RAW_BATCH, &after, ids, r)) > 0 && !bench_stop)
+    while ((n = claim_mark(c, 0, RAW_BATCH, &after, ids, r)) > 0 && !bench_stop)
         r->n += n;
     if (n != 0)
         goto out;
@@ -318,6 +322,83 @@ static int run_child(bench_t *b, raw_fn fn, raw_result_t *out) {
         return -1;
     }
     return 0;
+}
+
+static int prepare(PGconn *c, const char *name, const char *sql, raw_result_t *r) {
+    PGresult *res = PQprepare(c, name, sql, 0, NULL);
+    int ok = exec_ok(res);
+    if (!ok)
+        snprintf(r->err, sizeof r->err, "prepare %s: %s", name, PQresultErrorMessage(res));
+    PQclear(res);
+    return ok;
+}
+
+/* relay.busy_poll_interval_ms as the relay runs it: --relay-set's, else the default. */
+static int follow_interval_ms(const bench_t *b) {
+    static const char key[] = "relay.busy_poll_interval_ms=";
+    for (int i = 0; i < b->nsets; i++)
+        if (strncmp(b->sets[i], key, sizeof key - 1) == 0)
+            return atoi(b->sets[i] + sizeof key - 1);
+    return 5;
+}
+
+/* Loop (a) following writers until SIGTERM (bench_stop): whatever is new,
+ * claimed and marked, then a pause of the relay's busy_poll_interval_ms
+ * unless the batch was full. No Kafka and no check that a lower id may still
+ * commit: what any relay must at least do per event, so its cost to the
+ * writers is the floor of the relay's. Prepared statements, as the relay's. */
+static void raw_follow(bench_t *b, raw_result_t *r) {
+    PGconn *c = db_open(b, BENCH_DB);
+    char *ids = malloc((size_t)RAW_BATCH * 21 + 3);
+    int pause = follow_interval_ms(b), n;
+    long long after = 0;
+
+    /* Its name last: raw_follow_start waits for it. */
+    if (!c || !ids || db_exec(c, "SET synchronous_commit = off") != 0 || !prepare(c, "sel", sel_sql, r) ||
+        !prepare(c, "upd", upd_sql, r) || db_exec(c, "SET application_name = '" BENCH_FOLLOWER "'") != 0) {
+        if (!r->err[0])
+            snprintf(r->err, sizeof r->err, "follower: no connection or no memory");
+        goto out;
+    }
+    while (!bench_stop && (n = claim_mark(c, 1, RAW_BATCH, &after, ids, r)) >= 0)
+        if (n < RAW_BATCH)
+            bench_sleep_ms(pause);
+    r->ok = bench_stop;
+out:
+    free(ids);
+    PQfinish(c);
+}
+
+int raw_follow_start(bench_t *b, PGconn *mon, bench_child_t *child) {
+    double deadline = bench_now() + 10;
+    pid_t backend;
+
+    fflush(stdout);
+    fflush(stderr);
+    child->started = bench_now();
+    child->pid = fork();
+    if (child->pid == 0) {
+        raw_result_t r;
+        memset(&r, 0, sizeof r);
+        raw_follow(b, &r);
+        if (!r.ok)
+            fprintf(stderr, "obx-bench: %s\n", r.err);
+        _exit(r.ok ? 0 : 1);
+    }
+    if (child->pid < 0) {
+        bench_log("fork: %s", strerror(errno));
+        return -1;
+    }
+    /* Ready once its session carries its name. */
+    while (!bench_stop && !bench_exited(child->pid) && bench_now() < deadline) {
+        if (db_backend_pids(mon, BENCH_FOLLOWER, &backend, 1) == 1) {
+            child->ready = bench_now();
+            return 0;
+        }
+        bench_sleep_ms(1);
+    }
+    bench_log("the bare follower did not start");
+    return -1;
 }
 
 /* Bare connect + LISTEN, the floor of the relay's start-up: median of 5. */

@@ -610,6 +610,8 @@ typedef struct {
     double wal_per_txn;    /* bytes of WAL per writer transaction, everyone's */
     double relay_cores;    /* relay process CPU / run time; NAN without relay */
     double backend_cores;  /* its backend's, likewise */
+    double relay_sleeps;   /* times its threads went to sleep, likewise per second */
+    double mock_cores;     /* the bench's mock broker's CPU / run time; NAN without */
 } pgb_out_t;
 
 static int pgbench_spawn(const bench_t *b, const char *out, pid_t *pid) {
@@ -654,13 +656,16 @@ static double pgbench_field(const char *text, const char *label) {
     return p ? strtod(p + strlen(label), NULL) : NAN;
 }
 
-static int pgbench_run(bench_t *b, PGconn *mon, const bench_child_t *relay, const char *tag, pgb_out_t *o) {
+/* relay: the publisher running beside the writers (NULL: none), whose
+ * sessions carry application_name app. */
+static int pgbench_run(bench_t *b, PGconn *mon, const bench_child_t *relay, const char *app, const char *tag,
+                       pgb_out_t *o) {
     char out[600], lsn[64] = "", what[64];
     const char *lsnp[1] = {lsn};
     char *text;
-    double deadline, v, t0, cpu0 = NAN, bcpu0 = NAN, wal, txns;
+    double deadline, v, t0, cpu0 = NAN, bcpu0 = NAN, sl0 = NAN, mcpu0, wal, txns, secs;
     pid_t backends[4];
-    int nb = relay ? db_backend_pids(mon, "outbox-relay", backends, 4) : 0;
+    int nb = relay ? db_backend_pids(mon, app, backends, 4) : 0;
     long samples = 0, set = 0;
     PGresult *res;
     int st;
@@ -680,7 +685,9 @@ static int pgbench_run(bench_t *b, PGconn *mon, const bench_child_t *relay, cons
     if (relay) {
         cpu0 = proc_cpu_s(relay->pid);
         bcpu0 = db_backend_cpu_s(b, backends, nb);
+        sl0 = proc_sleeps(relay->pid);
     }
+    mcpu0 = b->mock_pid > 0 ? proc_cpu_s(b->mock_pid) : NAN;
     if (pgbench_spawn(b, out, &pid) != 0)
         return -1;
     deadline = t0 + b->duration_s + 60;
@@ -691,8 +698,11 @@ static int pgbench_run(bench_t *b, PGconn *mon, const bench_child_t *relay, cons
         }
         bench_sleep_ms(50);
     }
-    o->relay_cores = relay ? (proc_cpu_s(relay->pid) - cpu0) / (bench_now() - t0) : NAN;
-    o->backend_cores = relay ? (db_backend_cpu_s(b, backends, nb) - bcpu0) / (bench_now() - t0) : NAN;
+    secs = bench_now() - t0;
+    o->relay_cores = relay ? (proc_cpu_s(relay->pid) - cpu0) / secs : NAN;
+    o->backend_cores = relay ? (db_backend_cpu_s(b, backends, nb) - bcpu0) / secs : NAN;
+    o->relay_sleeps = relay ? (proc_sleeps(relay->pid) - sl0) / secs : NAN;
+    o->mock_cores = b->mock_pid > 0 ? (proc_cpu_s(b->mock_pid) - mcpu0) / secs : NAN;
     st = bench_reap(pid, bench_exited(pid) ? 0 : SIGINT, 5);
     if (!*lsn || db_num(mon, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)", 1, lsnp, &wal) != 0)
         wal = NAN;
@@ -740,17 +750,23 @@ static bench_row_t *writers_rows(bench_t *b, const char *key, const char *figure
     bench_row_ref(w, "B alone", alone->wal_per_txn);
     if (!isnan(o->relay_cores)) {
         snprintf(k, sizeof k, "%s_relay_cores", key);
-        bench_row(b, "writers", k, "  relay process CPU during the run", o->relay_cores, "cores");
+        bench_row(b, "writers", k, "  its process CPU during the run", o->relay_cores, "cores");
+        snprintf(k, sizeof k, "%s_relay_sleeps", key);
+        bench_row(b, "writers", k, "  its threads' sleeps (wake-ups) per writer event", o->relay_sleeps / o->tps, "");
         snprintf(k, sizeof k, "%s_backend_cores", key);
-        bench_row(b, "writers", k, "  relay's PostgreSQL backends' CPU during the run", o->backend_cores, "cores");
+        bench_row(b, "writers", k, "  its PostgreSQL backends' CPU during the run", o->backend_cores, "cores");
         /* What publishing costs per event beside busy writers, and the share
          * of the machine it takes from them. */
         snprintf(k, sizeof k, "%s_relay_us_per_event", key);
-        bench_row(b, "writers", k, "  relay + backends CPU per writer event",
+        bench_row(b, "writers", k, "  it + backends CPU per writer event",
                   (o->relay_cores + o->backend_cores) / o->tps * 1e6, "us");
         snprintf(k, sizeof k, "%s_relay_share", key);
-        bench_row(b, "writers", k, "  relay + backends share of the machine's CPU",
+        bench_row(b, "writers", k, "  it + backends share of the machine's CPU",
                   (o->relay_cores + o->backend_cores) / (double)sysconf(_SC_NPROCESSORS_ONLN) * 100, "%");
+        if (!isnan(o->mock_cores)) {
+            snprintf(k, sizeof k, "%s_mock_cores", key);
+            bench_row(b, "writers", k, "  mock broker CPU during the run (same box)", o->mock_cores, "cores");
+        }
         snprintf(k, sizeof k, "%s_flag_share", key);
         bench_row(b, "writers", k, "  waiting flag set (share of samples)", o->flag_share * 100, "%");
     }
@@ -767,20 +783,86 @@ static int alone_run(bench_t *b, PGconn *c, int i, pgb_out_t *o) {
     if (db_exec(c, "DROP TRIGGER IF EXISTS outbox_notify ON outbox") != 0 || db_exec(c, "TRUNCATE outbox") != 0)
         return -1;
     db_checkpoint(b, c);
-    if (pgbench_run(b, c, NULL, tag, o) != 0)
+    if (pgbench_run(b, c, NULL, NULL, tag, o) != 0)
         return -1;
     /* Back to the installed schema: the gated trigger, the flag off. */
     return db_exec(c, "SELECT outbox_install('public', 'outbox', 'outbox')") != 0 ||
                    db_exec(c, "TRUNCATE outbox") != 0 ? -1 : 0;
 }
 
+/* The reference of the variant run after alone[i]: the mean of it and the next. */
+static double ratio_ref(const pgb_out_t *alone, int i) { return (alone[i].tps + alone[i + 1].tps) / 2; }
+
+/* A variant's share of the writers' throughput beside that of its floor. */
+static void floor_row(bench_t *b, const char *key, double share, double floor_share) {
+    bench_row_t *r = bench_row(b, "writers", key, "  its share of writers' tps, against its floor's",
+                               share * 100, "%");
+    bench_row_ref(r, "% floor's share", floor_share * 100);
+}
+
+/* Seconds from t_db0 (PostgreSQL's clock) to the last mark of the rows up
+ * to maxid; NAN while some are still unsent. */
+static int backlog_done_s(PGconn *c, double maxid, double t_db0, double *secs) {
+    char maxid_s[32];
+    const char *p[1] = {maxid_s};
+    double left, last;
+
+    snprintf(maxid_s, sizeof maxid_s, "%.0f", maxid);
+    if (db_num(c, "SELECT count(*) FROM outbox WHERE id <= $1::bigint AND sent_at IS NULL", 1, p, &left) != 0 ||
+        db_num(c, "SELECT extract(epoch FROM max(sent_at)) FROM outbox WHERE id <= $1::bigint", 1, p, &last) != 0)
+        return -1;
+    *secs = left > 0 ? NAN : last - t_db0;
+    return 0;
+}
+
+static void backlog_row(bench_t *b, const char *key, double done_s) {
+    bench_row_t *r = bench_row(b, "writers", key,
+                               isnan(done_s) ? "  backlog NOT drained within the run" : "  backlog all marked after",
+                               done_s, "s");
+    bench_row_ref(r, "s run length", b->duration_s);
+}
+
+/* The floor of publishing beside the writers: loop (a) claiming and marking
+ * whatever they commit, after a backlog of --events rows when backlog is
+ * set, at the relay's pace and without Kafka. The flag stays off (a relay
+ * may have left it set): no NOTIFY. */
+static int bare_run(bench_t *b, PGconn *c, int backlog, pgb_out_t *o, double *done_s) {
+    const char *tag = backlog ? "bare-draining" : "bare-following";
+    bench_child_t follower = {.pid = -1};
+    double maxid = 0, t_db0;
+    int st, rc = -1;
+
+    *done_s = NAN;
+    if (db_exec(c, "SELECT setval('outbox_relay_waiting', 0)") != 0 ||
+        (backlog ? db_prefill(b, c, b->events, &maxid) : db_checkpoint(b, c)) != 0)
+        return -1;
+    bench_probe(b, backlog ? "writers bare-draining" : "writers bare-following");
+    if (db_num(c, "SELECT extract(epoch FROM clock_timestamp())", 0, NULL, &t_db0) != 0 ||
+        raw_follow_start(b, c, &follower) != 0 || pgbench_run(b, c, &follower, BENCH_FOLLOWER, tag, o) != 0)
+        goto out;
+    if (backlog && backlog_done_s(c, maxid, t_db0, done_s) != 0)
+        goto out;
+    st = bench_reap(follower.pid, SIGTERM, 5);
+    follower.pid = -1;
+    if (st != 0) {
+        bench_log("the bare follower failed (exit %d)", st);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (follower.pid > 0)
+        bench_reap(follower.pid, SIGKILL, 5);
+    return rc;
+}
+
+#define ALONE_RUNS 7
+
 int scenario_writers(bench_t *b) {
     PGconn *c = db_reset(b);
     bench_child_t relay = {.pid = -1};
-    pgb_out_t alone[5], gate, drain, idle, ungated;
-    double maxid, t_db0, left, last_mark, sum = 0, lo = INFINITY, hi = 0;
-    char maxid_s[32], fig[72];
-    const char *p[1] = {maxid_s};
+    pgb_out_t alone[ALONE_RUNS], gate, drain, idle, bare_follow, bare_drain, ungated;
+    double maxid, t_db0, drain_s, bare_drain_s, unused, sum = 0, lo = INFINITY, hi = 0;
+    char fig[72];
     bench_row_t *r;
     int rc = -1;
 
@@ -789,12 +871,12 @@ int scenario_writers(bench_t *b) {
     /* 0. Not reported: a fresh cluster creates (zero-fills and fsyncs) its
      * WAL segments during its first run, which later runs recycle. */
     if (db_exec(c, "DROP TRIGGER outbox_notify ON outbox") != 0 ||
-        pgbench_run(b, c, NULL, "warm-up", &alone[0]) != 0 || alone_run(b, c, 0, &alone[0]) != 0)
+        pgbench_run(b, c, NULL, NULL, "warm-up", &alone[0]) != 0 || alone_run(b, c, 0, &alone[0]) != 0)
         goto out;
 
     /* 1. The gated trigger alone: the flag (off) is read on every insert. */
     db_checkpoint(b, c);
-    if (pgbench_run(b, c, NULL, "gate-only", &gate) != 0 || alone_run(b, c, 1, &alone[1]) != 0)
+    if (pgbench_run(b, c, NULL, NULL, "gate-only", &gate) != 0 || alone_run(b, c, 1, &alone[1]) != 0)
         goto out;
 
     /* 2. The relay draining a backlog while the writers run. */
@@ -802,13 +884,9 @@ int scenario_writers(bench_t *b) {
         goto out;
     bench_probe(b, "writers relay-draining");
     if (db_num(c, "SELECT extract(epoch FROM clock_timestamp())", 0, NULL, &t_db0) != 0 ||
-        relay_start(b, &relay) != 0 || pgbench_run(b, c, &relay, "relay-draining", &drain) != 0)
-        goto out;
-    snprintf(maxid_s, sizeof maxid_s, "%.0f", maxid);
-    if (db_num(c, "SELECT count(*) FROM outbox WHERE id <= $1::bigint AND sent_at IS NULL", 1, p, &left) != 0 ||
-        db_num(c, "SELECT extract(epoch FROM max(sent_at)) FROM outbox WHERE id <= $1::bigint", 1, p,
-               &last_mark) != 0 ||
-        relay_stop(&relay) != 0 || alone_run(b, c, 2, &alone[2]) != 0)
+        relay_start(b, &relay) != 0 || pgbench_run(b, c, &relay, "outbox-relay", "relay-draining", &drain) != 0 ||
+        backlog_done_s(c, maxid, t_db0, &drain_s) != 0 || relay_stop(&relay) != 0 ||
+        alone_run(b, c, 2, &alone[2]) != 0)
         goto out;
 
     /* 3. The relay idle (flag set) when the writers start: it wakes on the
@@ -816,42 +894,50 @@ int scenario_writers(bench_t *b) {
     db_checkpoint(b, c);
     bench_probe(b, "writers relay-idle");
     if (relay_start(b, &relay) != 0 || db_wait_waiting(c, 10) != 0 ||
-        pgbench_run(b, c, &relay, "relay-idle", &idle) != 0 || relay_stop(&relay) != 0 ||
+        pgbench_run(b, c, &relay, "outbox-relay", "relay-idle", &idle) != 0 || relay_stop(&relay) != 0 ||
         alone_run(b, c, 3, &alone[3]) != 0)
         goto out;
 
-    /* 4. Ungated: the flag forced on, no relay: every commit NOTIFYs. */
+    /* 4. The floors of 3 and 2: loop (a) in the relay's place. */
+    if (bare_run(b, c, 0, &bare_follow, &unused) != 0 || alone_run(b, c, 4, &alone[4]) != 0 ||
+        bare_run(b, c, 1, &bare_drain, &bare_drain_s) != 0 || alone_run(b, c, 5, &alone[5]) != 0)
+        goto out;
+
+    /* 5. Ungated: the flag forced on, no relay: every commit NOTIFYs. */
     if (db_exec(c, "SELECT setval('outbox_relay_waiting', 1)") != 0)
         goto out;
     db_checkpoint(b, c);
-    if (pgbench_run(b, c, NULL, "ungated", &ungated) != 0 ||
-        db_exec(c, "SELECT setval('outbox_relay_waiting', 0)") != 0 || alone_run(b, c, 4, &alone[4]) != 0)
+    if (pgbench_run(b, c, NULL, NULL, "ungated", &ungated) != 0 ||
+        db_exec(c, "SELECT setval('outbox_relay_waiting', 0)") != 0 || alone_run(b, c, 6, &alone[6]) != 0)
         goto out;
 
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < ALONE_RUNS; i++) {
         sum += alone[i].tps;
         lo = alone[i].tps < lo ? alone[i].tps : lo;
         hi = alone[i].tps > hi ? alone[i].tps : hi;
     }
-    bench_row(b, "writers", "alone_tps", "alone: no trigger, no relay (mean of 5 runs)", sum / 5, "tps");
+    bench_row(b, "writers", "alone_tps", "alone: no trigger, no relay (mean of 7 runs)", sum / ALONE_RUNS, "tps");
     bench_row(b, "writers", "alone_wal_per_txn", "  WAL per writer transaction (all sessions)",
               alone[0].wal_per_txn, "B");
-    r = bench_row(b, "writers", "alone_spread", "  slowest of the 5 runs (noise)", lo, "tps");
+    r = bench_row(b, "writers", "alone_spread", "  slowest of the 7 runs (noise)", lo, "tps");
     bench_row_ref(r, "tps fastest", hi);
     r = bench_row(b, "writers", "gate_only_tps", "gate only: trigger, flag off, no relay", gate.tps, "tps");
-    bench_row_ref(r, "tps alone (runs around it)", (alone[0].tps + alone[1].tps) / 2);
+    bench_row_ref(r, "tps alone (runs around it)", ratio_ref(alone, 0));
     snprintf(fig, sizeof fig, "relay draining a %ld-row backlog", b->events);
-    r = writers_rows(b, "relay_draining", fig, &drain, &alone[0], (alone[1].tps + alone[2].tps) / 2);
+    r = writers_rows(b, "relay_draining", fig, &drain, &alone[0], ratio_ref(alone, 1));
     bench_row_target(r, '>', 1, 0.9);
-    r = bench_row(b, "writers", "relay_draining_backlog_s",
-                  left > 0 ? "  backlog NOT drained within the run" : "  backlog all marked after",
-                  left > 0 ? NAN : last_mark - t_db0, "s");
-    bench_row_ref(r, "s run length", b->duration_s);
-    r = writers_rows(b, "relay_idle", "relay idle at start, then following", &idle, &alone[0],
-                     (alone[2].tps + alone[3].tps) / 2);
+    backlog_row(b, "relay_draining_backlog_s", drain_s);
+    floor_row(b, "relay_draining_vs_floor", drain.tps / ratio_ref(alone, 1), bare_drain.tps / ratio_ref(alone, 4));
+    r = writers_rows(b, "relay_idle", "relay idle at start, then following", &idle, &alone[0], ratio_ref(alone, 2));
     bench_row_target(r, '>', 1, 0.95);
+    floor_row(b, "relay_idle_vs_floor", idle.tps / ratio_ref(alone, 2), bare_follow.tps / ratio_ref(alone, 3));
+    writers_rows(b, "bare_following", "floor: loop (a) following, no Kafka", &bare_follow, &alone[0],
+                 ratio_ref(alone, 3));
+    writers_rows(b, "bare_draining", "floor: loop (a) draining the backlog, no Kafka", &bare_drain, &alone[0],
+                 ratio_ref(alone, 4));
+    backlog_row(b, "bare_draining_backlog_s", bare_drain_s);
     writers_rows(b, "ungated", "ungated: NOTIFY on every commit, no relay", &ungated, &alone[0],
-                 (alone[3].tps + alone[4].tps) / 2);
+                 ratio_ref(alone, 5));
     rc = 0;
 out:
     if (relay.pid > 0)

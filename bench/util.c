@@ -281,6 +281,34 @@ double proc_cpu_s(pid_t pid) {
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+double proc_sleeps(pid_t pid) {
+    char path[64], line[320];
+    double sum = 0;
+    struct dirent *e;
+    long v;
+    DIR *d;
+
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    d = opendir(path);
+    if (!d)
+        return NAN;
+    while ((e = readdir(d)) != NULL) {
+        FILE *f;
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(line, sizeof line, "/proc/%d/task/%s/status", (int)pid, e->d_name);
+        f = fopen(line, "r");
+        if (!f)
+            continue;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "voluntary_ctxt_switches: %ld", &v) == 1)
+                sum += (double)v;
+        fclose(f);
+    }
+    closedir(d);
+    return sum;
+}
+
 double proc_hwm_mb(pid_t pid) {
     char path[64], line[256];
     double mb = NAN;
