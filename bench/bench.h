@@ -16,7 +16,7 @@
 #define BENCH_FOLLOWER "obx-bare-follower"
 #define BENCH_MAX_RATES 8
 #define BENCH_MAX_SETS 32
-#define BENCH_MAX_ROWS 96
+#define BENCH_MAX_ROWS 128
 #define BENCH_MAX_NOTES 48
 #define BENCH_MAX_STARTS 32
 

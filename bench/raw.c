@@ -5,7 +5,9 @@
  *       --payload bytes to the same broker, then wait for every report.
  * Each runs in a forked child so its CPU and peak RSS are its own. Both also
  * time single items (one row claimed and marked, one message produced and
- * acknowledged): their sum is the latency floor of one event. */
+ * acknowledged): their sum is the latency floor of one event.
+ * And the floor of the writers scenario: loop (a) following writers in the
+ * relay's place (raw_follow_start). */
 #include "bench.h"
 
 #include <errno.h>
@@ -57,8 +59,10 @@ static const char upd_sql[] = "UPDATE outbox SET sent_at = now() WHERE id = ANY(
  * *after (what a relay must fetch to publish them; the schema indexes only
  * the id, so a loop goes on from its last id) and marks them sent, through
  * the statements prepared as "sel" and "upd" when prepared is set. Returns
- * the rows marked, or -1 with r->err. ids is scratch space for limit ids. */
-static int claim_mark(PGconn *c, int prepared, int limit, long long *after, char *ids, raw_result_t *r) {
+ * the rows marked, or -1 with r->err. ids is scratch space for limit ids;
+ * got, unless NULL, receives the ids marked. */
+static int claim_mark(PGconn *c, int prepared, int limit, long long *after, char *ids, long long *got,
+                      raw_result_t *r) {
     char lim[16], from[24];
     const char *p1[2] = {lim, from}, *p2[1] = {ids};
     PGresult *res;
@@ -76,8 +80,11 @@ static int claim_mark(PGconn *c, int prepared, int limit, long long *after, char
     }
     n = PQntuples(res);
     ids[len++] = '{';
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         len += (size_t)sprintf(ids + len, "%s%s", i ? "," : "", PQgetvalue(res, i, 0));
+        if (got)
+            got[i] = atoll(PQgetvalue(res, i, 0));
+    }
     ids[len++] = '}';
     ids[len] = '\0';
     if (n > 0)
@@ -114,14 +121,14 @@ static void raw_pg(bench_t *b, raw_result_t *r) {
     /* Single rows first: the floor of claiming and marking one event. */
     for (int i = 0; i < RAW_SINGLES; i++) {
         double s0 = bench_now();
-        if (claim_mark(c, 0, 1, &after, ids, r) != 1)
+        if (claim_mark(c, 0, 1, &after, ids, NULL, r) != 1)
             goto out;
         lat[i] = (bench_now() - s0) * 1000.0;
     }
     t0 = bench_now();
     cpu0 = self_cpu_s();
     bcpu0 = db_backend_cpu_s(b, &backend, 1);
-    while ((n = claim_mark(c, 0, RAW_BATCH, &after, ids, r)) > 0 && !bench_stop)
+    while ((n = claim_mark(c, 0, RAW_BATCH, &after, ids, NULL, r)) > 0 && !bench_stop)
         r->n += n;
     if (n != 0)
         goto out;
@@ -333,38 +340,75 @@ static int prepare(PGconn *c, const char *name, const char *sql, raw_result_t *r
     return ok;
 }
 
-/* relay.busy_poll_interval_ms as the relay runs it: --relay-set's, else the default. */
+/* relay.busy_poll_interval_ms as the relay runs it: --relay-set's within
+ * the relay's range, else its default (relay/core/config.c). */
 static int follow_interval_ms(const bench_t *b) {
     static const char key[] = "relay.busy_poll_interval_ms=";
     for (int i = 0; i < b->nsets; i++)
-        if (strncmp(b->sets[i], key, sizeof key - 1) == 0)
-            return atoi(b->sets[i] + sizeof key - 1);
+        if (strncmp(b->sets[i], key, sizeof key - 1) == 0) {
+            int ms = atoi(b->sets[i] + sizeof key - 1);
+            return ms < 1 ? 1 : ms > 1000 ? 1000 : ms;
+        }
     return 5;
+}
+
+/* Ids above the follower's low water that it remembers as marked. */
+#define FOLLOW_WINDOW 65536
+
+/* Records id as marked and moves *low over every id now marked above it.
+ * An id the window's width past *low means the gap below it is a rolled
+ * back insert, not one still in flight: the low water passes it. */
+static void follow_mark(unsigned char *done, long long *low, long long id) {
+    while (id - *low > FOLLOW_WINDOW)
+        done[++*low % FOLLOW_WINDOW] = 0;
+    done[id % FOLLOW_WINDOW] = 1;
+    while (done[(*low + 1) % FOLLOW_WINDOW])
+        done[++*low % FOLLOW_WINDOW] = 0;
 }
 
 /* Loop (a) following writers until SIGTERM (bench_stop): whatever is new,
  * claimed and marked, then a pause of the relay's busy_poll_interval_ms
- * unless the batch was full. No Kafka and no check that a lower id may still
- * commit: what any relay must at least do per event, so its cost to the
- * writers is the floor of the relay's. Prepared statements, as the relay's. */
+ * unless the batch of 1,000 was full. Writers commit out of id order, so it
+ * claims from a low water below which every id is marked, as the relay
+ * does, but without the relay's check on the transactions in progress (it
+ * waits for every gap instead) and without Kafka: what any relay must at
+ * least do per event, so its cost to the writers is the floor of the
+ * relay's. Prepared statements, as the relay's. */
 static void raw_follow(bench_t *b, raw_result_t *r) {
     PGconn *c = db_open(b, BENCH_DB);
     char *ids = malloc((size_t)RAW_BATCH * 21 + 3);
-    int pause = follow_interval_ms(b), n;
-    long long after = 0;
+    long long *got = malloc(RAW_BATCH * sizeof *got), low = 0, after;
+    unsigned char *done = calloc(FOLLOW_WINDOW, 1);
+    int pause = follow_interval_ms(b), n = 0;
+    double start;
 
-    /* Its name last: raw_follow_start waits for it. */
-    if (!c || !ids || db_exec(c, "SET synchronous_commit = off") != 0 || !prepare(c, "sel", sel_sql, r) ||
-        !prepare(c, "upd", upd_sql, r) || db_exec(c, "SET application_name = '" BENCH_FOLLOWER "'") != 0) {
+    /* The low water is read before the writers start (every id below the
+     * first unsent one, or up to the last one given, is final), and the
+     * name set last: raw_follow_start waits for it, then starts them. */
+    if (!c || !ids || !got || !done || db_exec(c, "SET synchronous_commit = off") != 0 ||
+        !prepare(c, "sel", sel_sql, r) || !prepare(c, "upd", upd_sql, r) ||
+        db_num(c, "SELECT COALESCE((SELECT min(id) - 1 FROM outbox WHERE sent_at IS NULL),"
+                  " pg_sequence_last_value(pg_get_serial_sequence('outbox', 'id')), 0)",
+               0, NULL, &start) != 0 ||
+        db_exec(c, "SET application_name = '" BENCH_FOLLOWER "'") != 0) {
         if (!r->err[0])
-            snprintf(r->err, sizeof r->err, "follower: no connection or no memory");
+            snprintf(r->err, sizeof r->err, "follower: no connection, no memory, or its set-up failed");
         goto out;
     }
-    while (!bench_stop && (n = claim_mark(c, 1, RAW_BATCH, &after, ids, r)) >= 0)
+    low = (long long)start;
+    while (!bench_stop) {
+        after = low;
+        if ((n = claim_mark(c, 1, RAW_BATCH, &after, ids, got, r)) < 0)
+            break;
+        for (int i = 0; i < n; i++)
+            follow_mark(done, &low, got[i]);
         if (n < RAW_BATCH)
             bench_sleep_ms(pause);
-    r->ok = bench_stop;
+    }
+    r->ok = n >= 0;
 out:
+    free(done);
+    free(got);
     free(ids);
     PQfinish(c);
 }
@@ -377,6 +421,8 @@ int raw_follow_start(bench_t *b, PGconn *mon, bench_child_t *child) {
     fflush(stderr);
     child->started = bench_now();
     child->pid = fork();
+    /* The child never touches mon, and leaves by _exit: nothing of the
+     * parent's session runs twice. */
     if (child->pid == 0) {
         raw_result_t r;
         memset(&r, 0, sizeof r);

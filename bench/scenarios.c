@@ -751,8 +751,11 @@ static bench_row_t *writers_rows(bench_t *b, const char *key, const char *figure
     if (!isnan(o->relay_cores)) {
         snprintf(k, sizeof k, "%s_relay_cores", key);
         bench_row(b, "writers", k, "  its process CPU during the run", o->relay_cores, "cores");
-        snprintf(k, sizeof k, "%s_relay_sleeps", key);
-        bench_row(b, "writers", k, "  its threads' sleeps (wake-ups) per writer event", o->relay_sleeps / o->tps, "");
+        if (!isnan(o->relay_sleeps)) {
+            snprintf(k, sizeof k, "%s_relay_sleeps", key);
+            bench_row(b, "writers", k, "  its threads' sleeps (wake-ups) per writer event", o->relay_sleeps / o->tps,
+                      "");
+        }
         snprintf(k, sizeof k, "%s_backend_cores", key);
         bench_row(b, "writers", k, "  its PostgreSQL backends' CPU during the run", o->backend_cores, "cores");
         /* What publishing costs per event beside busy writers, and the share
@@ -825,8 +828,9 @@ static void backlog_row(bench_t *b, const char *key, double done_s) {
 /* The floor of publishing beside the writers: loop (a) claiming and marking
  * whatever they commit, after a backlog of --events rows when backlog is
  * set, at the relay's pace and without Kafka. The flag stays off (a relay
- * may have left it set): no NOTIFY. */
-static int bare_run(bench_t *b, PGconn *c, int backlog, pgb_out_t *o, double *done_s) {
+ * may have left it set): no NOTIFY. *left: the rows it left unsent below
+ * the last one it marked, once it stopped (0 unless it passed some over). */
+static int bare_run(bench_t *b, PGconn *c, int backlog, pgb_out_t *o, double *done_s, double *left) {
     const char *tag = backlog ? "bare-draining" : "bare-following";
     bench_child_t follower = {.pid = -1};
     double maxid = 0, t_db0;
@@ -834,8 +838,10 @@ static int bare_run(bench_t *b, PGconn *c, int backlog, pgb_out_t *o, double *do
 
     *done_s = NAN;
     if (db_exec(c, "SELECT setval('outbox_relay_waiting', 0)") != 0 ||
-        (backlog ? db_prefill(b, c, b->events, &maxid) : db_checkpoint(b, c)) != 0)
+        (backlog && db_prefill(b, c, b->events, &maxid) != 0))
         return -1;
+    if (!backlog)
+        db_checkpoint(b, c);
     bench_probe(b, backlog ? "writers bare-draining" : "writers bare-following");
     if (db_num(c, "SELECT extract(epoch FROM clock_timestamp())", 0, NULL, &t_db0) != 0 ||
         raw_follow_start(b, c, &follower) != 0 || pgbench_run(b, c, &follower, BENCH_FOLLOWER, tag, o) != 0)
@@ -848,6 +854,9 @@ static int bare_run(bench_t *b, PGconn *c, int backlog, pgb_out_t *o, double *do
         bench_log("the bare follower failed (exit %d)", st);
         goto out;
     }
+    if (db_num(c, "SELECT count(*) FROM outbox WHERE sent_at IS NULL"
+                  " AND id < (SELECT max(id) FROM outbox WHERE sent_at IS NOT NULL)", 0, NULL, left) != 0)
+        goto out;
     rc = 0;
 out:
     if (follower.pid > 0)
@@ -861,7 +870,7 @@ int scenario_writers(bench_t *b) {
     PGconn *c = db_reset(b);
     bench_child_t relay = {.pid = -1};
     pgb_out_t alone[ALONE_RUNS], gate, drain, idle, bare_follow, bare_drain, ungated;
-    double maxid, t_db0, drain_s, bare_drain_s, unused, sum = 0, lo = INFINITY, hi = 0;
+    double maxid, t_db0, drain_s, bare_drain_s, unused, follow_left, drain_left, sum = 0, lo = INFINITY, hi = 0;
     char fig[72];
     bench_row_t *r;
     int rc = -1;
@@ -899,8 +908,8 @@ int scenario_writers(bench_t *b) {
         goto out;
 
     /* 4. The floors of 3 and 2: loop (a) in the relay's place. */
-    if (bare_run(b, c, 0, &bare_follow, &unused) != 0 || alone_run(b, c, 4, &alone[4]) != 0 ||
-        bare_run(b, c, 1, &bare_drain, &bare_drain_s) != 0 || alone_run(b, c, 5, &alone[5]) != 0)
+    if (bare_run(b, c, 0, &bare_follow, &unused, &follow_left) != 0 || alone_run(b, c, 4, &alone[4]) != 0 ||
+        bare_run(b, c, 1, &bare_drain, &bare_drain_s, &drain_left) != 0 || alone_run(b, c, 5, &alone[5]) != 0)
         goto out;
 
     /* 5. Ungated: the flag forced on, no relay: every commit NOTIFYs. */
@@ -933,9 +942,11 @@ int scenario_writers(bench_t *b) {
     floor_row(b, "relay_idle_vs_floor", idle.tps / ratio_ref(alone, 2), bare_follow.tps / ratio_ref(alone, 3));
     writers_rows(b, "bare_following", "floor: loop (a) following, no Kafka", &bare_follow, &alone[0],
                  ratio_ref(alone, 3));
+    bench_row(b, "writers", "bare_following_left", "  rows it left unsent below its last mark", follow_left, "");
     writers_rows(b, "bare_draining", "floor: loop (a) draining the backlog, no Kafka", &bare_drain, &alone[0],
                  ratio_ref(alone, 4));
     backlog_row(b, "bare_draining_backlog_s", bare_drain_s);
+    bench_row(b, "writers", "bare_draining_left", "  rows it left unsent below its last mark", drain_left, "");
     writers_rows(b, "ungated", "ungated: NOTIFY on every commit, no relay", &ungated, &alone[0],
                  ratio_ref(alone, 5));
     rc = 0;
