@@ -1010,7 +1010,7 @@ int scenario_consumer(bench_t *b) {
     bench_child_t relay = {.pid = -1}, gen = {.pid = -1}, cons = {.pid = -1};
     char conf[600], orders[24];
     char *gen_argv[14], *cons_argv[4];
-    double n = (double)b->consumer_events, first_at, first_n, done_at, cpu, hwm, bcpu, applied;
+    double n = (double)b->consumer_events, first_at, first_n, done_at, cpu, hwm, bcpu, applied, batches, gap_ms;
     pid_t backends[4];
     int nb;
     bench_row_t *r;
@@ -1085,6 +1085,15 @@ int scenario_consumer(bench_t *b) {
         goto out;
     if (applied != n)
         bench_note(b, "consumer: %.0f of %.0f events applied (the rest rejected or parked)", applied, n);
+    /* Each batch is one transaction, and processed_at is its start: the
+     * batches and the longest pause between two show where a slow run
+     * lost its time. */
+    if (db_num(c, "SELECT count(DISTINCT processed_at) FROM processed_events WHERE consumer = 'stock'", 0, NULL,
+               &batches) != 0 ||
+        db_num(c, "SELECT extract(epoch FROM max(gap)) * 1000 FROM (SELECT t - lag(t) OVER (ORDER BY t) AS gap"
+                  " FROM (SELECT DISTINCT processed_at AS t FROM processed_events WHERE consumer = 'stock') d) g",
+               0, NULL, &gap_ms) != 0)
+        goto out;
 
     /* From the first batch seen to the last: the apply rate, without the
      * consumer's start-up and group join (reported on their own). */
@@ -1098,6 +1107,8 @@ int scenario_consumer(bench_t *b) {
     bench_row(b, "consumer", "backend_cpu_s_per_100k", "  its PostgreSQL backend CPU per 100k", bcpu / n * 1e5,
               "s");
     bench_row(b, "consumer", "peak_rss_mb", "  consumer peak RSS (VmHWM)", hwm, "MB");
+    bench_row(b, "consumer", "batches", "  batches (transactions)", batches, "");
+    bench_row(b, "consumer", "longest_gap_ms", "  longest pause between two batches' starts", gap_ms, "ms");
     rc = 0;
 out:
     if (relay.pid > 0)
