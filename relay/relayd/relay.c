@@ -760,11 +760,9 @@ static void check_fatal(relay_t *r) {
 }
 
 
-/* A due timer whose work is still waiting (a query in flight, the in-flight
- * bound reached) is not a reason to wake: the event it waits for wakes us.
- * Counting it would spin the loop. */
-/* A deadline whose work may have to wait for a query: once due it must not
- * end every poll at once (the loop would spin), so a passed one is skipped. */
+/* A deadline whose work may have to wait for a query (or for room in
+ * flight): once due it must not end every poll at once (the loop would
+ * spin), so a passed one is skipped; the event it waits for wakes us. */
 static int64_t sooner(int64_t next, int64_t at, int64_t now) { return at > now && at < next ? at : next; }
 
 /* A deadline the loop acts on at its top whatever else is running: one that
