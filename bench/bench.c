@@ -94,11 +94,12 @@
  *              writers pay NOTIFY only in those gaps); the flag forced on
  *              with no relay (every commit NOTIFYs: what the gate avoids).
  *              And the floors of the two relay variants: loop (a) in the
- *              relay's place, without Kafka, claiming and marking whatever
- *              the writers commit with the relay's claim pause
- *              (relay.busy_poll_interval_ms), from an empty table and from
- *              the same backlog: what any publisher that reads and marks
- *              every row at that pace costs the writers at least.
+ *              relay's place, without Kafka, claiming (from a low water,
+ *              as the relay does) and marking whatever the writers commit,
+ *              paced as the relay is (relay/core/pace.h, the relay's
+ *              busy_poll settings), from an empty table and from the same
+ *              backlog: what any publisher that reads and marks every row
+ *              at that pace costs the writers at least.
  *              Before and after each runs the reference, no trigger and no
  *              relay; each variant is measured against the mean of its two
  *              neighbours, since throughput drifts between runs on a shared

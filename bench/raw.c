@@ -9,6 +9,7 @@
  * And the floor of the writers scenario: loop (a) following writers in the
  * relay's place (raw_follow_start). */
 #include "bench.h"
+#include "pace.h"
 
 #include <errno.h>
 #include <librdkafka/rdkafka.h>
@@ -340,16 +341,17 @@ static int prepare(PGconn *c, const char *name, const char *sql, raw_result_t *r
     return ok;
 }
 
-/* relay.busy_poll_interval_ms as the relay runs it: --relay-set's within
- * the relay's range, else its default (relay/core/config.c). */
-static int follow_interval_ms(const bench_t *b) {
-    static const char key[] = "relay.busy_poll_interval_ms=";
+/* A relay.* pause as the relay runs it: --relay-set's within the relay's
+ * range (1-1000 ms), else def, its default (relay/core/config.c). */
+static int relay_pause_ms(const bench_t *b, const char *name, int def) {
+    size_t len = strlen(name);
     for (int i = 0; i < b->nsets; i++)
-        if (strncmp(b->sets[i], key, sizeof key - 1) == 0) {
-            int ms = atoi(b->sets[i] + sizeof key - 1);
+        if (strncmp(b->sets[i], "relay.", 6) == 0 && strncmp(b->sets[i] + 6, name, len) == 0 &&
+            b->sets[i][6 + len] == '=') {
+            int ms = atoi(b->sets[i] + 7 + len);
             return ms < 1 ? 1 : ms > 1000 ? 1000 : ms;
         }
-    return 5;
+    return def;
 }
 
 /* Ids above the follower's low water that it remembers as marked. */
@@ -367,7 +369,7 @@ static void follow_mark(unsigned char *done, long long *low, long long id) {
 }
 
 /* Loop (a) following writers until SIGTERM (bench_stop): whatever is new,
- * claimed and marked, then a pause of the relay's busy_poll_interval_ms
+ * claimed and marked, then the relay's pause (obx_pace_next, its settings)
  * unless the batch of 1,000 was full. Writers commit out of id order, so it
  * claims from a low water below which every id is marked, as the relay
  * does, but without the relay's check on the transactions in progress (it
@@ -379,7 +381,8 @@ static void raw_follow(bench_t *b, raw_result_t *r) {
     char *ids = malloc((size_t)RAW_BATCH * 21 + 3);
     long long *got = malloc(RAW_BATCH * sizeof *got), low = 0, after;
     unsigned char *done = calloc(FOLLOW_WINDOW, 1);
-    int pause = follow_interval_ms(b), n = 0;
+    int lo = relay_pause_ms(b, "busy_poll_interval_ms", 5), hi = relay_pause_ms(b, "busy_poll_max_interval_ms", 20);
+    int pause = lo, n = 0;
     double start;
 
     /* The low water is read before the writers start (every id below the
@@ -402,8 +405,10 @@ static void raw_follow(bench_t *b, raw_result_t *r) {
             break;
         for (int i = 0; i < n; i++)
             follow_mark(done, &low, got[i]);
-        if (n < RAW_BATCH)
+        if (n < RAW_BATCH) {
+            pause = obx_pace_next(pause, n, lo, hi);
             bench_sleep_ms(pause);
+        }
     }
     r->ok = n >= 0;
 out:

@@ -36,6 +36,7 @@ typedef struct {
     int poll_interval_ms;
     int busy_poll_ms;     /* keep claiming this long after the last row before sleeping on LISTEN */
     int busy_poll_interval_ms; /* the pause between those claims: latency against CPU per event */
+    int busy_poll_max_interval_ms; /* what it grows to while claims find many rows (relay/core/pace.h) */
     char *topic_pattern;
     int on_failure;           /* obx_fail_policy_t */
     int max_attempts;

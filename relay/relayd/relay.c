@@ -14,6 +14,7 @@
 #include "headers.h"
 #include "log.h"
 #include "outbox.h"
+#include "pace.h"
 #include "producer.h"
 #include "route.h"
 
@@ -118,6 +119,7 @@ typedef struct {
     int exit_code;
     int64_t stop_deadline;
     int64_t sleep_until;     /* fallback poll while idle; next busy poll */
+    int pause_ms;            /* the last busy-poll pause (obx_pace_next) */
     int64_t last_rows_ms;    /* when a claim last found rows */
     int64_t retry_at;        /* earliest rescan after a failed attempt */
     int64_t reconnect_at;
@@ -576,9 +578,12 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
             }
             if (n < r->cfg->batch_size && r->idle == IDLE_RUN && !r->stopping) {
                 /* Caught up with the writers: let a few ms of their rows
-                 * gather rather than pay two statements per row or two. */
+                 * gather rather than pay two statements per row or two,
+                 * and more while they keep the database busy. */
                 r->idle = IDLE_POLL;
-                r->sleep_until = now_ms() + r->cfg->busy_poll_interval_ms;
+                r->pause_ms = obx_pace_next(r->pause_ms, n, r->cfg->busy_poll_interval_ms,
+                                            r->cfg->busy_poll_max_interval_ms);
+                r->sleep_until = now_ms() + r->pause_ms;
             }
             return; /* the batch owns res now */
         }
@@ -592,7 +597,8 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
                 r->sleep_until = now_ms() + r->cfg->poll_interval_ms;
             } else if (r->idle == IDLE_RUN && now_ms() - r->last_rows_ms < r->cfg->busy_poll_ms) {
                 r->idle = IDLE_POLL;
-                r->sleep_until = now_ms() + r->cfg->busy_poll_interval_ms;
+                r->pause_ms = r->cfg->busy_poll_interval_ms;
+                r->sleep_until = now_ms() + r->pause_ms;
             } else if (r->idle == IDLE_RUN) {
                 r->op_waiting = 1;
                 if (obx_outbox_send_waiting(r->conn, r->cfg, 1) != 0)

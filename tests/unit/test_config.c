@@ -104,6 +104,7 @@ START_TEST(test_example_config) {
     ck_assert_int_eq(cfg.poll_interval_ms, 500);
     ck_assert_int_eq(cfg.busy_poll_ms, 100);
     ck_assert_int_eq(cfg.busy_poll_interval_ms, 5);
+    ck_assert_int_eq(cfg.busy_poll_max_interval_ms, 20);
     ck_assert_str_eq(cfg.topic_pattern, "outbox.${aggregate_type}");
     ck_assert_int_eq(cfg.on_failure, OBX_FAIL_PARK);
     ck_assert_int_eq(cfg.max_attempts, 10);
@@ -137,6 +138,7 @@ START_TEST(test_minimal_defaults) {
     ck_assert_int_eq(cfg.poll_interval_ms, 500);
     ck_assert_int_eq(cfg.busy_poll_ms, 100);
     ck_assert_int_eq(cfg.busy_poll_interval_ms, 5);
+    ck_assert_int_eq(cfg.busy_poll_max_interval_ms, 20);
     ck_assert_str_eq(cfg.topic_pattern, "outbox.${aggregate_type}");
     ck_assert_int_eq(cfg.on_failure, OBX_FAIL_PARK);
     ck_assert_int_eq(cfg.max_attempts, 10);
@@ -186,6 +188,7 @@ START_TEST(test_all_keys_non_default) {
             "  poll_interval_ms = 20;\n"
             "  busy_poll_ms = 0;\n"
             "  busy_poll_interval_ms = 10;\n"
+            "  busy_poll_max_interval_ms = 40;\n"
             "  topic_pattern = \"evt.${aggregate_type}.${event_type}\";\n"
             "  on_failure = \"block\";\n"
             "  max_attempts = 3;\n"
@@ -208,6 +211,7 @@ START_TEST(test_all_keys_non_default) {
     ck_assert_int_eq(cfg.poll_interval_ms, 20);
     ck_assert_int_eq(cfg.busy_poll_ms, 0);
     ck_assert_int_eq(cfg.busy_poll_interval_ms, 10);
+    ck_assert_int_eq(cfg.busy_poll_max_interval_ms, 40);
     ck_assert_str_eq(cfg.topic_pattern, "evt.${aggregate_type}.${event_type}");
     ck_assert_int_eq(cfg.on_failure, OBX_FAIL_BLOCK);
     ck_assert_int_eq(cfg.max_attempts, 3);
@@ -442,6 +446,7 @@ static const struct {
     {"log", "stats_interval_s", 0, 86400, 6},
     {"relay", "busy_poll_ms", 0, 60000, 7},
     {"relay", "busy_poll_interval_ms", 1, 1000, 8},
+    {"relay", "busy_poll_max_interval_ms", 1, 1000, 9},
 };
 
 static int int_field(const obx_config_t *cfg, int which) {
@@ -454,7 +459,8 @@ static int int_field(const obx_config_t *cfg, int which) {
     case 5: return cfg->reconnect_max_ms;
     case 6: return cfg->stats_interval_s;
     case 7: return cfg->busy_poll_ms;
-    default: return cfg->busy_poll_interval_ms;
+    case 8: return cfg->busy_poll_interval_ms;
+    default: return cfg->busy_poll_max_interval_ms;
     }
 }
 
