@@ -414,6 +414,15 @@ static void send_marks(relay_t *r) {
         disconnect(r, PQerrorMessage(r->mconn));
 }
 
+/* Following writers: the next claim waits a pause that depends on the rows
+ * this one found (obx_pace_next). */
+static void busy_pause(relay_t *r, int rows) {
+    r->idle = IDLE_POLL;
+    r->pause_ms = obx_pace_next(r->pause_ms, rows, r->cfg->busy_poll_interval_ms,
+                                r->cfg->busy_poll_max_interval_ms);
+    r->sleep_until = now_ms() + r->pause_ms;
+}
+
 /* Claims unsent rows from the low water on, whatever the horizon. */
 static int send_rescan(relay_t *r, int limit) {
     r->cursor = r->low;
@@ -580,10 +589,7 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
                 /* Caught up with the writers: let a few ms of their rows
                  * gather rather than pay two statements per row or two,
                  * and more while they keep the database busy. */
-                r->idle = IDLE_POLL;
-                r->pause_ms = obx_pace_next(r->pause_ms, n, r->cfg->busy_poll_interval_ms,
-                                            r->cfg->busy_poll_max_interval_ms);
-                r->sleep_until = now_ms() + r->pause_ms;
+                busy_pause(r, n);
             }
             return; /* the batch owns res now */
         }
@@ -596,9 +602,7 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
                 r->idle = IDLE_SLEEP;
                 r->sleep_until = now_ms() + r->cfg->poll_interval_ms;
             } else if (r->idle == IDLE_RUN && now_ms() - r->last_rows_ms < r->cfg->busy_poll_ms) {
-                r->idle = IDLE_POLL;
-                r->pause_ms = r->cfg->busy_poll_interval_ms;
-                r->sleep_until = now_ms() + r->pause_ms;
+                busy_pause(r, 0);
             } else if (r->idle == IDLE_RUN) {
                 r->op_waiting = 1;
                 if (obx_outbox_send_waiting(r->conn, r->cfg, 1) != 0)
