@@ -103,7 +103,11 @@
  *              Before and after each runs the reference, no trigger and no
  *              relay; each variant is measured against the mean of its two
  *              neighbours, since throughput drifts between runs on a shared
- *              box (the spread of the seven is printed). Beside each: WAL
+ *              box (the spread of all reference runs is printed). With
+ *              --writers-rounds N the four publisher variants run N times
+ *              (gate and ungated once): each is reported as its mean tps
+ *              against the mean of its references, with its lowest and
+ *              highest round. Beside each: WAL
  *              bytes per writer transaction
  *              (everyone's WAL: the relay's marks included), the
  *              publisher's and its PostgreSQL backends' CPU while it runs,
@@ -157,6 +161,8 @@ static void usage(FILE *f) {
         "  --rates LIST          steady insert rates, events/s (default 1000,10000)\n"
         "  --duration S          length of each steady and pgbench run (default 10)\n"
         "  --writers N           concurrent writers, steady and pgbench (default 8)\n"
+        "  --writers-rounds N    rounds of the writers scenario's publisher variants, each\n"
+        "                        between two reference runs (default 1, at most 10)\n"
         "  --idle-samples N      single inserts of the idle scenario (default 200)\n"
         "  --consumer-events N   orders for the consumer scenario (default 20000)\n"
         "  --scenario NAME       drain, footprint, steady, idle, writers, consumer;\n"
@@ -242,7 +248,7 @@ static int parse_set(bench_t *b, const char *arg) {
 
 /* Returns -1 to run, or the exit code. */
 static int parse_args(bench_t *b, int argc, char **argv) {
-    enum { O_EVENTS = 256, O_PAYLOAD, O_AGGS, O_RATES, O_DURATION, O_WRITERS, O_IDLE, O_CONS,
+    enum { O_EVENTS = 256, O_PAYLOAD, O_AGGS, O_RATES, O_DURATION, O_WRITERS, O_ROUNDS, O_IDLE, O_CONS,
            O_SCENARIO, O_SET, O_JSON, O_PGHOST, O_PGPORT, O_BOOTSTRAP, O_KEEP };
     static const struct option opts[] = {
         {"events", required_argument, NULL, O_EVENTS},
@@ -251,6 +257,7 @@ static int parse_args(bench_t *b, int argc, char **argv) {
         {"rates", required_argument, NULL, O_RATES},
         {"duration", required_argument, NULL, O_DURATION},
         {"writers", required_argument, NULL, O_WRITERS},
+        {"writers-rounds", required_argument, NULL, O_ROUNDS},
         {"idle-samples", required_argument, NULL, O_IDLE},
         {"consumer-events", required_argument, NULL, O_CONS},
         {"scenario", required_argument, NULL, O_SCENARIO},
@@ -273,6 +280,7 @@ static int parse_args(bench_t *b, int argc, char **argv) {
         case O_RATES: bad = parse_rates(b, optarg); break;
         case O_DURATION: bad = parse_int("duration", optarg, 1, 3600, &b->duration_s); break;
         case O_WRITERS: bad = parse_int("writers", optarg, 1, 64, &b->writers); break;
+        case O_ROUNDS: bad = parse_int("writers-rounds", optarg, 1, BENCH_MAX_ROUNDS, &b->rounds); break;
         case O_IDLE: bad = parse_int("idle-samples", optarg, 1, 100000, &b->idle_samples); break;
         case O_CONS: bad = parse_long("consumer-events", optarg, 1, 100000000, &b->consumer_events); break;
         case O_SCENARIO: bad = parse_scenario(b, optarg); break;
@@ -468,7 +476,7 @@ static int run_scenario(bench_t *b, const char *name, scenario_fn fn) {
 
 int main(int argc, char **argv) {
     static bench_t bench = {
-        .events = 100000, .payload = 300, .aggregates = 1000, .duration_s = 10, .writers = 8,
+        .events = 100000, .payload = 300, .aggregates = 1000, .duration_s = 10, .writers = 8, .rounds = 1,
         .idle_samples = 200, .consumer_events = 20000, .rates = {1000, 10000}, .nrates = 2,
         .mock_pid = -1,
         /* Until scenario_raw measures them: no reference, no ratio. */

@@ -16,9 +16,10 @@
 #define BENCH_FOLLOWER "obx-bare-follower"
 #define BENCH_MAX_RATES 8
 #define BENCH_MAX_SETS 32
-#define BENCH_MAX_ROWS 128
+#define BENCH_MAX_ROWS 160
 #define BENCH_MAX_NOTES 48
 #define BENCH_MAX_STARTS 32
+#define BENCH_MAX_ROUNDS 10
 
 enum {
     SC_DRAIN = 1 << 0,
@@ -54,7 +55,7 @@ typedef struct {
 typedef struct {
     /* options */
     long events;
-    int payload, aggregates, duration_s, writers, idle_samples;
+    int payload, aggregates, duration_s, writers, rounds, idle_samples;
     long consumer_events;
     int rates[BENCH_MAX_RATES], nrates;
     unsigned scenarios;

@@ -77,7 +77,7 @@ static void print_settings(const bench_t *b) {
            OBX_VERSION, b->events, b->payload, b->aggregates, b->duration_s);
     for (int i = 0; i < b->nrates; i++)
         printf("%s%d", i ? "," : " ", b->rates[i]);
-    printf("/s; %d writers\n", b->writers);
+    printf("/s; %d writers, %d writers round%s\n", b->writers, b->rounds, b->rounds == 1 ? "" : "s");
     printf("machine: %ld cores; PostgreSQL %s (%s, fsync=%s) on %s; Kafka: %s (%s); librdkafka %s\n",
            sysconf(_SC_NPROCESSORS_ONLN), b->server_version, b->own_pg ? "throwaway" : "given",
            b->fsync, b->pghost, b->bootstrap,
@@ -150,8 +150,8 @@ void bench_report_json(const bench_t *b) {
     printf("{\"version\":");
     json_str(OBX_VERSION);
     printf(",\"settings\":{\"events\":%ld,\"payload\":%d,\"aggregates\":%d,\"duration_s\":%d,"
-           "\"writers\":%d,\"idle_samples\":%d,\"consumer_events\":%ld,\"rates\":[",
-           b->events, b->payload, b->aggregates, b->duration_s, b->writers, b->idle_samples,
+           "\"writers\":%d,\"writers_rounds\":%d,\"idle_samples\":%d,\"consumer_events\":%ld,\"rates\":[",
+           b->events, b->payload, b->aggregates, b->duration_s, b->writers, b->rounds, b->idle_samples,
            b->consumer_events);
     for (int i = 0; i < b->nrates; i++)
         printf("%s%d", i ? "," : "", b->rates[i]);

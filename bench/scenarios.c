@@ -793,9 +793,6 @@ static int alone_run(bench_t *b, PGconn *c, int i, pgb_out_t *o) {
                    db_exec(c, "TRUNCATE outbox") != 0 ? -1 : 0;
 }
 
-/* The reference of the variant run after alone[i]: the mean of it and the next. */
-static double ratio_ref(const pgb_out_t *alone, int i) { return (alone[i].tps + alone[i + 1].tps) / 2; }
-
 /* A variant's share of the writers' throughput beside that of its floor. */
 static void floor_row(bench_t *b, const char *key, double share, double floor_share) {
     bench_row_t *r = bench_row(b, "writers", key, "  its share of writers' tps, against its floor's",
@@ -830,8 +827,8 @@ static void backlog_row(bench_t *b, const char *key, double done_s) {
  * set, at the relay's pace and without Kafka. The flag stays off (a relay
  * may have left it set): no NOTIFY. *left: the rows it left unsent below
  * the last one it marked, once it stopped (0 unless it passed some over). */
-static int bare_run(bench_t *b, PGconn *c, int backlog, pgb_out_t *o, double *done_s, double *left) {
-    const char *tag = backlog ? "bare-draining" : "bare-following";
+static int bare_run(bench_t *b, PGconn *c, int backlog, const char *tag, pgb_out_t *o, double *done_s,
+                    double *left) {
     bench_child_t follower = {.pid = -1};
     double maxid = 0, t_db0;
     int st, rc = -1;
@@ -864,91 +861,183 @@ out:
     return rc;
 }
 
-#define ALONE_RUNS 7
+/* The variants of the writers scenario, in the order of a round. Gate and
+ * ungated cost nothing of the relay's and run in the first round only. */
+enum { W_GATE, W_DRAIN, W_IDLE, W_BARE_FOLLOW, W_BARE_DRAIN, W_UNGATED, W_N };
+#define ALONE_MAX (1 + W_N * BENCH_MAX_ROUNDS)
+
+typedef struct {
+    pgb_out_t o[BENCH_MAX_ROUNDS];
+    double ref[BENCH_MAX_ROUNDS];  /* mean tps of the reference runs around it */
+    double done_s[BENCH_MAX_ROUNDS]; /* backlog all marked after; NAN: not drained */
+    double left[BENCH_MAX_ROUNDS]; /* floors: rows left unsent below the last mark */
+    int n;                         /* rounds run */
+} wvar_t;
+
+/* Runs variant v once, beside the writers; the alone run follows. */
+static int variant_run(bench_t *b, PGconn *c, int v, int round, bench_child_t *relay, wvar_t *w) {
+    static const char *const tags[W_N] = {"gate-only",      "relay-draining", "relay-idle",
+                                          "bare-following", "bare-draining",  "ungated"};
+    int i = w->n;
+    double maxid, t_db0, unused;
+    char tag[48];
+
+    snprintf(tag, sizeof tag, "%s-r%d", tags[v], round);
+    w->done_s[i] = NAN;
+    w->left[i] = NAN;
+    switch (v) {
+    case W_GATE:
+        /* The gated trigger alone: the flag (off) is read on every insert. */
+        db_checkpoint(b, c);
+        return pgbench_run(b, c, NULL, NULL, tag, &w->o[i]);
+    case W_DRAIN:
+        if (db_prefill(b, c, b->events, &maxid) != 0)
+            return -1;
+        bench_probe(b, "writers relay-draining");
+        if (db_num(c, "SELECT extract(epoch FROM clock_timestamp())", 0, NULL, &t_db0) != 0 ||
+            relay_start(b, relay) != 0 || pgbench_run(b, c, relay, "outbox-relay", tag, &w->o[i]) != 0 ||
+            backlog_done_s(c, maxid, t_db0, &w->done_s[i]) != 0)
+            return -1;
+        return relay_stop(relay);
+    case W_IDLE:
+        /* The relay idle (flag set) when the writers start: it wakes on the
+         * first NOTIFY and then follows them, idling whenever it caught up. */
+        db_checkpoint(b, c);
+        bench_probe(b, "writers relay-idle");
+        if (relay_start(b, relay) != 0 || db_wait_waiting(c, 10) != 0 ||
+            pgbench_run(b, c, relay, "outbox-relay", tag, &w->o[i]) != 0)
+            return -1;
+        return relay_stop(relay);
+    case W_BARE_FOLLOW:
+        return bare_run(b, c, 0, tag, &w->o[i], &unused, &w->left[i]);
+    case W_BARE_DRAIN:
+        return bare_run(b, c, 1, tag, &w->o[i], &w->done_s[i], &w->left[i]);
+    default:
+        /* Ungated: the flag forced on, no relay: every commit NOTIFYs. */
+        if (db_exec(c, "SELECT setval('outbox_relay_waiting', 1)") != 0)
+            return -1;
+        db_checkpoint(b, c);
+        if (pgbench_run(b, c, NULL, NULL, tag, &w->o[i]) != 0)
+            return -1;
+        return db_exec(c, "SELECT setval('outbox_relay_waiting', 0)");
+    }
+}
+
+/* The mean of a variant's rounds, field by field. */
+static pgb_out_t pgb_mean(const wvar_t *w) {
+    pgb_out_t m = {0};
+    for (int i = 0; i < w->n; i++) {
+        m.tps += w->o[i].tps / w->n;
+        m.flag_share += w->o[i].flag_share / w->n;
+        m.wal_per_txn += w->o[i].wal_per_txn / w->n;
+        m.relay_cores += w->o[i].relay_cores / w->n;
+        m.backend_cores += w->o[i].backend_cores / w->n;
+        m.relay_sleeps += w->o[i].relay_sleeps / w->n;
+        m.mock_cores += w->o[i].mock_cores / w->n;
+    }
+    return m;
+}
+
+static double ref_mean(const wvar_t *w) {
+    double sum = 0;
+    for (int i = 0; i < w->n; i++)
+        sum += w->ref[i];
+    return sum / w->n;
+}
+
+/* A variant's rows over its rounds: the mean tps against the mean of its
+ * references, and with more than one round its rounds' lowest and highest
+ * ratio (the noise the mean averages out). Then, for a variant that drains,
+ * the slowest round's drain, and for a floor the rows it passed over. */
+static bench_row_t *variant_rows(bench_t *b, const char *key, const char *figure, const wvar_t *w, int v,
+                                 const pgb_out_t *alone) {
+    pgb_out_t m = pgb_mean(w);
+    bench_row_t *r = writers_rows(b, key, figure, &m, alone, ref_mean(w));
+    double lo = INFINITY, hi = 0, done = 0, left = 0;
+    char k[48];
+
+    for (int i = 0; i < w->n; i++) {
+        double x = w->o[i].tps / w->ref[i];
+        lo = x < lo ? x : lo;
+        hi = x > hi ? x : hi;
+        done = isnan(w->done_s[i]) || isnan(done) ? NAN : w->done_s[i] > done ? w->done_s[i] : done;
+        left += w->left[i];
+    }
+    if (w->n > 1) {
+        snprintf(k, sizeof k, "%s_ratio_lowest", key);
+        bench_row(b, "writers", k, "  lowest round's ratio to its alone runs", lo, "x");
+        snprintf(k, sizeof k, "%s_ratio_highest", key);
+        bench_row(b, "writers", k, "  highest round's ratio", hi, "x");
+    }
+    if (v == W_DRAIN || v == W_BARE_DRAIN) {
+        snprintf(k, sizeof k, "%s_backlog_s", key);
+        backlog_row(b, k, done);
+    }
+    if (v == W_BARE_FOLLOW || v == W_BARE_DRAIN) {
+        snprintf(k, sizeof k, "%s_left", key);
+        bench_row(b, "writers", k, "  rows it left unsent below its last mark", left, "");
+    }
+    return r;
+}
 
 int scenario_writers(bench_t *b) {
     PGconn *c = db_reset(b);
     bench_child_t relay = {.pid = -1};
-    pgb_out_t alone[ALONE_RUNS], gate, drain, idle, bare_follow, bare_drain, ungated;
-    double maxid, t_db0, drain_s, bare_drain_s, unused, follow_left, drain_left, sum = 0, lo = INFINITY, hi = 0;
+    pgb_out_t alone[ALONE_MAX];
+    wvar_t w[W_N];
+    double sum = 0, lo = INFINITY, hi = 0, share[W_N];
+    int na, rc = -1;
     char fig[72];
     bench_row_t *r;
-    int rc = -1;
 
+    memset(w, 0, sizeof w);
     if (!c || write_pgbench_script(b) != 0)
         goto out;
-    /* 0. Not reported: a fresh cluster creates (zero-fills and fsyncs) its
-     * WAL segments during its first run, which later runs recycle. */
+    /* Not reported: a fresh cluster creates (zero-fills and fsyncs) its WAL
+     * segments during its first run, which later runs recycle. */
     if (db_exec(c, "DROP TRIGGER outbox_notify ON outbox") != 0 ||
         pgbench_run(b, c, NULL, NULL, "warm-up", &alone[0]) != 0 || alone_run(b, c, 0, &alone[0]) != 0)
         goto out;
+    na = 1;
+    for (int round = 0; round < b->rounds; round++) {
+        for (int v = 0; v < W_N; v++) {
+            if ((v == W_GATE || v == W_UNGATED) && round > 0)
+                continue;
+            if (variant_run(b, c, v, round, &relay, &w[v]) != 0 || alone_run(b, c, na, &alone[na]) != 0)
+                goto out;
+            w[v].ref[w[v].n++] = (alone[na - 1].tps + alone[na].tps) / 2;
+            na++;
+        }
+    }
 
-    /* 1. The gated trigger alone: the flag (off) is read on every insert. */
-    db_checkpoint(b, c);
-    if (pgbench_run(b, c, NULL, NULL, "gate-only", &gate) != 0 || alone_run(b, c, 1, &alone[1]) != 0)
-        goto out;
-
-    /* 2. The relay draining a backlog while the writers run. */
-    if (db_prefill(b, c, b->events, &maxid) != 0)
-        goto out;
-    bench_probe(b, "writers relay-draining");
-    if (db_num(c, "SELECT extract(epoch FROM clock_timestamp())", 0, NULL, &t_db0) != 0 ||
-        relay_start(b, &relay) != 0 || pgbench_run(b, c, &relay, "outbox-relay", "relay-draining", &drain) != 0 ||
-        backlog_done_s(c, maxid, t_db0, &drain_s) != 0 || relay_stop(&relay) != 0 ||
-        alone_run(b, c, 2, &alone[2]) != 0)
-        goto out;
-
-    /* 3. The relay idle (flag set) when the writers start: it wakes on the
-     * first NOTIFY and then follows them, idling whenever it caught up. */
-    db_checkpoint(b, c);
-    bench_probe(b, "writers relay-idle");
-    if (relay_start(b, &relay) != 0 || db_wait_waiting(c, 10) != 0 ||
-        pgbench_run(b, c, &relay, "outbox-relay", "relay-idle", &idle) != 0 || relay_stop(&relay) != 0 ||
-        alone_run(b, c, 3, &alone[3]) != 0)
-        goto out;
-
-    /* 4. The floors of 3 and 2: loop (a) in the relay's place. */
-    if (bare_run(b, c, 0, &bare_follow, &unused, &follow_left) != 0 || alone_run(b, c, 4, &alone[4]) != 0 ||
-        bare_run(b, c, 1, &bare_drain, &bare_drain_s, &drain_left) != 0 || alone_run(b, c, 5, &alone[5]) != 0)
-        goto out;
-
-    /* 5. Ungated: the flag forced on, no relay: every commit NOTIFYs. */
-    if (db_exec(c, "SELECT setval('outbox_relay_waiting', 1)") != 0)
-        goto out;
-    db_checkpoint(b, c);
-    if (pgbench_run(b, c, NULL, NULL, "ungated", &ungated) != 0 ||
-        db_exec(c, "SELECT setval('outbox_relay_waiting', 0)") != 0 || alone_run(b, c, 6, &alone[6]) != 0)
-        goto out;
-
-    for (int i = 0; i < ALONE_RUNS; i++) {
+    for (int i = 0; i < na; i++) {
         sum += alone[i].tps;
         lo = alone[i].tps < lo ? alone[i].tps : lo;
         hi = alone[i].tps > hi ? alone[i].tps : hi;
     }
-    bench_row(b, "writers", "alone_tps", "alone: no trigger, no relay (mean of 7 runs)", sum / ALONE_RUNS, "tps");
+    for (int v = 0; v < W_N; v++)
+        share[v] = pgb_mean(&w[v]).tps / ref_mean(&w[v]);
+    snprintf(fig, sizeof fig, "alone: no trigger, no relay (mean of %d runs)", na);
+    bench_row(b, "writers", "alone_tps", fig, sum / na, "tps");
     bench_row(b, "writers", "alone_wal_per_txn", "  WAL per writer transaction (all sessions)",
               alone[0].wal_per_txn, "B");
-    r = bench_row(b, "writers", "alone_spread", "  slowest of the 7 runs (noise)", lo, "tps");
+    snprintf(fig, sizeof fig, "  slowest of the %d runs (noise)", na);
+    r = bench_row(b, "writers", "alone_spread", fig, lo, "tps");
     bench_row_ref(r, "tps fastest", hi);
-    r = bench_row(b, "writers", "gate_only_tps", "gate only: trigger, flag off, no relay", gate.tps, "tps");
-    bench_row_ref(r, "tps alone (runs around it)", ratio_ref(alone, 0));
+    r = bench_row(b, "writers", "gate_only_tps", "gate only: trigger, flag off, no relay", w[W_GATE].o[0].tps, "tps");
+    bench_row_ref(r, "tps alone (runs around it)", w[W_GATE].ref[0]);
     snprintf(fig, sizeof fig, "relay draining a %ld-row backlog", b->events);
-    r = writers_rows(b, "relay_draining", fig, &drain, &alone[0], ratio_ref(alone, 1));
+    r = variant_rows(b, "relay_draining", fig, &w[W_DRAIN], W_DRAIN, &alone[0]);
     bench_row_target(r, '>', 1, 0.9);
-    backlog_row(b, "relay_draining_backlog_s", drain_s);
-    floor_row(b, "relay_draining_vs_floor", drain.tps / ratio_ref(alone, 1), bare_drain.tps / ratio_ref(alone, 4));
-    r = writers_rows(b, "relay_idle", "relay idle at start, then following", &idle, &alone[0], ratio_ref(alone, 2));
+    floor_row(b, "relay_draining_vs_floor", share[W_DRAIN], share[W_BARE_DRAIN]);
+    r = variant_rows(b, "relay_idle", "relay idle at start, then following", &w[W_IDLE], W_IDLE, &alone[0]);
     bench_row_target(r, '>', 1, 0.95);
-    floor_row(b, "relay_idle_vs_floor", idle.tps / ratio_ref(alone, 2), bare_follow.tps / ratio_ref(alone, 3));
-    writers_rows(b, "bare_following", "floor: loop (a) following, no Kafka", &bare_follow, &alone[0],
-                 ratio_ref(alone, 3));
-    bench_row(b, "writers", "bare_following_left", "  rows it left unsent below its last mark", follow_left, "");
-    writers_rows(b, "bare_draining", "floor: loop (a) draining the backlog, no Kafka", &bare_drain, &alone[0],
-                 ratio_ref(alone, 4));
-    backlog_row(b, "bare_draining_backlog_s", bare_drain_s);
-    bench_row(b, "writers", "bare_draining_left", "  rows it left unsent below its last mark", drain_left, "");
-    writers_rows(b, "ungated", "ungated: NOTIFY on every commit, no relay", &ungated, &alone[0],
-                 ratio_ref(alone, 5));
+    floor_row(b, "relay_idle_vs_floor", share[W_IDLE], share[W_BARE_FOLLOW]);
+    variant_rows(b, "bare_following", "floor: loop (a) following, no Kafka", &w[W_BARE_FOLLOW], W_BARE_FOLLOW,
+                 &alone[0]);
+    variant_rows(b, "bare_draining", "floor: loop (a) draining the backlog, no Kafka", &w[W_BARE_DRAIN],
+                 W_BARE_DRAIN, &alone[0]);
+    variant_rows(b, "ungated", "ungated: NOTIFY on every commit, no relay", &w[W_UNGATED], W_UNGATED, &alone[0]);
     rc = 0;
 out:
     if (relay.pid > 0)
