@@ -116,7 +116,10 @@
  *   consumer   --consumer-events orders written by obx-order-gen, published
  *              by the relay, then applied by one obx-stock-consumer (default
  *              batch size); the apply rate from its first applied batch to
- *              the last, counted in processed_events.
+ *              the last, counted in processed_events. Three runs, each with
+ *              a new group from the topic's start into an emptied inbox and
+ *              a refilled stock: the median run is reported, and the
+ *              slowest and fastest.
  */
 #include "bench.h"
 

@@ -9,6 +9,7 @@
  * And the floor of the writers scenario: loop (a) following writers in the
  * relay's place (raw_follow_start). */
 #include "bench.h"
+#include "config.h"
 #include "pace.h"
 
 #include <errno.h>
@@ -381,9 +382,16 @@ static void raw_follow(bench_t *b, raw_result_t *r) {
     char *ids = malloc((size_t)RAW_BATCH * 21 + 3);
     long long *got = malloc(RAW_BATCH * sizeof *got), low = 0, after;
     unsigned char *done = calloc(FOLLOW_WINDOW, 1);
-    int lo = relay_pause_ms(b, "busy_poll_interval_ms", 5), hi = relay_pause_ms(b, "busy_poll_max_interval_ms", 20);
-    int pause = lo, n = 0;
+    obx_config_t def;
+    int lo, hi, pause, n = 0;
     double start;
+
+    /* The relay's own defaults, unless --relay-set changed them. */
+    obx_config_defaults(&def);
+    lo = relay_pause_ms(b, "busy_poll_interval_ms", def.busy_poll_interval_ms);
+    hi = relay_pause_ms(b, "busy_poll_max_interval_ms", def.busy_poll_max_interval_ms);
+    pause = lo;
+    obx_config_free(&def);
 
     /* The low water is read before the writers start (every id below the
      * first unsent one, or up to the last one given, is final), and the
