@@ -24,7 +24,7 @@
  *   and pgbench output stay in the temporary directory when a scenario fails
  *   or with --keep. Binaries and schema come from the build and source trees
  *   it was built in (OBX_BUILD_ROOT, OBX_SOURCE_ROOT override). All scenarios
- *   at default sizes take about three minutes on 2 cores. Run it on a quiet
+ *   at default sizes take about four minutes on 2 cores. Run it on a quiet
  *   machine: a load probe before each scenario and a repeated reference run
  *   report noise in the notes.
  *
