@@ -131,6 +131,10 @@ double proc_hwm_mb(pid_t pid);
  * of the live threads): each is a wake-up paid later. NAN when unreadable. */
 double proc_sleeps(pid_t pid);
 char *bench_read_file(const char *path);
+/* The value of --relay-set number i when it is in group ("kafka",
+ * "relay", ...), its key (without the group) in key; else NULL. parse_set
+ * checked the form GROUP.KEY=VALUE. */
+const char *bench_set(const bench_t *b, int i, const char *group, char *key, size_t keysize);
 const char *bench_bin(const bench_t *b, const char *name);
 
 /* util.c: PostgreSQL */

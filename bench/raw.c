@@ -174,15 +174,14 @@ static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, raw_res
 static int conf_sets(const bench_t *b, rd_kafka_conf_t *conf, raw_result_t *r) {
     for (int i = 0; i < b->nsets; i++) {
         char key[128], val[256];
-        const char *s = b->sets[i], *eq = strchr(s, '=');
+        const char *v = bench_set(b, i, "kafka", key, sizeof key);
         size_t vlen;
-        if (strncmp(s, "kafka.", 6) != 0)
+        if (!v)
             continue;
-        snprintf(key, sizeof key, "%.*s", (int)(eq - s - 6), s + 6);
         for (char *k = key; *k; k++)
             if (*k == '_')
                 *k = '.';
-        snprintf(val, sizeof val, "%s", eq + 1);
+        snprintf(val, sizeof val, "%s", v);
         vlen = strlen(val);
         if (vlen >= 2 && val[0] == '"' && val[vlen - 1] == '"') {
             memmove(val, val + 1, vlen - 2);
@@ -345,13 +344,14 @@ static int prepare(PGconn *c, const char *name, const char *sql, raw_result_t *r
 /* A relay.* pause as the relay runs it: --relay-set's within the relay's
  * range (1-1000 ms), else def, its default (relay/core/config.c). */
 static int relay_pause_ms(const bench_t *b, const char *name, int def) {
-    size_t len = strlen(name);
-    for (int i = 0; i < b->nsets; i++)
-        if (strncmp(b->sets[i], "relay.", 6) == 0 && strncmp(b->sets[i] + 6, name, len) == 0 &&
-            b->sets[i][6 + len] == '=') {
-            int ms = atoi(b->sets[i] + 7 + len);
+    char key[128];
+    for (int i = 0; i < b->nsets; i++) {
+        const char *v = bench_set(b, i, "relay", key, sizeof key);
+        if (v && strcmp(key, name) == 0) {
+            int ms = atoi(v);
             return ms < 1 ? 1 : ms > 1000 ? 1000 : ms;
         }
+    }
     return def;
 }
 

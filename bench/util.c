@@ -511,13 +511,23 @@ double db_backend_cpu_s(const bench_t *b, const pid_t *pids, int n) {
     return sum;
 }
 
+const char *bench_set(const bench_t *b, int i, const char *group, char *key, size_t keysize) {
+    const char *s = b->sets[i], *eq = strchr(s, '=');
+    size_t glen = strlen(group);
+
+    if (strncmp(s, group, glen) != 0 || s[glen] != '.')
+        return NULL;
+    snprintf(key, keysize, "%.*s", (int)(eq - s - (int)glen - 1), s + glen + 1);
+    return eq + 1;
+}
+
 /* GROUP.KEY=VALUE settings of --relay-set for one group, as libconfig lines. */
 static void write_sets(const bench_t *b, FILE *f, const char *group) {
-    size_t glen = strlen(group);
+    char key[128];
     for (int i = 0; i < b->nsets; i++) {
-        const char *s = b->sets[i], *eq = strchr(s, '=');
-        if (strncmp(s, group, glen) == 0 && s[glen] == '.')
-            fprintf(f, " %.*s = %s;", (int)(eq - s - (int)glen - 1), s + glen + 1, eq + 1);
+        const char *v = bench_set(b, i, group, key, sizeof key);
+        if (v)
+            fprintf(f, " %s = %s;", key, v);
     }
 }
 

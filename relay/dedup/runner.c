@@ -15,6 +15,7 @@
 #include "log.h"
 #include "pgconn.h"
 #include "rklog.h"
+#include "rkmeta.h"
 
 #define HDR_MAX 128
 #define WARM_TIMEOUT_MS 1000 /* per subscribed topic, at start-up */
@@ -326,14 +327,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
  * assigns anything makes the leaders known by then. Best effort: a topic
  * that does not exist yet is found by the subscription later. */
 static void warm_topics(runner_t *r) {
-    const struct rd_kafka_metadata *md;
-
     r->rkts = calloc(r->cfg->consumer_topics_n, sizeof *r->rkts);
     for (size_t i = 0; r->rkts && i < r->cfg->consumer_topics_n; i++) {
         r->rkts[i] = rd_kafka_topic_new(r->rk, r->cfg->consumer_topics[i], NULL);
-        md = NULL;
-        if (r->rkts[i] && rd_kafka_metadata(r->rk, 0, r->rkts[i], &md, WARM_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
-            rd_kafka_metadata_destroy(md);
+        if (r->rkts[i])
+            obx_rkmeta_fetch(r->rk, r->rkts[i], WARM_TIMEOUT_MS);
     }
 }
 

@@ -8,6 +8,7 @@
 
 #include "log.h"
 #include "rklog.h"
+#include "rkmeta.h"
 
 /* Topics are few (routes, or one per aggregate type), so a short list with
  * the last hit first is enough; past TOPICS_MAX the least recent is dropped. */
@@ -131,7 +132,6 @@ void obx_producer_serve(obx_producer_t *p) {
  * waited up to a second. Asking at once costs one round trip per topic and
  * process; while the broker is unreachable it blocks up to WARM_TIMEOUT_MS. */
 static rd_kafka_topic_t *topic_get(obx_producer_t *p, const char *name) {
-    const struct rd_kafka_metadata *md = NULL;
     rd_kafka_resp_err_t err;
     topic_t t;
 
@@ -156,9 +156,7 @@ static rd_kafka_topic_t *topic_get(obx_producer_t *p, const char *name) {
         rd_kafka_topic_destroy(t.rkt);
         return NULL;
     }
-    err = rd_kafka_metadata(p->rk, 0, t.rkt, &md, WARM_TIMEOUT_MS);
-    if (md)
-        rd_kafka_metadata_destroy(md);
+    err = obx_rkmeta_fetch(p->rk, t.rkt, WARM_TIMEOUT_MS);
     OBX_LOG(OBX_LOG_DEBUG, "kafka topic metadata requested", KS("topic", name),
             KS("result", rd_kafka_err2name(err)));
     memmove(&p->topics[1], &p->topics[0], (size_t)p->topics_n * sizeof t);
