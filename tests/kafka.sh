@@ -16,6 +16,28 @@
 # Files in DIR: server.properties, data/ (log.dirs), kafka.log (broker output),
 # kafka.pid, bootstrap.
 #
+# A 3-node cluster (tests/cluster/): three combined broker+controller nodes,
+# replication 3, min.insync.replicas 2, every client byte passing a fault
+# proxy (obx-faultproxy, built in tests/):
+#
+#   tests/kafka.sh cluster-start DIR   start the proxy and three fresh nodes, wait
+#                              until every node lists all three brokers, print
+#                              the proxied bootstrap list as the only stdout line.
+#   tests/kafka.sh cluster-stop DIR    stop the nodes and the proxy.
+#   tests/kafka.sh cluster-node DIR start|stop|kill|pid N
+#                              (re)start node N (1..3) and wait until it is back
+#                              in the cluster; SIGTERM it; kill -9 it; print its pid.
+#
+# Each node has four loopback listeners: CONTROLLER, INTERNAL (between brokers),
+# CLIENT (advertised as the node's proxy port: clients that bootstrap from
+# DIR/bootstrap talk through the proxy) and DIRECT (advertised as itself, for a
+# reader that must not pass the proxy). Files in DIR: bootstrap,
+# bootstrap.direct, jars (the jar folder), proxy.ctl (the proxy's control
+# port), proxy.pid, proxy.log, nN/{server.properties,data/,kafka.log,kafka.pid,
+# ports}. Environment: OBX_FAULTPROXY (the proxy binary, default
+# build-test/tests/obx-faultproxy), KAFKA_CLUSTER_PORT (first port to try,
+# default 28200, below the ephemeral range), KAFKA_CLUSTER_HEAP_OPTS (default -Xmx384m).
+#
 # Environment:
 #   KAFKA_PORT             client port to try first (default 39092)
 #   KAFKA_CONTROLLER_PORT  controller port to try first (default 39093)
@@ -40,6 +62,8 @@ die() { log "error: $*"; exit 1; }
 usage() {
     cat >&2 <<'EOF'
 usage: tests/kafka.sh start DIR | stop DIR | fetch
+       tests/kafka.sh cluster-start DIR | cluster-stop DIR
+       tests/kafka.sh cluster-node DIR start|stop|kill|pid N
 EOF
     exit 2
 }
@@ -320,6 +344,261 @@ cmd_stop() {
     rm -f "$dir/kafka.pid"
 }
 
+# ---- 3-node cluster -------------------------------------------------------
+
+# Like metadata_ok, but true only when the answer lists $2 brokers (all nodes
+# registered and unfenced, so the controller quorum works).
+metadata_brokers() {
+    local port=$1 want=$2 resp
+    resp=$(
+        exec 2>/dev/null
+        exec 3<>"/dev/tcp/127.0.0.1/$port" || exit 1
+        printf '\x00\x00\x00\x17\x00\x03\x00\x04\x4b\x4f\x52\x50\x00\x08kafka.sh\xff\xff\xff\xff\x00' >&3
+        timeout 5 head -c 16 <&3 | od -An -v -tx1 | tr -d ' \n'
+    ) 2>/dev/null || return 1
+    [[ ${#resp} == 32 && ${resp:8:8} == 4b4f5250 ]] || return 1
+    ((16#${resp:24:8} == want))
+}
+
+# Pid recorded in file $1 when that process is still running and its command
+# line contains $2 (guards against a reused pid), else nothing (status 1).
+pid_of() {
+    local file=$1 what=$2 pid
+    [[ -f $file ]] || return 1
+    pid=$(cat "$file")
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$what" || return 1
+    printf '%s\n' "$pid"
+}
+
+# Port $2 (controller|internal|client|direct|proxy) of node $3 of cluster $1.
+node_port() {
+    sed -n "s/^$2=//p" "$1/n$3/ports"
+}
+
+cluster_jvm() {
+    local -n out=$1
+    read -r -a out <<<"${KAFKA_CLUSTER_HEAP_OPTS:--Xmx384m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true -Dlog4j.configuration=file:$LOG4J_CONF"
+}
+
+# Picks 5 free ports per node and one for the proxy's control, all distinct
+# (a port is only taken once listened on, so each pick skips earlier picks).
+cluster_pick_ports() {
+    local dir=$1 next=${KAFKA_CLUSTER_PORT:-28200} n name p
+    for n in 1 2 3 ctl; do
+        for name in controller internal client direct proxy; do
+            [[ $n == ctl && $name != proxy ]] && continue
+            p=$(pick_port "$next")
+            next=$((p + 1))
+            if [[ $n == ctl ]]; then
+                printf '%s\n' "$p" >"$dir/proxy.ctl"
+            else
+                mkdir -p "$dir/n$n"
+                printf '%s=%s\n' "$name" "$p" >>"$dir/n$n/ports"
+            fi
+        done
+    done
+}
+
+cluster_write_config() {
+    local dir=$1 n=$2 voters=$3 c i d x
+    c=$(node_port "$dir" controller "$n") i=$(node_port "$dir" internal "$n")
+    d=$(node_port "$dir" direct "$n") x=$(node_port "$dir" proxy "$n")
+    cat >"$dir/n$n/server.properties" <<EOF
+# Written by tests/kafka.sh: node $n of a 3-node KRaft cluster on loopback.
+# Short session and lag timeouts so that kill -9 and SIGSTOP move leaders and
+# shrink the ISR within a test's time (DESIGN.md section 6).
+process.roles=broker,controller
+node.id=$n
+controller.quorum.voters=$voters
+listeners=CONTROLLER://127.0.0.1:$c,INTERNAL://127.0.0.1:$i,CLIENT://127.0.0.1:$(node_port "$dir" client "$n"),DIRECT://127.0.0.1:$d
+advertised.listeners=INTERNAL://127.0.0.1:$i,CLIENT://127.0.0.1:$x,DIRECT://127.0.0.1:$d
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,CLIENT:PLAINTEXT,DIRECT:PLAINTEXT
+inter.broker.listener.name=INTERNAL
+controller.listener.names=CONTROLLER
+log.dirs=$dir/n$n/data
+num.partitions=4
+auto.create.topics.enable=true
+default.replication.factor=3
+min.insync.replicas=2
+unclean.leader.election.enable=false
+broker.session.timeout.ms=4000
+broker.heartbeat.interval.ms=1000
+replica.lag.time.max.ms=10000
+offsets.topic.replication.factor=3
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+transaction.state.log.num.partitions=4
+group.initial.rebalance.delay.ms=0
+num.network.threads=2
+num.io.threads=2
+log.retention.hours=24
+log.segment.bytes=16777216
+EOF
+}
+
+cluster_node_start() {
+    local dir=$1 n=$2 jars pid
+    local -a jvm
+    if pid=$(pid_of "$dir/n$n/kafka.pid" kafka.Kafka); then
+        log "node $n already running (pid $pid)"
+        return 0
+    fi
+    cluster_jvm jvm
+    jars=$(cat "$dir/jars")
+    setsid java "${jvm[@]}" -cp "$jars/*" kafka.Kafka "$dir/n$n/server.properties" \
+        >>"$dir/n$n/kafka.log" 2>&1 </dev/null &
+    printf '%s\n' "$!" >"$dir/n$n/kafka.pid"
+}
+
+# Waits until every node in $2 answers a Metadata request listing three brokers.
+cluster_wait() {
+    local dir=$1 nodes=$2 n deadline pending
+    deadline=$((SECONDS + ${KAFKA_START_TIMEOUT:-90}))
+    while :; do
+        pending=""
+        for n in $nodes; do
+            if ! pid_of "$dir/n$n/kafka.pid" kafka.Kafka >/dev/null; then
+                tail -n 40 "$dir/n$n/kafka.log" >&2
+                die "node $n exited during startup (see $dir/n$n/kafka.log)"
+            fi
+            metadata_brokers "$(node_port "$dir" direct "$n")" 3 || pending+=" $n"
+        done
+        [[ -z $pending ]] && return 0
+        if ((SECONDS >= deadline)); then
+            for n in $pending; do tail -n 20 "$dir/n$n/kafka.log" >&2; done
+            die "nodes$pending not ready within ${KAFKA_START_TIMEOUT:-90} s"
+        fi
+        sleep 0.1
+    done
+}
+
+proxy_start() {
+    local dir=$1 bin=${OBX_FAULTPROXY:-$SCRIPT_DIR/../build-test/tests/obx-faultproxy} n ctl deadline
+    local -a routes=()
+    [[ -x $bin ]] || die "fault proxy $bin not built (set OBX_FAULTPROXY)"
+    for n in 1 2 3; do
+        routes+=("$(node_port "$dir" proxy "$n"):$(node_port "$dir" client "$n")")
+    done
+    ctl=$(cat "$dir/proxy.ctl")
+    : >"$dir/proxy.log"
+    setsid "$bin" "$ctl" "${routes[@]}" >>"$dir/proxy.log" 2>&1 </dev/null &
+    printf '%s\n' "$!" >"$dir/proxy.pid"
+    deadline=$((SECONDS + 10))
+    until port_open "$ctl"; do
+        if ! pid_of "$dir/proxy.pid" obx-faultproxy >/dev/null; then
+            cat "$dir/proxy.log" >&2
+            die "the fault proxy exited"
+        fi
+        ((SECONDS < deadline)) || die "the fault proxy is not listening on $ctl"
+        sleep 0.05
+    done
+}
+
+cluster_start() {
+    local dir=$1 jars n voters="" id start=$SECONDS proxied="" direct=""
+    local -a jvm
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    cluster_stop "$dir"
+    rm -rf "$dir"/n[123] "$dir/proxy.ctl"
+    jars=$(fetch_jars)
+    ensure_tools java
+    printf '%s\n' "$jars" >"$dir/jars"
+    cluster_pick_ports "$dir"
+    for n in 1 2 3; do
+        voters+="${voters:+,}$n@127.0.0.1:$(node_port "$dir" controller "$n")"
+        proxied+="${proxied:+,}127.0.0.1:$(node_port "$dir" proxy "$n")"
+        direct+="${direct:+,}127.0.0.1:$(node_port "$dir" direct "$n")"
+    done
+    proxy_start "$dir"
+    id=$(new_cluster_id)
+    cluster_jvm jvm
+    # Each format costs a JVM start: the three run side by side.
+    for n in 1 2 3; do
+        cluster_write_config "$dir" "$n" "$voters"
+        : >"$dir/n$n/kafka.log"
+        java "${jvm[@]}" -cp "$jars/*" kafka.tools.StorageTool format -t "$id" \
+            -c "$dir/n$n/server.properties" >>"$dir/n$n/kafka.log" 2>&1 &
+    done
+    for n in 1 2 3; do
+        if ! wait -n; then
+            wait
+            cluster_stop "$dir"
+            die "formatting a node's storage failed (see $dir/n*/kafka.log)"
+        fi
+    done
+    log "starting a 3-node Kafka $(kafka_version) cluster in $dir"
+    for n in 1 2 3; do cluster_node_start "$dir" "$n"; done
+    if ! (cluster_wait "$dir" "1 2 3"); then
+        cluster_stop "$dir"
+        exit 1
+    fi
+    printf '%s\n' "$proxied" >"$dir/bootstrap"
+    printf '%s\n' "$direct" >"$dir/bootstrap.direct"
+    log "cluster ready in $((SECONDS - start)) s (proxied $proxied, direct $direct)"
+    printf '%s\n' "$proxied"
+}
+
+# Sends signal $2 to pid $1 and waits up to $3 quarter seconds for it to exit.
+stop_pid() {
+    local pid=$1 sig=$2 tries=$3 i
+    kill "-$sig" "$pid" 2>/dev/null || true
+    # A frozen (SIGSTOPped) node handles SIGTERM only once continued.
+    kill -CONT "$pid" 2>/dev/null || true
+    for ((i = 0; i < tries; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.25
+    done
+    return 1
+}
+
+cluster_node() {
+    local dir=$1 action=$2 n=$3 pid
+    [[ -f $dir/n$n/ports ]] || die "no cluster in $dir"
+    case $action in
+    start)
+        cluster_node_start "$dir" "$n"
+        cluster_wait "$dir" "$n"
+        ;;
+    stop)
+        pid=$(pid_of "$dir/n$n/kafka.pid" kafka.Kafka) || return 0
+        stop_pid "$pid" TERM 120 || stop_pid "$pid" KILL 40 || die "node $n (pid $pid) survived SIGKILL"
+        ;;
+    kill)
+        pid=$(pid_of "$dir/n$n/kafka.pid" kafka.Kafka) || return 0
+        stop_pid "$pid" KILL 40 || die "node $n (pid $pid) survived SIGKILL"
+        ;;
+    pid)
+        pid_of "$dir/n$n/kafka.pid" kafka.Kafka || die "node $n is not running"
+        ;;
+    *) usage ;;
+    esac
+}
+
+cluster_stop() {
+    local dir=$1 n pid pids=()
+    [[ -d $dir ]] || return 0
+    # SIGTERM to all three at once: one by one, the last would wait out a
+    # controlled shutdown without a quorum.
+    for n in 1 2 3; do
+        if pid=$(pid_of "$dir/n$n/kafka.pid" kafka.Kafka); then
+            pids+=("$pid")
+            kill -TERM "$pid" 2>/dev/null || true
+            kill -CONT "$pid" 2>/dev/null || true
+        fi
+    done
+    for pid in "${pids[@]}"; do
+        stop_pid "$pid" TERM 60 || stop_pid "$pid" KILL 40 || log "node pid $pid survived SIGKILL"
+    done
+    if pid=$(pid_of "$dir/proxy.pid" obx-faultproxy); then
+        stop_pid "$pid" TERM 20 || stop_pid "$pid" KILL 20 || log "proxy pid $pid survived SIGKILL"
+    fi
+    rm -f "$dir"/n[123]/kafka.pid "$dir/proxy.pid" "$dir/bootstrap" "$dir/bootstrap.direct"
+}
+
 main() {
     (($# >= 1)) || usage
     case $1 in
@@ -334,6 +613,18 @@ main() {
     fetch)
         (($# == 1)) || usage
         fetch_jars
+        ;;
+    cluster-start)
+        (($# == 2)) || usage
+        cluster_start "$2"
+        ;;
+    cluster-stop)
+        (($# == 2)) || usage
+        cluster_stop "$2"
+        ;;
+    cluster-node)
+        (($# == 4)) && [[ $4 =~ ^[1-3]$ ]] || usage
+        cluster_node "$2" "$3" "$4"
         ;;
     *) usage ;;
     esac

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Builds outbox-relay with ASan+UBSan, starts the servers the tests need
-# (a throwaway PostgreSQL, a real single-node Kafka broker), runs every
+# (a throwaway PostgreSQL, a real single-node Kafka broker, and for the
+# cluster suite a real 3-node Kafka cluster behind a fault proxy), runs every
 # meson test suite, stops the servers, and exits non-zero on any failure.
 #   tests/run.sh [meson test args...]     e.g. tests/run.sh --suite unit
 # Env: OBX_BUILD_DIR (default build-test), OBX_TEST_TMP (scratch dir),
-#      OBX_TEST_TIMEOUT_MULT (scales every test deadline, default 1).
+#      OBX_TEST_TIMEOUT_MULT (scales every test deadline, default 1),
+#      CHAOS_LONG=1 / OBX_CHAOS_SEED (the chaos suites' schedule).
+# The 3-node cluster starts only when the selection can include the cluster
+# suite (no arguments, or an argument naming "cluster").
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -12,7 +16,7 @@ cd "$root"
 
 packages=(gcc meson ninja-build pkg-config librdkafka-dev libpq-dev libconfig-dev check
           postgresql postgresql-contrib maven openjdk-17-jre-headless valgrind
-          clang libclang-rt-14-dev)
+          clang libclang-rt-14-dev kcat)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -34,6 +38,7 @@ tmp=${OBX_TEST_TMP:-$(mktemp -d /tmp/outbox-relay-tests.XXXXXX)}
 mkdir -p "$tmp"
 chmod 755 "$tmp"
 cleanup() {
+    "$root/tests/kafka.sh" cluster-stop "$tmp/cluster" >/dev/null 2>&1 || true
     "$root/tests/kafka.sh" stop "$tmp/kafka" >/dev/null 2>&1 || true
     "$root/tests/pg.sh" stop "$tmp/pg" >/dev/null 2>&1 || true
 }
@@ -42,6 +47,17 @@ trap cleanup EXIT
 export PGPORT=${PGPORT:-54329}
 pghost=$("$root/tests/pg.sh" start "$tmp/pg")
 bootstrap=$("$root/tests/kafka.sh" start "$tmp/kafka")
+want_cluster=0
+[ $# -eq 0 ] && want_cluster=1
+for a in "$@"; do
+    case $a in *cluster*) want_cluster=1 ;; esac
+done
+if [ $want_cluster = 1 ]; then
+    cluster=$(OBX_FAULTPROXY=$(cd "$build" && pwd)/tests/obx-faultproxy "$root/tests/kafka.sh" cluster-start "$tmp/cluster")
+    export OBX_CLUSTER_DIR=$tmp/cluster OBX_CLUSTER_BOOTSTRAP=$cluster
+    export OBX_CLUSTER_DIRECT=$(cat "$tmp/cluster/bootstrap.direct")
+    echo "run.sh: kafka cluster on $cluster (direct $OBX_CLUSTER_DIRECT)" >&2
+fi
 
 export OBX_TEST_PGHOST=$pghost OBX_TEST_PGPORT=$PGPORT OBX_TEST_PGDIR=$tmp/pg
 export OBX_KAFKA_BOOTSTRAP=$bootstrap OBX_TEST_TMP=$tmp/work
@@ -59,6 +75,8 @@ set -e
 if [ $status -ne 0 ]; then
     echo "run.sh: FAILED (relay logs under $tmp/work/*/relay.log)" >&2
 fi
+# The cluster's three JVMs are not needed past here: free their memory and CPU.
+"$root/tests/kafka.sh" cluster-stop "$tmp/cluster" >/dev/null 2>&1 || true
 
 # Valgrind (skipped when a test selection was given): the unit and
 # integration suites again on a build without sanitizers, every test program

@@ -104,6 +104,11 @@ void th_teardown(th_ctx_t *t) { (void)t; }
 
 const char *th_config(th_ctx_t *t, const char *file, const char *bootstrap,
                       const char *relay_extra, const char *kafka_extra) {
+    return th_config_level(t, file, bootstrap, relay_extra, kafka_extra, "info");
+}
+
+const char *th_config_level(th_ctx_t *t, const char *file, const char *bootstrap,
+                            const char *relay_extra, const char *kafka_extra, const char *level) {
     static char path[512];
     FILE *f;
     snprintf(path, sizeof path, "%s/%s", t->dir, file);
@@ -114,8 +119,8 @@ const char *th_config(th_ctx_t *t, const char *file, const char *bootstrap,
             "kafka: { bootstrap_servers = \"%s\"; linger_ms = 5; %s };\n"
             "relay: { topic_pattern = \"%s.${aggregate_type}\"; shutdown_timeout_ms = 10000;"
             " reconnect_max_ms = 2000; %s };\n"
-            "log: { level = \"info\"; stats_interval_s = 1; };\n",
-            t->conninfo, bootstrap, kafka_extra, t->topic_prefix, relay_extra);
+            "log: { level = \"%s\"; stats_interval_s = 1; };\n",
+            t->conninfo, bootstrap, kafka_extra, t->topic_prefix, relay_extra, level);
     fclose(f);
     chmod(path, 0600);
     return path;

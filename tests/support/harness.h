@@ -52,6 +52,9 @@ long long th_int(PGconn *c, const char *sql);
  * inside the kafka group. Returns the path (static storage in t). */
 const char *th_config(th_ctx_t *t, const char *file, const char *bootstrap,
                       const char *relay_extra, const char *kafka_extra);
+/* th_config with the relay's log level (debug shows librdkafka's debug lines). */
+const char *th_config_level(th_ctx_t *t, const char *file, const char *bootstrap,
+                            const char *relay_extra, const char *kafka_extra, const char *level);
 /* Starts outbox-relay -c conf with stderr appended to DIR/relay.log. */
 pid_t th_relay_start(const th_ctx_t *t, const char *conf);
 /* Starts build-dir program bin with -c conf, stderr appended to DIR/log. */

@@ -5,6 +5,9 @@
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 /* max_poll_interval_ms is also the rebalance timeout. With the default
  * (300 s), chaos seed 1796131060 failed before and after this release's
@@ -34,6 +37,82 @@ void th_gen_orders(th_ctx_t *t, int n, int stock) {
                               " >>'%s/ordergen.out' 2>>'%s/ordergen.log'",
              th_bin("obx-order-gen"), t->conninfo, n, TH_SHOP_SKUS, stock, t->dir, t->dir);
     ck_assert_int_eq(th_run(cmd), 0);
+}
+
+pid_t th_ordergen_spawn(th_ctx_t *t, int n, int rate) {
+    char ns[16], rs[16], skus[16], out[512];
+    pid_t pid;
+    snprintf(ns, sizeof ns, "%d", n);
+    snprintf(rs, sizeof rs, "%d", rate);
+    snprintf(skus, sizeof skus, "%d", TH_SHOP_SKUS);
+    snprintf(out, sizeof out, "%s/ordergen.log", t->dir);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        FILE *f = freopen(out, "a", stderr);
+        (void)f;
+        execl(th_bin("obx-order-gen"), "obx-order-gen", "-d", t->conninfo, "-n", ns, "--rate", rs,
+              "--skus", skus, "--stock", "40", "--clients", "4", "--hot-skus", "10", (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+void th_pg_restart(const char *mode) {
+    char cmd[1024];
+    ck_assert_msg(getenv("OBX_TEST_PGDIR"), "OBX_TEST_PGDIR unset: tests/run.sh sets it");
+    snprintf(cmd, sizeof cmd, "'%s' restart '%s' %s", th_src("tests/pg.sh"), getenv("OBX_TEST_PGDIR"), mode);
+    ck_assert_msg(th_run(cmd) == 0, "%s failed", cmd);
+}
+
+static uint64_t rng;
+
+uint64_t th_chaos_seed(const char *label) {
+    const char *env = getenv("OBX_CHAOS_SEED");
+    uint64_t seed = env && *env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
+    rng = seed * 2654435761ULL + 1;
+    fprintf(stderr, "%s: seed=%llu (rerun with OBX_CHAOS_SEED=%llu)\n", label, (unsigned long long)seed,
+            (unsigned long long)seed);
+    return seed;
+}
+
+unsigned th_rnd(unsigned n) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (unsigned)(rng % n);
+}
+
+void th_chaos_schedule(int kinds, int n, int *kinds_out) {
+    int *perm = malloc((size_t)kinds * sizeof *perm);
+    for (int i = 0; i < kinds; i++)
+        perm[i] = i;
+    for (int i = kinds - 1; i > 0; i--) {
+        int j = (int)th_rnd((unsigned)i + 1), x = perm[i];
+        perm[i] = perm[j];
+        perm[j] = x;
+    }
+    for (int i = 0; i < n; i++)
+        kinds_out[i] = i < kinds ? perm[i] : (int)th_rnd((unsigned)kinds);
+    free(perm);
+}
+
+void th_shop_finish(th_ctx_t *t, pid_t gen, int orders, int timeout_ms) {
+    int st;
+    ck_assert_int_eq(waitpid(gen, &st, 0), gen);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "order generator failed: see %s/ordergen.log", t->dir);
+    th_wait_count(t, "SELECT count(*) FROM shop_order_outcomes", orders, timeout_ms);
+    ck_assert_msg(th_wait_drained(t, 60000), "outbox not drained 60 s after the last outcome");
+}
+
+long long th_shop_dup_effects(th_ctx_t *t) {
+    PGconn *c = th_connect(t);
+    long long n = th_int(c, "SELECT count(*) FROM shop_stock s LEFT JOIN (SELECT sku, sum(qty) q FROM shop_stock_moves"
+                            " WHERE outcome = 'deducted' GROUP BY sku) d USING (sku)"
+                            " WHERE s.initial - s.available <> COALESCE(d.q, 0)") +
+                  th_int(c, "SELECT count(*) - count(DISTINCT event_id) FROM processed_events");
+    PQfinish(c);
+    return n;
 }
 
 void th_shop_check(th_ctx_t *t, int orders) {
