@@ -63,6 +63,8 @@ static const key_def_t keys[] = {
     {"relay", "busy_poll_ms", K_INT, OFF(busy_poll_ms), 100, 0, 60000, NULL, NULL, NULL, 1},
     {"relay", "busy_poll_interval_ms", K_INT, OFF(busy_poll_interval_ms), 5, 1, 1000, NULL, NULL, NULL, 1},
     {"relay", "busy_poll_max_interval_ms", K_INT, OFF(busy_poll_max_interval_ms), 20, 1, 1000, NULL, NULL, NULL, 1},
+    {"relay", "partition_stall_ms", K_INT, OFF(partition_stall_ms), 1000, 50, 600000, NULL, NULL, NULL, 1},
+    {"relay", "partition_cold_ms", K_INT, OFF(partition_cold_ms), 3600000, 1000, 86400000, NULL, NULL, NULL, 1},
     {"relay", "topic_pattern", K_STR, OFF(topic_pattern), 0, 0, 0, "outbox.${aggregate_type}", NULL, NULL, 0},
     {"relay", "on_failure", K_STR, OFF(on_failure), OBX_FAIL_PARK, 0, 0, NULL, parse_failure, "park, block", 0},
     {"relay", "max_attempts", K_INT, OFF(max_attempts), 10, 1, 1000, NULL, NULL, NULL, 1},

@@ -37,6 +37,8 @@ typedef struct {
     int busy_poll_ms;     /* keep claiming this long after the last row before sleeping on LISTEN */
     int busy_poll_interval_ms; /* the pause between those claims: latency against CPU per event */
     int busy_poll_max_interval_ms; /* what it grows to while claims find many rows (relay/core/pace.h) */
+    int partition_stall_ms;   /* no report this long with messages out: the partition is stalled (relay/relayd/gate.h) */
+    int partition_cold_ms;    /* no acknowledgement this long: one message at a time again (gate.h) */
     char *topic_pattern;
     int on_failure;           /* obx_fail_policy_t */
     int max_attempts;

@@ -6,9 +6,12 @@
 
 #include <librdkafka/rdkafka.h>
 
-/* Requests rkt's metadata and waits up to timeout_ms for it; the answer
- * itself is dropped (librdkafka keeps what it learned). Blocks that long
- * while the broker is unreachable. */
-rd_kafka_resp_err_t obx_rkmeta_fetch(rd_kafka_t *rk, rd_kafka_topic_t *rkt, int timeout_ms);
+/* Requests rkt's metadata and waits up to timeout_ms for it; librdkafka
+ * keeps what it learned. Blocks that long while the broker is unreachable.
+ * partitions (may be NULL) gets the topic's partition count, 0 when the
+ * answer had none; the topic's own error is returned when the request
+ * itself worked. */
+rd_kafka_resp_err_t obx_rkmeta_fetch(rd_kafka_t *rk, rd_kafka_topic_t *rkt, int timeout_ms,
+                                     int *partitions);
 
 #endif

@@ -331,7 +331,7 @@ static void warm_topics(runner_t *r) {
     for (size_t i = 0; r->rkts && i < r->cfg->consumer_topics_n; i++) {
         r->rkts[i] = rd_kafka_topic_new(r->rk, r->cfg->consumer_topics[i], NULL);
         if (r->rkts[i])
-            obx_rkmeta_fetch(r->rk, r->rkts[i], WARM_TIMEOUT_MS);
+            obx_rkmeta_fetch(r->rk, r->rkts[i], WARM_TIMEOUT_MS, NULL);
     }
 }
 

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -13,11 +14,42 @@
 /* Topics are few (routes, or one per aggregate type), so a short list with
  * the last hit first is enough; past TOPICS_MAX the least recent is dropped. */
 #define TOPICS_MAX 256
+/* A topic's metadata is asked for with this timeout, four times longer
+ * after each ask that timed out (a slow broker) up to META_TIMEOUT_MAX_MS;
+ * each ask blocks the loop that long at worst. */
 #define WARM_TIMEOUT_MS 200
+#define META_TIMEOUT_MAX_MS 3200
+/* A topic's partition count is asked again this often (partitions added),
+ * and while it is unknown at most this often. */
+#define META_REFRESH_MS 300000
+#define META_RETRY_MS 1000
+
+typedef int32_t (*partitioner_fn)(const rd_kafka_topic_t *rkt, const void *key, size_t keylen,
+                                  int32_t partition_cnt, void *rkt_opaque, void *msg_opaque);
+
+/* librdkafka's partitioners by their `partitioner` property names: the
+ * relay picks each message's partition itself (the gate must know it before
+ * librdkafka does), exactly where librdkafka would have put it. */
+static const struct {
+    const char *name;
+    partitioner_fn fn;
+} partitioners[] = {
+    {"consistent_random", rd_kafka_msg_partitioner_consistent_random}, /* librdkafka's default */
+    {"consistent", rd_kafka_msg_partitioner_consistent},
+    {"random", rd_kafka_msg_partitioner_random},
+    {"murmur2", rd_kafka_msg_partitioner_murmur2},
+    {"murmur2_random", rd_kafka_msg_partitioner_murmur2_random},
+    {"fnv1a", rd_kafka_msg_partitioner_fnv1a},
+    {"fnv1a_random", rd_kafka_msg_partitioner_fnv1a_random},
+};
 
 typedef struct {
     char *name;
     rd_kafka_topic_t *rkt;
+    int partitions;          /* 0: not known yet */
+    int meta_timeout_ms;     /* for the next ask */
+    rd_kafka_resp_err_t err; /* the topic's error in the last metadata answer */
+    int64_t meta_at;         /* when its metadata was last asked for */
 } topic_t;
 
 struct obx_producer {
@@ -26,9 +58,34 @@ struct obx_producer {
     int pipefd[2];
     obx_dr_fn dr;
     void *ctx;
+    partitioner_fn partitioner;
+    unsigned long pid_gen;
+    long long implicit_acks;
     topic_t topics[TOPICS_MAX];
     int topics_n;
 };
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Served on our thread (log.queue). The `eos` debug context tells when a
+ * producer id is acquired (rd_kafka_idemp_pid_update: "Acquired PID{...}")
+ * and when librdkafka acknowledges messages implicitly
+ * (rd_kafka_dr_implicit_ack); there is no other interface for either. */
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    obx_producer_t *p = rd_kafka_opaque(rk);
+    if (p && strcmp(fac, "GETPID") == 0 && strncmp(buf, "Acquired ", 9) == 0) {
+        p->pid_gen++;
+        OBX_LOG(OBX_LOG_INFO, "kafka producer id acquired", KS("detail", buf));
+        return;
+    }
+    if (p && strcmp(fac, "IMPLICITACK") == 0)
+        p->implicit_acks++;
+    obx_rklog_cb(rk, level, fac, buf);
+}
 
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     obx_producer_t *p = opaque;
@@ -54,11 +111,33 @@ static int set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr
     return 0;
 }
 
-static int user_set(const obx_config_t *cfg, const char *key) {
+/* The user's value of a kafka property, or NULL. */
+static const char *user_value(const obx_config_t *cfg, const char *key) {
     for (size_t i = 0; i < cfg->kafka_n; i++)
         if (strcmp(cfg->kafka[i].key, key) == 0)
-            return 1;
-    return 0;
+            return cfg->kafka[i].value;
+    return NULL;
+}
+
+static int set_partitioner(obx_producer_t *p, const obx_config_t *cfg, char *errstr, size_t errsize) {
+    const char *name = user_value(cfg, "partitioner");
+    for (size_t i = 0; i < sizeof partitioners / sizeof partitioners[0]; i++) {
+        if (!name || strcmp(name, partitioners[i].name) == 0) {
+            p->partitioner = partitioners[i].fn;
+            return 0;
+        }
+    }
+    snprintf(errstr, errsize, "kafka.partitioner: \"%s\" is not one of librdkafka's partitioners"
+             " (consistent_random, consistent, random, murmur2, murmur2_random, fnv1a, fnv1a_random)", name);
+    return -1;
+}
+
+/* The eos debug context is always on (see log_cb), beside the user's own. */
+static int set_debug(rd_kafka_conf_t *conf, const obx_config_t *cfg, char *errstr, size_t errsize) {
+    const char *user = user_value(cfg, "debug");
+    char v[512];
+    snprintf(v, sizeof v, "%s%seos", user ? user : "", user && *user ? "," : "");
+    return set(conf, "debug", v, errstr, errsize);
 }
 
 obx_producer_t *obx_producer_new(const obx_config_t *cfg, obx_dr_fn dr, void *ctx,
@@ -88,14 +167,15 @@ obx_producer_t *obx_producer_new(const obx_config_t *cfg, obx_dr_fn dr, void *ct
     for (size_t i = 0; i < cfg->kafka_n; i++)
         if (set(conf, cfg->kafka[i].key, cfg->kafka[i].value, errstr, errsize))
             goto fail;
-    if (!user_set(cfg, "queue.buffering.max.messages") &&
+    if (!user_value(cfg, "queue.buffering.max.messages") &&
         set(conf, "queue.buffering.max.messages", qmax, errstr, errsize))
         goto fail;
-    if (set(conf, "enable.idempotence", "true", errstr, errsize))
+    if (set(conf, "enable.idempotence", "true", errstr, errsize) ||
+        set_debug(conf, cfg, errstr, errsize) || set_partitioner(p, cfg, errstr, errsize))
         goto fail;
     rd_kafka_conf_set_opaque(conf, p);
     rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
-    rd_kafka_conf_set_log_cb(conf, obx_rklog_cb);
+    rd_kafka_conf_set_log_cb(conf, log_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     /* rd_kafka_new takes ownership of conf only on success. */
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errsize);
@@ -127,12 +207,29 @@ void obx_producer_serve(obx_producer_t *p) {
         ;
 }
 
+/* Asks for t's metadata and keeps its partition count. */
+static void topic_meta(obx_producer_t *p, topic_t *t) {
+    int n = 0;
+    if (t->meta_timeout_ms == 0)
+        t->meta_timeout_ms = WARM_TIMEOUT_MS;
+    t->err = obx_rkmeta_fetch(p->rk, t->rkt, t->meta_timeout_ms, &n);
+    t->meta_at = now_ms();
+    if (n > 0)
+        t->partitions = n;
+    if (t->err == RD_KAFKA_RESP_ERR__TIMED_OUT)
+        t->meta_timeout_ms = t->meta_timeout_ms * 4 < META_TIMEOUT_MAX_MS ? t->meta_timeout_ms * 4 : META_TIMEOUT_MAX_MS;
+    else
+        t->meta_timeout_ms = WARM_TIMEOUT_MS;
+    OBX_LOG(OBX_LOG_DEBUG, "kafka topic metadata requested", KS("topic", t->name),
+            KS("result", rd_kafka_err2name(t->err)), KI("partitions", n));
+}
+
 /* librdkafka asks for a topic's metadata created after the first broker
  * connection only on its 1 s timer, so the first message to a new topic
  * waited up to a second. Asking at once costs one round trip per topic and
- * process; while the broker is unreachable it blocks up to WARM_TIMEOUT_MS. */
-static rd_kafka_topic_t *topic_get(obx_producer_t *p, const char *name) {
-    rd_kafka_resp_err_t err;
+ * process; while the broker is unreachable it blocks up to WARM_TIMEOUT_MS.
+ * Returns the topic moved to the front of the list, or NULL. */
+static topic_t *topic_get(obx_producer_t *p, const char *name) {
     topic_t t;
 
     for (int i = 0; i < p->topics_n; i++) {
@@ -140,7 +237,7 @@ static rd_kafka_topic_t *topic_get(obx_producer_t *p, const char *name) {
             t = p->topics[i];
             memmove(&p->topics[1], &p->topics[0], (size_t)i * sizeof t);
             p->topics[0] = t;
-            return t.rkt;
+            return &p->topics[0];
         }
     }
     if (p->topics_n == TOPICS_MAX) {
@@ -148,6 +245,7 @@ static rd_kafka_topic_t *topic_get(obx_producer_t *p, const char *name) {
         rd_kafka_topic_destroy(p->topics[p->topics_n].rkt);
         free(p->topics[p->topics_n].name);
     }
+    memset(&t, 0, sizeof t);
     t.rkt = rd_kafka_topic_new(p->rk, name, NULL);
     if (!t.rkt)
         return NULL;
@@ -156,27 +254,53 @@ static rd_kafka_topic_t *topic_get(obx_producer_t *p, const char *name) {
         rd_kafka_topic_destroy(t.rkt);
         return NULL;
     }
-    err = obx_rkmeta_fetch(p->rk, t.rkt, WARM_TIMEOUT_MS);
-    OBX_LOG(OBX_LOG_DEBUG, "kafka topic metadata requested", KS("topic", name),
-            KS("result", rd_kafka_err2name(err)));
     memmove(&p->topics[1], &p->topics[0], (size_t)p->topics_n * sizeof t);
     p->topics[0] = t;
     p->topics_n++;
-    return t.rkt;
+    topic_meta(p, &p->topics[0]);
+    return &p->topics[0];
 }
 
-rd_kafka_resp_err_t obx_producer_send(obx_producer_t *p, const char *topic, const char *key,
-                                      size_t keylen, const char *payload, size_t len,
+int obx_producer_partition(obx_producer_t *p, const char *topic, const char *key, size_t keylen,
+                           int32_t *partition, rd_kafka_resp_err_t *err) {
+    topic_t *t = topic_get(p, topic);
+    int64_t age;
+
+    if (!t) {
+        *err = RD_KAFKA_RESP_ERR__INVALID_ARG; /* an invalid topic name */
+        return -1;
+    }
+    age = now_ms() - t->meta_at;
+    if (age >= (t->partitions > 0 ? META_REFRESH_MS : META_RETRY_MS))
+        topic_meta(p, t);
+    if (t->partitions > 0) {
+        *partition = p->partitioner(t->rkt, key, keylen, t->partitions, NULL, NULL);
+        return 0;
+    }
+    *err = t->err;
+    /* Gone or refused: the row fails. Otherwise (no answer, no leader
+     * yet, being created) it waits. */
+    return t->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || t->err == RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION ||
+                   t->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED
+               ? -1 : 1;
+}
+
+rd_kafka_resp_err_t obx_producer_send(obx_producer_t *p, const char *topic, int32_t partition,
+                                      const char *key, size_t keylen, const char *payload, size_t len,
                                       rd_kafka_headers_t *hdrs, void *opaque) {
-    rd_kafka_topic_t *rkt = topic_get(p, topic);
-    if (!rkt)
+    topic_t *t = topic_get(p, topic);
+    if (!t)
         return RD_KAFKA_RESP_ERR__INVALID_ARG; /* an invalid topic name */
-    return rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(rkt),
+    return rd_kafka_producev(p->rk, RD_KAFKA_V_RKT(t->rkt), RD_KAFKA_V_PARTITION(partition),
                              RD_KAFKA_V_KEY((void *)key, keylen),
                              RD_KAFKA_V_VALUE((void *)payload, len),
                              RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(opaque),
                              RD_KAFKA_V_MSGFLAGS(0), RD_KAFKA_V_END);
 }
+
+unsigned long obx_producer_pid_gen(const obx_producer_t *p) { return p->pid_gen; }
+
+long long obx_producer_implicit_acks(const obx_producer_t *p) { return p->implicit_acks; }
 
 int obx_producer_fatal(obx_producer_t *p, char *errstr, size_t errsize) {
     char ignored[8];

@@ -22,12 +22,27 @@ obx_producer_t *obx_producer_new(const obx_config_t *cfg, obx_dr_fn dr, void *ct
 int obx_producer_fd(const obx_producer_t *p);
 /* Drains the pipe and serves queued events (delivery reports, logs, errors). */
 void obx_producer_serve(obx_producer_t *p);
-/* Produces without copying: key, payload and the row they point into must
- * outlive the delivery report. On success librdkafka owns hdrs; on failure
- * the caller still does. */
-rd_kafka_resp_err_t obx_producer_send(obx_producer_t *p, const char *topic, const char *key,
-                                      size_t keylen, const char *payload, size_t len,
+/* The partition of key in topic, chosen by the configured partitioner
+ * (kafka.partitioner, librdkafka's names and default) over the topic's
+ * partition count, which is asked for on first use (blocking up to 200 ms,
+ * longer after timeouts: producer.c) and every 5 minutes. Returns 0 with *partition; 1 when the count is not
+ * known yet (no answer, no leader: ask again later, at most once a second);
+ * -1 when the topic cannot take messages (*err: an invalid name, the
+ * topic does not exist, not authorized). */
+int obx_producer_partition(obx_producer_t *p, const char *topic, const char *key, size_t keylen,
+                           int32_t *partition, rd_kafka_resp_err_t *err);
+/* Produces to partition without copying: key, payload and the row they
+ * point into must outlive the delivery report. On success librdkafka owns
+ * hdrs; on failure the caller still does. */
+rd_kafka_resp_err_t obx_producer_send(obx_producer_t *p, const char *topic, int32_t partition,
+                                      const char *key, size_t keylen, const char *payload, size_t len,
                                       rd_kafka_headers_t *hdrs, void *opaque);
+/* Counts producer ids acquired so far: a change means a new producer id
+ * (every partition is cold again for the broker). */
+unsigned long obx_producer_pid_gen(const obx_producer_t *p);
+/* Messages librdkafka acknowledged implicitly (its IMPLICITACK debug line):
+ * reported delivered because a later batch of their partition was. */
+long long obx_producer_implicit_acks(const obx_producer_t *p);
 /* 1 once librdkafka raised a fatal (idempotence) error; its text in errstr
  * (which may be NULL when only the answer is wanted). */
 int obx_producer_fatal(obx_producer_t *p, char *errstr, size_t errsize);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "backoff.h"
+#include "gate.h"
 #include "headers.h"
 #include "log.h"
 #include "outbox.h"
@@ -19,6 +20,9 @@
 #include "route.h"
 
 #define MARK_MAX 10000 /* ids per UPDATE */
+/* librdkafka 2.3.0 (PR 4438) stopped raising a fatal "sequence
+ * desynchronization" after possibly persisted errors. */
+#define LIBRDKAFKA_SEQ_FIX 0x02030000
 /* Acknowledged ids wait for the rest of their batch's acknowledgements
  * (they arrive in one group per broker) for at most this long before they
  * are marked: following writers at 5,000 events/s, marks went out 2 per
@@ -27,12 +31,16 @@
 
 typedef struct batch batch_t;
 
-/* One produced row; its strings point into batch->res. */
+/* One produced row; its strings point into batch->res. While the gate
+ * holds it, it owns hdrs; once produced, librdkafka does. */
 typedef struct {
     batch_t *batch;
     int64_t id;
     int row;
     int attempts;
+    const char *topic;       /* the gate's copy */
+    int32_t partition;
+    rd_kafka_headers_t *hdrs;
 } msg_t;
 
 struct batch {
@@ -67,6 +75,8 @@ typedef struct {
     PGconn *conn;
     PGconn *mconn;
     obx_producer_t *producer;
+    obx_gate_t *gate;        /* which messages may go to which partition now */
+    unsigned long pid_gen;   /* the producer's, when the gate last heard of it */
     int leader;
     op_t op;                 /* query pending on conn */
     op_t mop;                /* query pending on mconn */
@@ -113,7 +123,7 @@ typedef struct {
     int64_t acks_since;      /* when the unmarked acks started waiting */
     fail_t *fails;
     size_t fails_n, fails_cap;
-    long inflight;
+    long inflight;           /* rows produced or held by the gate, not yet reported */
 
     int stopping;
     int exit_code;
@@ -128,7 +138,7 @@ typedef struct {
     obx_backoff_t backoff;
 
     /* counters for the stats line */
-    long long published, marked, parked, failed, claimed, reconnects, rescans;
+    long long published, marked, parked, failed, claimed, reconnects, rescans, skipped, deferred;
     long long last_published;
     int64_t last_stats_ms;
 } relay_t;
@@ -233,9 +243,12 @@ static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, int32_
     relay_t *r = ctx;
     msg_t *m = opaque;
 
-    (void)partition;
+    (void)partition; /* the one the relay chose: m->partition */
     (void)offset;
     r->inflight--;
+    if (obx_gate_report(r->gate, m->topic, m->partition, err == RD_KAFKA_RESP_ERR_NO_ERROR, now_ms()) != 0)
+        OBX_LOG(OBX_LOG_ERROR, "delivery report for a message the gate did not let through",
+                KI("id", m->id), KS("topic", m->topic), KI("partition", m->partition));
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         r->published++;
         push_ack(r, m->id);
@@ -258,6 +271,118 @@ static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, int32_
     batch_release(m->batch);
 }
 
+/* Hands one admitted message to librdkafka. Returns 0, or -1 when the
+ * producer cannot take it now (full, fatal): the row stays unsent. */
+static int send_msg(relay_t *r, msg_t *m) {
+    obx_row_t row;
+    rd_kafka_resp_err_t kerr;
+    char err[256];
+
+    obx_outbox_row(m->batch->res, m->row, &row);
+    kerr = obx_producer_send(r->producer, m->topic, m->partition, row.aggregate_id,
+                             strlen(row.aggregate_id), row.payload, row.payload_len, m->hdrs, m);
+    if (kerr == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        m->hdrs = NULL; /* librdkafka's now */
+        return 0;
+    }
+    obx_gate_report(r->gate, m->topic, m->partition, 0, now_ms());
+    r->inflight--;
+    rd_kafka_headers_destroy(m->hdrs);
+    m->hdrs = NULL;
+    if (kerr == RD_KAFKA_RESP_ERR__QUEUE_FULL || kerr == RD_KAFKA_RESP_ERR__FATAL) {
+        /* Not the row's fault: claim it again later. */
+        OBX_LOG(OBX_LOG_WARN, "produce deferred", KI("id", row.id), KS("error", rd_kafka_err2name(kerr)));
+        batch_release(m->batch);
+        return -1;
+    }
+    snprintf(err, sizeof err, "%s: %s", rd_kafka_err2name(kerr), rd_kafka_err2str(kerr));
+    row_failed(r, row.id, row.event_id, row.attempts, is_permanent(kerr), err);
+    batch_release(m->batch);
+    return 0;
+}
+
+/* A held message that never went out: its row is claimed again. */
+static void drop_held(void *ctx, void *msg) {
+    relay_t *r = ctx;
+    msg_t *m = msg;
+    r->inflight--;
+    rd_kafka_headers_destroy(m->hdrs);
+    m->hdrs = NULL;
+    batch_release(m->batch);
+}
+
+/* Produces what the gate lets go after delivery reports. A held message
+ * the producer refuses would let later rows of its partition overtake it:
+ * everything is then published again from a rescan by a new producer. */
+static void release_held(relay_t *r) {
+    msg_t *m;
+    while (!r->fatal && (m = obx_gate_release(r->gate, now_ms())) != NULL) {
+        if (send_msg(r, m) != 0) {
+            OBX_LOG(OBX_LOG_ERROR, "held message refused by the producer, recreating it", KI("id", m->id));
+            r->fatal = 1;
+            obx_gate_drop_held(r->gate, drop_held, r);
+            obx_producer_purge(r->producer);
+        }
+    }
+}
+
+/* Routes one row and hands it to the gate. Returns -1 when the row (and
+ * so the rest of the batch) must wait: the topic's partitions are not
+ * known yet, or the producer is full. */
+static int produce_row(relay_t *r, batch_t *b, msg_t *m, const obx_row_t *row) {
+    char topic[256], err[512];
+    rd_kafka_resp_err_t kerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+    int rc;
+
+    if (!row->aggregate_id || !*row->aggregate_id) {
+        row_failed(r, row->id, row->event_id, row->attempts, 1,
+                   "aggregate_id is NULL or empty (it is the Kafka key)");
+        return 0;
+    }
+    if (obx_route_resolve(r->cfg->routes, r->cfg->routes_n, r->cfg->topic_pattern, row->topic,
+                          row->aggregate_type, row->event_type, topic, sizeof topic, err,
+                          sizeof err) != 0) {
+        row_failed(r, row->id, row->event_id, row->attempts, 1, err);
+        return 0;
+    }
+    rc = obx_producer_partition(r->producer, topic, row->aggregate_id, strlen(row->aggregate_id),
+                                &m->partition, &kerr);
+    if (rc > 0) {
+        OBX_LOG(OBX_LOG_WARN, "produce deferred: the topic's partitions are not known yet", KI("id", row->id),
+                KS("topic", topic), KS("error", rd_kafka_err2name(kerr)));
+        r->deferred++;
+        r->retry_at = now_ms() + r->cfg->poll_interval_ms;
+        return -1;
+    }
+    if (rc < 0) {
+        snprintf(err, sizeof err, "%s: %s (topic %s)", rd_kafka_err2name(kerr), rd_kafka_err2str(kerr), topic);
+        row_failed(r, row->id, row->event_id, row->attempts, is_permanent(kerr), err);
+        return 0;
+    }
+    m->topic = obx_gate_topic(r->gate, topic);
+    if (!m->topic || obx_headers_build(row, &m->hdrs, err, sizeof err) != 0) {
+        row_failed(r, row->id, row->event_id, row->attempts, 1, m->topic ? err : "out of memory");
+        return 0;
+    }
+    switch (obx_gate_offer(r->gate, m->topic, m->partition, m, now_ms())) {
+    case OBX_GATE_SKIP:
+        /* Its partition is stalled: a later scan finds the row. */
+        rd_kafka_headers_destroy(m->hdrs);
+        m->hdrs = NULL;
+        r->skipped++;
+        return 0;
+    case OBX_GATE_HOLD:
+        b->remaining++;
+        r->inflight++;
+        return 0;
+    case OBX_GATE_SEND:
+        break;
+    }
+    b->remaining++;
+    r->inflight++;
+    return send_msg(r, m);
+}
+
 /* Produces the rows of one claim result in id order. */
 static void produce_batch(relay_t *r, PGresult *res) {
     int n = PQntuples(res);
@@ -268,9 +393,6 @@ static void produce_batch(relay_t *r, PGresult *res) {
     b->remaining = 1; /* held by this function until the loop ends */
     for (int i = 0; i < n; i++) {
         obx_row_t row;
-        char topic[256], err[256];
-        rd_kafka_headers_t *hdrs = NULL;
-        rd_kafka_resp_err_t kerr;
         msg_t *m = &b->msgs[i];
 
         obx_outbox_row(res, i, &row);
@@ -278,34 +400,9 @@ static void produce_batch(relay_t *r, PGresult *res) {
         m->id = row.id;
         m->row = i;
         m->attempts = row.attempts;
-        if (!row.aggregate_id || !*row.aggregate_id) {
-            row_failed(r, row.id, row.event_id, row.attempts, 1,
-                       "aggregate_id is NULL or empty (it is the Kafka key)");
-        } else if (obx_route_resolve(r->cfg->routes, r->cfg->routes_n, r->cfg->topic_pattern,
-                                     row.topic, row.aggregate_type, row.event_type, topic,
-                                     sizeof topic, err, sizeof err) != 0 ||
-                   obx_headers_build(&row, &hdrs, err, sizeof err) != 0) {
-            row_failed(r, row.id, row.event_id, row.attempts, 1, err);
-        } else {
-            b->remaining++;
-            r->inflight++;
-            kerr = obx_producer_send(r->producer, topic, row.aggregate_id,
-                                     strlen(row.aggregate_id), row.payload, row.payload_len,
-                                     hdrs, m);
-            if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
-                b->remaining--;
-                r->inflight--;
-                rd_kafka_headers_destroy(hdrs);
-                if (kerr == RD_KAFKA_RESP_ERR__QUEUE_FULL || kerr == RD_KAFKA_RESP_ERR__FATAL) {
-                    /* Not the row's fault: stop here, claim it again later. */
-                    OBX_LOG(OBX_LOG_WARN, "produce deferred", KI("id", row.id),
-                            KS("error", rd_kafka_err2name(kerr)));
-                    r->scan_end = 1;
-                    break;
-                }
-                snprintf(err, sizeof err, "%s: %s", rd_kafka_err2name(kerr), rd_kafka_err2str(kerr));
-                row_failed(r, row.id, row.event_id, row.attempts, is_permanent(kerr), err);
-            }
+        if (produce_row(r, b, m, &row) != 0) {
+            r->scan_end = 1;
+            break;
         }
         r->cursor = row.id;
         if (r->blocked) {
@@ -389,6 +486,24 @@ static int pending_work(const relay_t *r) {
     return r->inflight > 0 || r->acks_n > 0 || r->fails_n > 0;
 }
 
+/* Rows in flight on stalled partitions, at most max_inflight of them: they
+ * are left out of the budget (so a sick leader cannot stop the others),
+ * which bounds the rows in memory at twice max_inflight. */
+static long stalled(const relay_t *r) {
+    long n = obx_gate_stalled(r->gate, now_ms());
+    return n < r->cfg->max_inflight ? n : r->cfg->max_inflight;
+}
+
+/* The in-flight budget in use: rows out on partitions that are not stalled. */
+static long budget_used(const relay_t *r) { return r->inflight - stalled(r); }
+
+/* Work that a rescan must wait for: rows out on partitions that are not
+ * stalled, marks and failures to record. A stalled partition's rows are
+ * skipped by the gate, so a rescan does not publish them twice. */
+static int pending_unstalled(const relay_t *r) {
+    return budget_used(r) > 0 || r->acks_n > 0 || r->fails_n > 0;
+}
+
 /* Whether the acknowledged ids should be marked now rather than wait for
  * more: nothing else in flight, a batch's worth, or waited long enough. */
 static int marks_due(const relay_t *r, int64_t now) {
@@ -430,6 +545,7 @@ static int send_rescan(relay_t *r, int limit) {
     r->op_hz = r->hz;
     r->op_rescan = 1;
     r->op_settled = !pending_work(r);
+    obx_gate_rescan(r->gate);
     r->op_low_gen = r->low_gen;
     r->op = OP_CLAIM;
     return obx_outbox_send_claim(r->conn, r->low, limit, INT64_MAX);
@@ -459,7 +575,7 @@ static void send_next(relay_t *r) {
         rc = obx_outbox_send_waiting(r->conn, r->cfg, 0);
         r->op = OP_WAITING;
     } else if (r->stopping || r->fatal || r->idle == IDLE_SLEEP || r->idle == IDLE_POLL ||
-               r->inflight >= r->cfg->max_inflight) {
+               budget_used(r) >= r->cfg->max_inflight) {
         return;
     } else if (r->hz_w && now >= r->hz_retry_at) {
         rc = obx_outbox_send_confirm(r->conn, r->cfg, r->hz_w);
@@ -472,7 +588,7 @@ static void send_next(relay_t *r) {
     } else if (r->idle == IDLE_RECHECK) {
         rc = send_rescan(r, r->cfg->batch_size);
     } else if (r->scan_end) {
-        if (pending_work(r) || now < r->retry_at)
+        if (pending_unstalled(r) || now < r->retry_at)
             return;
         r->scan_end = 0;
         r->rescans++;
@@ -503,12 +619,17 @@ static void send_next(relay_t *r) {
 static void log_stats(relay_t *r, long long backlog, long long oldest_age_s) {
     int64_t now = now_ms();
     double secs = (double)(now - r->last_stats_ms) / 1000.0;
+    obx_gate_stats_t g;
+    obx_gate_stats(r->gate, now, &g);
     OBX_LOG(OBX_LOG_INFO, "stats", KI("published", r->published), KI("marked", r->marked),
             KI("parked", r->parked), KI("failed", r->failed), KI("inflight", r->inflight),
             KI("backlog", backlog), KI("oldest_unsent_age_s", oldest_age_s),
             KD("rate_per_s", secs > 0 ? (double)(r->published - r->last_published) / secs : 0),
             KI("reconnects", r->reconnects), KI("rescans", r->rescans),
             KI("low_water", r->low), KI("horizon", r->hz),
+            KI("held", g.held), KI("cold_partitions", g.cold), KI("stalled_partitions", g.stalled),
+            KI("skipped", r->skipped), KI("deferred", r->deferred),
+            KI("implicit_acks", obx_producer_implicit_acks(r->producer)),
             KS("role", r->leader ? "leader" : "standby"),
             KS("state", !r->conn ? "disconnected" : r->stopping ? "stopping" : r->blocked ? "blocked"
                         : r->idle == IDLE_SLEEP ? "idle" : "running"));
@@ -567,7 +688,7 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
              * under a tight bound, batches sent in pairs would be
              * acknowledged in pairs and leave the pipe empty between. */
             ahead = n == r->cfg->batch_size && !rescan && last < hz && r->idle == IDLE_RUN && !r->blocked &&
-                    !r->stopping && !r->fatal && r->inflight + 2 * n < r->cfg->max_inflight;
+                    !r->stopping && !r->fatal && budget_used(r) + 2 * n < r->cfg->max_inflight;
             if (ahead) {
                 r->cursor = last;
                 send_next(r);
@@ -597,7 +718,7 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
         if (r->op_rescan && r->op_settled && r->low >= r->hz && r->hz_ok &&
             now_ms() - r->hz_asked_ms >= HORIZON_REFRESH_MS)
             r->hz_want = 1; /* caught up with the horizon: let low follow the writers */
-        if (r->op_rescan && !pending_work(r) && !r->stopping) {
+        if (r->op_rescan && !pending_unstalled(r) && !r->stopping) {
             if (r->idle == IDLE_RECHECK) {
                 r->idle = IDLE_SLEEP;
                 r->sleep_until = now_ms() + r->cfg->poll_interval_ms;
@@ -721,8 +842,10 @@ static int handle_signals(relay_t *r) {
     unsigned char sig;
     while (read(sigpipe_fds[0], &sig, 1) == 1) {
         if (sig == SIGHUP) {
-            if (obx_config_reload_file(r->cfg) == 0)
+            if (obx_config_reload_file(r->cfg) == 0) {
                 r->backoff.max_ms = r->cfg->reconnect_max_ms;
+                obx_gate_configure(r->gate, r->cfg->partition_stall_ms, r->cfg->partition_cold_ms);
+            }
         } else if (r->stopping) {
             OBX_LOG(OBX_LOG_WARN, "second signal, exiting now", KI("inflight", r->inflight),
                     KI("unmarked", (long long)r->acks_n));
@@ -747,6 +870,8 @@ static void recreate_producer(relay_t *r) {
         return; /* wait for the purged reports first */
     obx_producer_destroy(r->producer);
     r->producer = obx_producer_new(r->cfg, on_delivery, r, err, sizeof err);
+    r->pid_gen = 0;
+    obx_gate_new_producer(r->gate);
     if (!r->producer) {
         OBX_LOG(OBX_LOG_ERROR, "cannot recreate the kafka producer", KS("error", err));
         r->stopping = 1;
@@ -766,7 +891,19 @@ static void check_fatal(relay_t *r) {
     OBX_LOG(OBX_LOG_ERROR, "kafka fatal error, recreating the producer", KS("error", err),
             KI("inflight", r->inflight));
     r->fatal = 1;
+    obx_gate_drop_held(r->gate, drop_held, r);
     obx_producer_purge(r->producer);
+}
+
+/* After librdkafka's events: a new producer id makes every partition cold
+ * (gate.h), and reports may let held messages go. */
+static void after_reports(relay_t *r) {
+    unsigned long gen = obx_producer_pid_gen(r->producer);
+    if (gen != r->pid_gen) {
+        r->pid_gen = gen;
+        obx_gate_new_producer(r->gate);
+    }
+    release_held(r);
 }
 
 
@@ -820,6 +957,7 @@ static void setup_signals(void) {
 
 static void drain_batches(relay_t *r) {
     /* Fail what is still queued so every batch is released before exit. */
+    obx_gate_drop_held(r->gate, drop_held, r);
     if (r->inflight > 0) {
         obx_producer_purge(r->producer);
         for (int i = 0; i < 100 && r->inflight > 0; i++) {
@@ -845,9 +983,11 @@ int obx_relay_run(obx_config_t *cfg) {
         return 1;
     }
     setup_signals();
-    r.producer = obx_producer_new(cfg, on_delivery, &r, err, sizeof err);
+    r.gate = obx_gate_new(cfg->partition_stall_ms, cfg->partition_cold_ms);
+    r.producer = r.gate ? obx_producer_new(cfg, on_delivery, &r, err, sizeof err) : NULL;
     if (!r.producer) {
-        OBX_LOG(OBX_LOG_ERROR, "kafka producer", KS("error", err));
+        OBX_LOG(OBX_LOG_ERROR, "kafka producer", KS("error", r.gate ? err : "out of memory"));
+        obx_gate_destroy(r.gate);
         return 1;
     }
     r.last_stats_ms = started;
@@ -855,7 +995,12 @@ int obx_relay_run(obx_config_t *cfg) {
     OBX_LOG(OBX_LOG_INFO, "relay starting", KS("table", cfg->pg_table),
             KS("channel", cfg->pg_channel), KI("batch_size", cfg->batch_size),
             KI("max_inflight", cfg->max_inflight),
-            KS("on_failure", cfg->on_failure == OBX_FAIL_PARK ? "park" : "block"));
+            KS("on_failure", cfg->on_failure == OBX_FAIL_PARK ? "park" : "block"),
+            KS("librdkafka", rd_kafka_version_str()));
+    if (rd_kafka_version() < LIBRDKAFKA_SEQ_FIX)
+        OBX_LOG(OBX_LOG_WARN, "librdkafka older than 2.3.0: after requests that may have been written it can"
+                " raise a fatal sequence error; the relay then recreates its producer, which publishes"
+                " duplicates, not losses (KNOWN-ISSUES.md)", KS("librdkafka", rd_kafka_version_str()));
     try_connect(&r);
 
     for (;;) {
@@ -865,6 +1010,8 @@ int obx_relay_run(obx_config_t *cfg) {
 
         obx_producer_serve(r.producer);
         check_fatal(&r);
+        if (!r.fatal)
+            after_reports(&r);
         if (r.fatal)
             recreate_producer(&r);
         now = now_ms();
@@ -932,6 +1079,7 @@ int obx_relay_run(obx_config_t *cfg) {
     OBX_LOG(OBX_LOG_INFO, "relay stopped", KI("published", r.published), KI("marked", r.marked),
             KI("parked", r.parked), KI("exit_code", r.exit_code));
     obx_producer_destroy(r.producer);
+    obx_gate_destroy(r.gate);
     if (r.conn)
         PQfinish(r.conn);
     if (r.mconn)

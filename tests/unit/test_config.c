@@ -105,6 +105,8 @@ START_TEST(test_example_config) {
     ck_assert_int_eq(cfg.busy_poll_ms, 100);
     ck_assert_int_eq(cfg.busy_poll_interval_ms, 5);
     ck_assert_int_eq(cfg.busy_poll_max_interval_ms, 20);
+    ck_assert_int_eq(cfg.partition_stall_ms, 1000);
+    ck_assert_int_eq(cfg.partition_cold_ms, 3600000);
     ck_assert_str_eq(cfg.topic_pattern, "outbox.${aggregate_type}");
     ck_assert_int_eq(cfg.on_failure, OBX_FAIL_PARK);
     ck_assert_int_eq(cfg.max_attempts, 10);
@@ -139,6 +141,8 @@ START_TEST(test_minimal_defaults) {
     ck_assert_int_eq(cfg.busy_poll_ms, 100);
     ck_assert_int_eq(cfg.busy_poll_interval_ms, 5);
     ck_assert_int_eq(cfg.busy_poll_max_interval_ms, 20);
+    ck_assert_int_eq(cfg.partition_stall_ms, 1000);
+    ck_assert_int_eq(cfg.partition_cold_ms, 3600000);
     ck_assert_str_eq(cfg.topic_pattern, "outbox.${aggregate_type}");
     ck_assert_int_eq(cfg.on_failure, OBX_FAIL_PARK);
     ck_assert_int_eq(cfg.max_attempts, 10);
@@ -447,6 +451,8 @@ static const struct {
     {"relay", "busy_poll_ms", 0, 60000, 7},
     {"relay", "busy_poll_interval_ms", 1, 1000, 8},
     {"relay", "busy_poll_max_interval_ms", 1, 1000, 9},
+    {"relay", "partition_stall_ms", 50, 600000, 10},
+    {"relay", "partition_cold_ms", 1000, 86400000, 11},
 };
 
 static int int_field(const obx_config_t *cfg, int which) {
@@ -460,7 +466,9 @@ static int int_field(const obx_config_t *cfg, int which) {
     case 6: return cfg->stats_interval_s;
     case 7: return cfg->busy_poll_ms;
     case 8: return cfg->busy_poll_interval_ms;
-    default: return cfg->busy_poll_max_interval_ms;
+    case 9: return cfg->busy_poll_max_interval_ms;
+    case 10: return cfg->partition_stall_ms;
+    default: return cfg->partition_cold_ms;
     }
 }
 
