@@ -2,7 +2,8 @@
  * schedule of faults hits every part: relay and consumer SIGKILLs, PostgreSQL
  * fast and immediate restarts, the relay's connection cut with messages in
  * flight, brokers down, produce errors, slow acknowledgements that time out
- * and are retried (duplicates the broker must drop), a partition leader move.
+ * and are retried (the mock appends such retries again: duplicates the
+ * consumers must drop), a partition leader move.
  * Afterwards: G1 (every row published and marked), G2 (first occurrences per
  * key in id order), G3 (every effect exactly once), stock never negative,
  * ledger consistent. Reproduce a run with OBX_CHAOS_SEED=<seed>;
@@ -94,9 +95,15 @@ START_TEST(chaos_order_flow) {
     th_apply_sql(c, "schema/003_shop.sql");
     PQfinish(c);
     /* A short request timeout: slow acknowledgements make the producer retry
-     * requests the broker already appended, which idempotence must drop. */
+     * requests the broker already appended. One request in flight per
+     * connection: the mock checks no sequence numbers without
+     * transactional.id (rd_kafka_mock_validate_records returns early), so a
+     * request pipelined behind a failed one is appended over the gap and
+     * librdkafka acknowledges the failed one's events implicitly, events lost
+     * by the mock and not by the relay (KNOWN-ISSUES.md). */
     snprintf(rconf, sizeof rconf, "%s", th_config(&t, "relay.conf", m.bootstrap, "batch_size = 200;",
-                                                  "request_timeout_ms = 1000;"));
+                                                  "request_timeout_ms = 1000;"
+                                                  " max_in_flight_requests_per_connection = 1;"));
     snprintf(sconf, sizeof sconf, "%s", th_consumer_conf(&t, "stock.conf", m.bootstrap, "stock", "order"));
     snprintf(pconf, sizeof pconf, "%s", th_consumer_conf(&t, "payment.conf", m.bootstrap, "payment", "stock"));
     relay = th_relay_start(&t, rconf);

@@ -2,6 +2,7 @@
  * graceful shutdown with messages in flight. After each, every committed row
  * must be on Kafka (G1), first occurrences in per-key id order (G2). */
 #include <check.h>
+#include <ctype.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -46,6 +47,16 @@ static void wait_marked(th_ctx_t *t, long n) {
     marked_arg_t m = {t, n};
     ck_assert_msg(th_wait(marked_at_least, &m, 60000), "never reached %ld marked rows", n);
 }
+
+/* librdkafka's mock cluster checks no sequence numbers without
+ * transactional.id (rd_kafka_mock_validate_records returns early) and a
+ * Produce request that takes an injected error appends nothing, so a request
+ * pipelined behind a failed one is appended over the gap and librdkafka
+ * acknowledges the failed one's messages implicitly (debug IMPLICITACK):
+ * marked sent, never written (KNOWN-ISSUES.md). Tests that make produce
+ * requests fail keep one request in flight per connection, to test the
+ * relay's fault handling rather than this artefact. */
+#define ONE_IN_FLIGHT "max_in_flight_requests_per_connection = 1;"
 
 static void mock_topic(th_mock_t *m, const th_ctx_t *t) {
     char topic[128];
@@ -142,7 +153,7 @@ START_TEST(broker_down_10s) {
     th_mock_start(&m, 1);
     th_setup(&t, "brokerdown");
     mock_topic(&m, &t);
-    relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ""));
+    relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ONE_IN_FLIGHT));
     ck_assert_int_eq(th_write(&t, 2, 1000, 50, 300, "order"), 1000);
     ck_assert(th_wait_drained(&t, 30000));
     ck_assert_int_eq(rd_kafka_mock_broker_set_down(m.mc, 1), 0);
@@ -313,35 +324,115 @@ END_TEST
 
 #define PRODUCE_API 0 /* Kafka protocol ApiKey of Produce */
 
-/* Retriable broker errors on produce requests: librdkafka retries them under
- * the idempotent producer, so nothing is lost, duplicated or reordered. */
-START_TEST(broker_errors_injected) {
-    th_ctx_t t;
-    th_mock_t m;
-    pid_t relay;
-    long dups;
-    const char *conf;
+/* th_config logs at info; librdkafka's debug lines are logged at debug. */
+static void log_debug(const char *conf) {
+    static const char info[] = "level = \"info\"";
+    char buf[4096], *at;
+    size_t n;
+    FILE *f = fopen(conf, "r");
+    ck_assert_ptr_nonnull(f);
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    at = strstr(buf, info);
+    ck_assert_ptr_nonnull(at);
+    f = fopen(conf, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "%.*slevel = \"debug\"%s", (int)(at - buf), buf, at + strlen(info));
+    fclose(f);
+}
 
-    th_mock_start(&m, 3);
-    th_setup(&t, "brokererrors");
-    mock_topic(&m, &t);
-    conf = th_config(&t, "relay.conf", m.bootstrap, "batch_size = 100;", "");
-    relay = th_relay_start(&t, conf);
-    ck_assert_int_eq(th_write(&t, 2, 200, 20, 100, "order"), 200);
-    ck_assert(th_wait_drained(&t, 30000));
-    rd_kafka_mock_push_request_errors(m.mc, PRODUCE_API, 8,
+/* Messages librdkafka acknowledged implicitly, from the relay log's
+ * IMPLICITACK lines ("... [3] 4 message(s) implicitly acked ..."). */
+static long implicit_acks(const th_ctx_t *t) {
+    char path[512], line[8192];
+    long n = 0;
+    FILE *f;
+    snprintf(path, sizeof path, "%s/relay.log", t->dir);
+    f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof line, f)) {
+        char *p = strstr(line, " message(s) implicitly acked");
+        if (!p || !strstr(line, "IMPLICITACK"))
+            continue;
+        while (p > line && isdigit((unsigned char)p[-1]))
+            p--;
+        n += atol(p);
+    }
+    fclose(f);
+    return n;
+}
+
+/* Retriable broker errors on produce requests and a leader move, with
+ * librdkafka's eos debug on: 200 rows published first, then 8 errors, then
+ * 2000 more rows. Returns the running relay. */
+static pid_t inject_broker_errors(th_ctx_t *t, th_mock_t *m, const char *name, const char *kafka_extra) {
+    char topic[128], kafka[256];
+    const char *conf;
+    pid_t relay;
+
+    th_mock_start(m, 3);
+    th_setup(t, name);
+    mock_topic(m, t);
+    snprintf(kafka, sizeof kafka, "debug = \"eos\"; %s", kafka_extra);
+    conf = th_config(t, "relay.conf", m->bootstrap, "batch_size = 100;", kafka);
+    log_debug(conf);
+    relay = th_relay_start(t, conf);
+    ck_assert_int_eq(th_write(t, 2, 200, 20, 100, "order"), 200);
+    ck_assert(th_wait_drained(t, 30000));
+    rd_kafka_mock_push_request_errors(m->mc, PRODUCE_API, 8,
         RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
         RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, RD_KAFKA_RESP_ERR__TRANSPORT,
         RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
         RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION);
-    ck_assert_int_eq(th_write(&t, 2, 2000, 20, 100, "order"), 2000);
-    {
-        char topic[128];
-        snprintf(topic, sizeof topic, "%s.order", t.topic_prefix);
-        ck_assert_int_eq(rd_kafka_mock_partition_set_leader(m.mc, topic, 0, 2), 0); /* leader moved */
-    }
-    dups = check_all(&t, m.bootstrap, 2200);
+    ck_assert_int_eq(th_write(t, 2, 2000, 20, 100, "order"), 2000);
+    snprintf(topic, sizeof topic, "%s.order", t->topic_prefix);
+    ck_assert_int_eq(rd_kafka_mock_partition_set_leader(m->mc, topic, 0, 2), 0); /* leader moved */
+    return relay;
+}
+
+/* librdkafka retries the failed requests under the idempotent producer, so
+ * nothing is lost, duplicated or reordered; with one request in flight,
+ * nothing is acknowledged implicitly. */
+START_TEST(broker_errors_injected) {
+    th_ctx_t t;
+    th_mock_t m;
+    pid_t relay = inject_broker_errors(&t, &m, "brokererrors", ONE_IN_FLIGHT);
+    long dups = check_all(&t, m.bootstrap, 2200);
+
     fprintf(stderr, "broker errors: 8 injected, %ld duplicates on the topic\n", dups);
+    ck_assert_int_eq(implicit_acks(&t), 0);
+    ck_assert_int_eq(th_log_count(&t, "msg=\"event parked\""), 0);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_mock_stop(&m);
+}
+END_TEST
+
+/* The same with librdkafka's default pipelining (5 requests in flight): the
+ * mock's missing sequence check may lose events, but only those librdkafka
+ * acknowledged implicitly; everything else holds. */
+START_TEST(broker_errors_implicit_acks_accounted) {
+    th_ctx_t t;
+    th_mock_t m;
+    th_msgs_t msgs;
+    th_verify_t v;
+    char topic[128];
+    pid_t relay = inject_broker_errors(&t, &m, "implicitacks", "");
+    long implicit;
+
+    ck_assert_msg(th_wait_drained(&t, 60000), "rows left unsent");
+    implicit = implicit_acks(&t);
+    snprintf(topic, sizeof topic, "%s.order", t.topic_prefix);
+    th_consume(m.bootstrap, topic, (size_t)(2200 - implicit), 60000, &msgs);
+    v = th_verify_counts(&t, &msgs, "order");
+    th_msgs_free(&msgs);
+    fprintf(stderr, "broker errors, pipelined: %ld message(s) acknowledged implicitly, %ld lost,"
+                    " %ld duplicates on the topic\n", implicit, v.lost, v.duplicates);
+    ck_assert_int_eq(v.rows, 2200);
+    ck_assert_int_le(v.lost, implicit);
+    ck_assert_int_eq(v.unsent, 0);
+    ck_assert_int_eq(v.order_violations, 0);
+    ck_assert_int_eq(v.wrong_headers, 0);
     ck_assert_int_eq(th_log_count(&t, "msg=\"event parked\""), 0);
     ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
     th_mock_stop(&m);
@@ -452,7 +543,7 @@ START_TEST(fatal_idempotence_error_recreates_producer) {
     th_mock_start(&m, 1);
     th_setup(&t, "fatal");
     mock_topic(&m, &t);
-    relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ""));
+    relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ONE_IN_FLIGHT));
     ck_assert_int_eq(th_write(&t, 2, 200, 20, 100, "order"), 200);
     ck_assert(th_wait_drained(&t, 30000));
     rd_kafka_mock_push_request_errors(m.mc, PRODUCE_API, 1, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);
@@ -469,5 +560,5 @@ START_TEST(fatal_idempotence_error_recreates_producer) {
 END_TEST
 
 TH_MAIN("faults", 300, relay_sigkill_twice, postgres_restart, consumers_survive_postgres_restart, broker_down_10s, broker_errors_injected,
-        fatal_idempotence_error_recreates_producer, standby_takes_over, graceful_shutdown_in_flight,
+        broker_errors_implicit_acks_accounted, fatal_idempotence_error_recreates_producer, standby_takes_over, graceful_shutdown_in_flight,
         marks_do_not_wait_for_a_slow_broker, acks_wait_idly_while_postgres_is_down)
