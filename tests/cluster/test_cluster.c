@@ -10,6 +10,7 @@
 #include <check.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,7 +73,7 @@ END_TEST
 typedef struct {
     const th_ctx_t *t;
     int rate, index;
-    volatile int stop;
+    atomic_int stop;
     long committed;
 } pacer_t;
 
@@ -82,7 +83,7 @@ static void *pacer_main(void *arg) {
     int64_t start = th_now_ms();
     char agg[32];
     const char *vals[1] = {agg};
-    for (long i = 0; !w->stop; i++) {
+    for (long i = 0; !atomic_load(&w->stop); i++) {
         int64_t due = start + i * 1000 / w->rate;
         PGresult *r;
         while (th_now_ms() < due)
@@ -113,8 +114,7 @@ typedef struct {
 } sample_t;
 
 static double pct(const sample_t *s, double p) {
-    size_t i = (size_t)(p * (double)(s->n - 1) + 0.5);
-    return s->n ? s->v[i] : 0;
+    return s->n ? s->v[(size_t)(p * (double)(s->n - 1) + 0.5)] : 0;
 }
 
 static void report(const char *name, sample_t *s) {
@@ -145,7 +145,8 @@ START_TEST(frozen_leader_healthy_partitions_flow) {
     /* The relay as users run it: its own defaults, through the proxy. */
     relay = th_relay_start(&t, th_config(&t, "relay.conf", c.bootstrap, "", ""));
     for (int i = 0; i < 2; i++) {
-        w[i] = (pacer_t){&t, 250, i, 0, 0};
+        w[i] = (pacer_t){.t = &t, .rate = 250, .index = i};
+        atomic_init(&w[i].stop, 0);
         pthread_create(&th[i], NULL, pacer_main, &w[i]);
     }
     th_wait_count(&t, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL", 2000, 60000);
@@ -168,7 +169,7 @@ START_TEST(frozen_leader_healthy_partitions_flow) {
     th_wait_count(&t, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL AND sent_at > clock_timestamp() - interval '1 s'",
                   1, 60000);
     for (int i = 0; i < 2; i++) {
-        w[i].stop = 1;
+        atomic_store(&w[i].stop, 1);
         pthread_join(th[i], NULL);
     }
     ck_assert_msg(th_wait_drained(&t, 120000), "relay did not drain after the freeze");

@@ -56,8 +56,15 @@ static int run_capture(const char *cmd, char *out, size_t n) {
 
 static void run_ok(const char *cmd) {
     char out[8192];
+    int64_t t0 = th_now_ms();
     int st = run_capture(cmd, out, sizeof out);
-    ck_assert_msg(st == 0, "cluster: `%s` exited %d:\n%s", cmd, st, out);
+    size_t len = strlen(out);
+    if (st != 0) /* all of it here: Check's messages hold about 4 kB */
+        fprintf(stderr, "cluster: `%s` exited %d:\n%s", cmd, st, out);
+    ck_assert_msg(st == 0, "cluster: `%.600s` exited %d:\n%s", cmd, st, out + (len > 1500 ? len - 1500 : 0));
+    /* Slow admin commands explain slow faults (a loaded machine's JVMs). */
+    if (th_now_ms() - t0 > 5000)
+        fprintf(stderr, "cluster: `%.120s` took %lld ms\n", cmd, (long long)(th_now_ms() - t0));
 }
 
 static void kafka_sh(th_cluster_t *c, const char *action, int node) {
@@ -131,17 +138,27 @@ static const rd_kafka_metadata_partition_t *find_partition(const rd_kafka_metada
     return NULL;
 }
 
-int th_cluster_replicas(th_cluster_t *c, const char *topic, int partition, int *out, int max) {
+/* The partition's replicas (isr 0) or in-sync replicas (isr 1); -1 when no
+ * node answered or the partition is unknown. */
+static int partition_nodes(th_cluster_t *c, const char *topic, int partition, int isr, int *out, int max) {
     const rd_kafka_metadata_t *md = metadata(c);
-    const rd_kafka_metadata_partition_t *p;
-    int n = 0;
-    ck_assert_msg(md != NULL, "cluster: no node answered a Metadata request");
-    p = find_partition(md, topic, partition);
-    ck_assert_msg(p != NULL, "cluster: no partition %s/%d", topic, partition);
-    for (int i = 0; i < p->replica_cnt && n < max; i++)
-        out[n++] = p->replicas[i];
-    rd_kafka_metadata_destroy(md);
+    const rd_kafka_metadata_partition_t *p = md ? find_partition(md, topic, partition) : NULL;
+    int n = p ? 0 : -1;
+    for (int i = 0; p && i < (isr ? p->isr_cnt : p->replica_cnt) && n < max; i++)
+        out[n++] = isr ? p->isrs[i] : p->replicas[i];
+    if (md)
+        rd_kafka_metadata_destroy(md);
     return n;
+}
+
+int th_cluster_replicas(th_cluster_t *c, const char *topic, int partition, int *out, int max) {
+    int n = partition_nodes(c, topic, partition, 0, out, max);
+    ck_assert_msg(n >= 0, "cluster: no Metadata answer for %s/%d", topic, partition);
+    return n;
+}
+
+int th_cluster_isr(th_cluster_t *c, const char *topic, int partition, int *out, int max) {
+    return partition_nodes(c, topic, partition, 1, out, max);
 }
 
 int th_cluster_leader(th_cluster_t *c, const char *topic, int partition) {

@@ -33,6 +33,9 @@ void th_cluster_create_topic(th_cluster_t *c, const char *topic, int partitions)
 int th_cluster_leader(th_cluster_t *c, const char *topic, int partition);
 /* Replicas of the partition in preference order; returns their count. */
 int th_cluster_replicas(th_cluster_t *c, const char *topic, int partition, int *out, int max);
+/* In-sync replicas of the partition; returns their count, or -1 when no
+ * node answered within 2 s (one may be frozen). */
+int th_cluster_isr(th_cluster_t *c, const char *topic, int partition, int *out, int max);
 
 pid_t th_cluster_pid(th_cluster_t *c, int node);
 /* kill -9 of the node; returns when the process is gone. */
