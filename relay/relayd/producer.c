@@ -36,7 +36,6 @@ static const struct {
 } partitioners[] = {
     {"consistent_random", rd_kafka_msg_partitioner_consistent_random}, /* librdkafka's default */
     {"consistent", rd_kafka_msg_partitioner_consistent},
-    {"random", rd_kafka_msg_partitioner_random},
     {"murmur2", rd_kafka_msg_partitioner_murmur2},
     {"murmur2_random", rd_kafka_msg_partitioner_murmur2_random},
     {"fnv1a", rd_kafka_msg_partitioner_fnv1a},
@@ -59,7 +58,8 @@ struct obx_producer {
     obx_dr_fn dr;
     void *ctx;
     partitioner_fn partitioner;
-    unsigned long pid_gen;
+    int pids;                /* producer ids acquired */
+    char pid_lost[256];      /* set when a second one was: see log_cb */
     long long implicit_acks;
     topic_t topics[TOPICS_MAX];
     int topics_n;
@@ -71,14 +71,21 @@ static int64_t now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Served on our thread (log.queue). The `eos` debug context tells when a
- * producer id is acquired (rd_kafka_idemp_pid_update: "Acquired PID{...}")
- * and when librdkafka acknowledges messages implicitly
- * (rd_kafka_dr_implicit_ack); there is no other interface for either. */
+/* Served on our thread (log.queue), in order with the delivery reports.
+ * The `eos` debug context tells when a producer id is acquired
+ * (rd_kafka_idemp_pid_update: "[thrd:main]: Acquired PID{...}") and when
+ * librdkafka acknowledges messages implicitly (rd_kafka_dr_implicit_ack);
+ * there is no other interface for either. A second producer id (an epoch
+ * bump after UNKNOWN_PRODUCER_ID, a sequence gap or a permanent produce
+ * error: for a producer without transactional.id, a new id the brokers
+ * know nothing of) sends what librdkafka had queued pipelined, so a lost
+ * first request could be acknowledged implicitly: this producer is then
+ * treated as failed (obx_producer_fatal), and later successes as unknown. */
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
     obx_producer_t *p = rd_kafka_opaque(rk);
-    if (p && strcmp(fac, "GETPID") == 0 && strncmp(buf, "Acquired ", 9) == 0) {
-        p->pid_gen++;
+    if (p && strcmp(fac, "GETPID") == 0 && strstr(buf, "Acquired PID")) {
+        if (++p->pids > 1 && !p->pid_lost[0])
+            snprintf(p->pid_lost, sizeof p->pid_lost, "librdkafka changed the producer id: %s", buf);
         OBX_LOG(OBX_LOG_INFO, "kafka producer id acquired", KS("detail", buf));
         return;
     }
@@ -89,8 +96,13 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     obx_producer_t *p = opaque;
+    rd_kafka_resp_err_t err = m->err;
     (void)rk;
-    p->dr(p->ctx, m->_private, m->err, m->partition, m->offset);
+    /* After a second producer id a success may be an implicit one over a
+     * gap (log_cb): the row is published again instead. */
+    if (p->pid_lost[0] && err == RD_KAFKA_RESP_ERR_NO_ERROR)
+        err = RD_KAFKA_RESP_ERR__PURGE_INFLIGHT;
+    p->dr(p->ctx, m->_private, err, m->partition, m->offset);
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
@@ -127,8 +139,9 @@ static int set_partitioner(obx_producer_t *p, const obx_config_t *cfg, char *err
             return 0;
         }
     }
-    snprintf(errstr, errsize, "kafka.partitioner: \"%s\" is not one of librdkafka's partitioners"
-             " (consistent_random, consistent, random, murmur2, murmur2_random, fnv1a, fnv1a_random)", name);
+    snprintf(errstr, errsize, "kafka.partitioner: \"%s\" is not one of librdkafka's key partitioners"
+             " (consistent_random, consistent, murmur2, murmur2_random, fnv1a, fnv1a_random; \"random\""
+             " would break per-key order)", name);
     return -1;
 }
 
@@ -156,7 +169,8 @@ obx_producer_t *obx_producer_new(const obx_config_t *cfg, obx_dr_fn dr, void *ct
      * Nagle (librdkafka leaves it on, the Java client turns it off): a
      * request sent while another is unacknowledged would otherwise wait
      * for the broker's delayed ACK. */
-    snprintf(qmax, sizeof qmax, "%d", cfg->max_inflight + cfg->batch_size + 1000);
+    /* Stalled partitions' rows leave the budget: up to twice max_inflight. */
+    snprintf(qmax, sizeof qmax, "%d", 2 * cfg->max_inflight + cfg->batch_size + 1000);
     if (set(conf, "client.id", "outbox-relay", errstr, errsize) ||
         set(conf, "message.timeout.ms", "0", errstr, errsize) ||
         set(conf, "linger.ms", "0", errstr, errsize) ||
@@ -298,15 +312,20 @@ rd_kafka_resp_err_t obx_producer_send(obx_producer_t *p, const char *topic, int3
                              RD_KAFKA_V_MSGFLAGS(0), RD_KAFKA_V_END);
 }
 
-unsigned long obx_producer_pid_gen(const obx_producer_t *p) { return p->pid_gen; }
-
 long long obx_producer_implicit_acks(const obx_producer_t *p) { return p->implicit_acks; }
 
 int obx_producer_fatal(obx_producer_t *p, char *errstr, size_t errsize) {
     char ignored[8];
-    if (!errstr)
-        return rd_kafka_fatal_error(p->rk, ignored, sizeof ignored) != RD_KAFKA_RESP_ERR_NO_ERROR;
-    return rd_kafka_fatal_error(p->rk, errstr, errsize) != RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (!errstr) {
+        errstr = ignored;
+        errsize = sizeof ignored;
+    }
+    if (rd_kafka_fatal_error(p->rk, errstr, errsize) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return 1;
+    if (!p->pid_lost[0])
+        return 0;
+    snprintf(errstr, errsize, "%s", p->pid_lost);
+    return 1;
 }
 
 void obx_producer_purge(obx_producer_t *p) {

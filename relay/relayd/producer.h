@@ -37,14 +37,13 @@ int obx_producer_partition(obx_producer_t *p, const char *topic, const char *key
 rd_kafka_resp_err_t obx_producer_send(obx_producer_t *p, const char *topic, int32_t partition,
                                       const char *key, size_t keylen, const char *payload, size_t len,
                                       rd_kafka_headers_t *hdrs, void *opaque);
-/* Counts producer ids acquired so far: a change means a new producer id
- * (every partition is cold again for the broker). */
-unsigned long obx_producer_pid_gen(const obx_producer_t *p);
 /* Messages librdkafka acknowledged implicitly (its IMPLICITACK debug line):
  * reported delivered because a later batch of their partition was. */
 long long obx_producer_implicit_acks(const obx_producer_t *p);
-/* 1 once librdkafka raised a fatal (idempotence) error; its text in errstr
- * (which may be NULL when only the answer is wanted). */
+/* 1 once librdkafka raised a fatal (idempotence) error or changed the
+ * producer id (producer.c: log_cb), so that the producer must be replaced;
+ * the reason in errstr (which may be NULL when only the answer is wanted).
+ * Successes reported after a changed id come as __PURGE_INFLIGHT. */
 int obx_producer_fatal(obx_producer_t *p, char *errstr, size_t errsize);
 /* Fails everything not yet acknowledged (delivered as __PURGE_* reports on the next serve). */
 void obx_producer_purge(obx_producer_t *p);

@@ -76,7 +76,6 @@ typedef struct {
     PGconn *mconn;
     obx_producer_t *producer;
     obx_gate_t *gate;        /* which messages may go to which partition now */
-    unsigned long pid_gen;   /* the producer's, when the gate last heard of it */
     int leader;
     op_t op;                 /* query pending on conn */
     op_t mop;                /* query pending on mconn */
@@ -317,8 +316,9 @@ static void drop_held(void *ctx, void *msg) {
 static void release_held(relay_t *r) {
     msg_t *m;
     while (!r->fatal && (m = obx_gate_release(r->gate, now_ms())) != NULL) {
+        int64_t id = m->id; /* send_msg may free m with its batch */
         if (send_msg(r, m) != 0) {
-            OBX_LOG(OBX_LOG_ERROR, "held message refused by the producer, recreating it", KI("id", m->id));
+            OBX_LOG(OBX_LOG_ERROR, "held message refused by the producer, recreating it", KI("id", id));
             r->fatal = 1;
             obx_gate_drop_held(r->gate, drop_held, r);
             obx_producer_purge(r->producer);
@@ -326,9 +326,9 @@ static void release_held(relay_t *r) {
     }
 }
 
-/* Routes one row and hands it to the gate. Returns -1 when the row (and
- * so the rest of the batch) must wait: the topic's partitions are not
- * known yet, or the producer is full. */
+/* Routes one row and hands it to the gate. Returns 1 when the gate skipped
+ * it, -1 when the row (and so the rest of the batch) must wait: the topic's
+ * partitions are not known yet, or the producer is full; else 0. */
 static int produce_row(relay_t *r, batch_t *b, msg_t *m, const obx_row_t *row) {
     char topic[256], err[512];
     rd_kafka_resp_err_t kerr = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -370,7 +370,7 @@ static int produce_row(relay_t *r, batch_t *b, msg_t *m, const obx_row_t *row) {
         rd_kafka_headers_destroy(m->hdrs);
         m->hdrs = NULL;
         r->skipped++;
-        return 0;
+        return 1;
     case OBX_GATE_HOLD:
         b->remaining++;
         r->inflight++;
@@ -383,9 +383,10 @@ static int produce_row(relay_t *r, batch_t *b, msg_t *m, const obx_row_t *row) {
     return send_msg(r, m);
 }
 
-/* Produces the rows of one claim result in id order. */
-static void produce_batch(relay_t *r, PGresult *res) {
-    int n = PQntuples(res);
+/* Produces the rows of one claim result in id order; returns how many the
+ * gate skipped. */
+static int produce_batch(relay_t *r, PGresult *res) {
+    int n = PQntuples(res), skipped = 0;
     batch_t *b = calloc(1, sizeof *b);
 
     b->res = res;
@@ -394,13 +395,17 @@ static void produce_batch(relay_t *r, PGresult *res) {
     for (int i = 0; i < n; i++) {
         obx_row_t row;
         msg_t *m = &b->msgs[i];
+        int rc;
 
         obx_outbox_row(res, i, &row);
         m->batch = b;
         m->id = row.id;
         m->row = i;
         m->attempts = row.attempts;
-        if (produce_row(r, b, m, &row) != 0) {
+        rc = produce_row(r, b, m, &row);
+        if (rc > 0)
+            skipped++;
+        if (rc < 0) {
             r->scan_end = 1;
             break;
         }
@@ -412,6 +417,7 @@ static void produce_batch(relay_t *r, PGresult *res) {
         }
     }
     batch_release(b);
+    return skipped;
 }
 
 static void disconnect(relay_t *r, const char *why) {
@@ -661,10 +667,11 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
         /* Reset only once a claim worked: a session that connects but then
          * fails (missing table, no privilege) must keep backing off. */
         obx_backoff_reset(&r->backoff);
-        int n = PQntuples(res), rescan = r->op_rescan, ahead;
+        int n = PQntuples(res), rescan = r->op_rescan, ahead, skipped;
         int64_t hz = r->op_hz;
-        if (r->op_discard) {
-            /* Its rows follow one that was not produced: a rescan finds them in order. */
+        if (r->op_discard || r->fatal) {
+            /* Its rows follow one that was not produced, or the producer is
+             * being replaced: a rescan finds them in order. */
             r->op_discard = 0;
             r->scan_end = 1;
             PQclear(res);
@@ -693,7 +700,7 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
                 r->cursor = last;
                 send_next(r);
             }
-            produce_batch(r, res);
+            skipped = produce_batch(r, res);
             if (ahead && r->op == OP_CLAIM && (r->cursor != last || r->blocked))
                 r->op_discard = 1;
             if (r->cursor > hz || (n < r->cfg->batch_size && !rescan)) {
@@ -706,7 +713,12 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
                 if (!rescan || now_ms() - r->hz_asked_ms >= HORIZON_REFRESH_MS)
                     r->hz_want = r->hz_ok;
             }
-            if (n < r->cfg->batch_size && r->idle == IDLE_RUN && !r->stopping) {
+            if (skipped == n && r->idle == IDLE_RUN && !r->stopping) {
+                /* Only rows of stalled partitions: reading them again every
+                 * few ms would load the database for nothing. */
+                r->idle = IDLE_POLL;
+                r->sleep_until = now_ms() + r->cfg->poll_interval_ms;
+            } else if (n < r->cfg->batch_size && r->idle == IDLE_RUN && !r->stopping) {
                 /* Caught up with the writers: let a few ms of their rows
                  * gather rather than pay two statements per row or two,
                  * and more while they keep the database busy. */
@@ -866,11 +878,11 @@ static int handle_signals(relay_t *r) {
 
 static void recreate_producer(relay_t *r) {
     char err[512];
+    obx_gate_drop_held(r->gate, drop_held, r);
     if (r->inflight > 0)
         return; /* wait for the purged reports first */
     obx_producer_destroy(r->producer);
     r->producer = obx_producer_new(r->cfg, on_delivery, r, err, sizeof err);
-    r->pid_gen = 0;
     obx_gate_new_producer(r->gate);
     if (!r->producer) {
         OBX_LOG(OBX_LOG_ERROR, "cannot recreate the kafka producer", KS("error", err));
@@ -895,16 +907,7 @@ static void check_fatal(relay_t *r) {
     obx_producer_purge(r->producer);
 }
 
-/* After librdkafka's events: a new producer id makes every partition cold
- * (gate.h), and reports may let held messages go. */
-static void after_reports(relay_t *r) {
-    unsigned long gen = obx_producer_pid_gen(r->producer);
-    if (gen != r->pid_gen) {
-        r->pid_gen = gen;
-        obx_gate_new_producer(r->gate);
-    }
-    release_held(r);
-}
+
 
 
 /* A deadline whose work may have to wait for a query (or for room in
@@ -1010,8 +1013,7 @@ int obx_relay_run(obx_config_t *cfg) {
 
         obx_producer_serve(r.producer);
         check_fatal(&r);
-        if (!r.fatal)
-            after_reports(&r);
+        release_held(&r);
         if (r.fatal)
             recreate_producer(&r);
         now = now_ms();
