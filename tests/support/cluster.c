@@ -394,6 +394,20 @@ void th_cluster_fault(th_cluster_t *c, int node, const char *fault) {
                   n > 0 ? reply : "no reply");
 }
 
+int th_cluster_proxy_log_count(th_cluster_t *c, const char *needle) {
+    char path[600], line[1024];
+    int n = 0;
+    FILE *f;
+    snprintf(path, sizeof path, "%s/proxy.log", c->dir);
+    f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "cluster: cannot read %s", path);
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, needle))
+            n++;
+    fclose(f);
+    return n;
+}
+
 /* kcat prints headers as name=value,name=value. A value could hold a comma,
  * so a piece starts a new header only when it has a name= before any comma. */
 static char *header_value(const char *hdrs, const char *name) {

@@ -54,8 +54,13 @@ void th_cluster_elect_preferred(th_cluster_t *c, const char *topic, int partitio
 void th_cluster_reassign(th_cluster_t *c, const char *topic, int partition, const int *replicas, int n);
 
 /* Sets a fault of the proxy for node's client connections (node 0: all):
- * "pass", "swallow", "reset", "down", "latency MS", "bandwidth BYTES_PER_S". */
+ * "pass", "swallow", "reset", "down", "latency MS", "bandwidth BYTES_PER_S",
+ * "drop K" (the next K Produce requests vanish, whole; the rest passes). */
 void th_cluster_fault(th_cluster_t *c, int node, const char *fault);
+/* Lines of the proxy's log (DIR/proxy.log) containing needle, e.g.
+ * TH_CLUSTER_DROPPED: one line per Produce request a "drop" fault dropped. */
+#define TH_CLUSTER_DROPPED "dropped a Produce request"
+int th_cluster_proxy_log_count(th_cluster_t *c, const char *needle);
 
 /* 1 when all three nodes run unfrozen, each is registered, and every
  * partition of every topic has a leader and a full ISR; else 0. */

@@ -14,6 +14,11 @@
  *   N|all down            reset open connections, reset new ones at once
  *   N|all latency MS      delay every chunk, both ways, by MS (0: off)
  *   N|all bandwidth BPS   at most BPS bytes/s each way for the route (0: off)
+ *   N|all drop K          drop the route's next K Produce requests (api_key 0)
+ *                         from the clients, whole frames; everything else
+ *                         passes. The broker never sees them, so never answers;
+ *                         later requests on the connection are processed. Each
+ *                         drop is logged (route, correlation id, size).
  * One process, one thread, one poll loop. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -49,9 +54,23 @@ typedef struct {
     int mhead, mcount;
 } pipe_t;
 
+/* The client's request framing (int32 size, then int16 api_key, int16
+ * api_version, int32 correlation_id, ...), followed on every connection
+ * from its first byte, since chunks split frames anywhere: the frame's
+ * first bytes are held in hdr until its api key and correlation id are
+ * known, then the rest (left) passes or is dropped with them. */
+#define REQ_HDR 12
+typedef struct {
+    unsigned char hdr[REQ_HDR];
+    size_t hlen;
+    uint64_t left;
+    int dropping;
+} framer_t;
+
 typedef struct {
     int route, cfd, ufd, connecting, dead;
     pipe_t up, down; /* up: client to broker; down: broker to client */
+    framer_t req;    /* of the up stream */
 } conn_t;
 
 /* Token bucket for one direction of a route. */
@@ -64,6 +83,7 @@ typedef struct {
     enum mode mode;
     int latency_ms;
     long bandwidth;
+    long drop; /* Produce requests still to drop */
     bucket_t up, down;
 } route_t;
 
@@ -230,6 +250,79 @@ static int pipe_fill(pipe_t *p, int fd, int latency_ms, int discard, int64_t now
     return 1;
 }
 
+static uint32_t be32(const unsigned char *b) {
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+/* Passes n client bytes through the request framer into c->up: whole
+ * frames of Produce requests are dropped while the route has drops left. */
+static void up_frames(conn_t *c, const char *data, size_t n, int latency_ms, int64_t now) {
+    framer_t *f = &c->req;
+    route_t *rt = &routes[c->route];
+    while (n > 0) {
+        size_t want, k;
+        if (f->left > 0) { /* inside a frame whose fate is decided */
+            k = n < f->left ? n : (size_t)f->left;
+            if (!f->dropping)
+                pipe_append(&c->up, data, k, latency_ms, now);
+            data += k;
+            n -= k;
+            f->left -= k;
+            continue;
+        }
+        /* A frame's start: its size first, then up to REQ_HDR bytes of it. */
+        want = 4;
+        if (f->hlen >= 4) {
+            uint64_t total = 4 + (uint64_t)be32(f->hdr);
+            want = total < REQ_HDR ? (size_t)total : REQ_HDR;
+        }
+        if (f->hlen < want) {
+            k = want - f->hlen < n ? want - f->hlen : n;
+            memcpy(f->hdr + f->hlen, data, k);
+            f->hlen += k;
+            data += k;
+            n -= k;
+            if (f->hlen < want || want == 4)
+                continue;
+        }
+        {
+            uint64_t total = 4 + (uint64_t)be32(f->hdr);
+            int api_key = f->hlen >= 6 ? (f->hdr[4] << 8 | f->hdr[5]) : -1;
+            f->left = total - f->hlen;
+            f->dropping = api_key == 0 && rt->drop > 0;
+            if (f->dropping) {
+                rt->drop--;
+                fprintf(stderr,
+                        "obx-faultproxy: route %d dropped a Produce request (correlation id %d, %llu bytes,"
+                        " %ld more to drop)\n",
+                        c->route + 1, f->hlen >= REQ_HDR ? (int32_t)be32(f->hdr + 8) : -1,
+                        (unsigned long long)total, rt->drop);
+            } else {
+                pipe_append(&c->up, (const char *)f->hdr, f->hlen, latency_ms, now);
+            }
+            f->hlen = 0;
+        }
+    }
+}
+
+/* Reads the client's bytes into c->up through the framer; returns 0 on EOF
+ * or error. The framer may release up to REQ_HDR bytes it held from an
+ * earlier read: room is kept for them (the loop polls only then). */
+static int up_fill(conn_t *c, int latency_ms, int64_t now) {
+    char tmp[65536];
+    size_t room = c->up.len + REQ_HDR < BUF_SZ ? BUF_SZ - c->up.len - REQ_HDR : 0;
+    ssize_t n;
+    if (room == 0)
+        return 1;
+    n = read(c->cfd, tmp, room > sizeof tmp ? sizeof tmp : room);
+    if (n == 0)
+        return 0;
+    if (n < 0)
+        return errno == EAGAIN || errno == EINTR;
+    up_frames(c, tmp, (size_t)n, latency_ms, now);
+    return 1;
+}
+
 /* The broker answered while the route resets: half of the chunk reaches the
  * client, then both connections are reset. */
 static void reset_mid_response(conn_t *c) {
@@ -251,13 +344,15 @@ static void set_mode(int r, enum mode m) {
 
 /* Applies one control line to route r; returns an error text or NULL. */
 static const char *apply(int r, const char *verb, long arg, int has_arg) {
-    if (strcmp(verb, "latency") == 0 || strcmp(verb, "bandwidth") == 0) {
+    if (strcmp(verb, "latency") == 0 || strcmp(verb, "bandwidth") == 0 || strcmp(verb, "drop") == 0) {
         if (!has_arg || arg < 0)
             return "needs a number >= 0";
         if (verb[0] == 'l')
             routes[r].latency_ms = (int)arg;
-        else
+        else if (verb[0] == 'b')
             routes[r].bandwidth = arg;
+        else
+            routes[r].drop = arg;
         return NULL;
     }
     for (int m = 0; m < (int)(sizeof mode_names / sizeof *mode_names); m++) {
@@ -265,6 +360,7 @@ static const char *apply(int r, const char *verb, long arg, int has_arg) {
             if (m == M_PASS) {
                 routes[r].latency_ms = 0;
                 routes[r].bandwidth = 0;
+                routes[r].drop = 0;
             }
             set_mode(r, (enum mode)m);
             return NULL;
@@ -293,7 +389,7 @@ static void control(int lfd) {
     }
     fields = sscanf(line, "%15s %31s %ld", target, verb, &arg);
     if (fields < 2) {
-        err = "usage: N|all pass|swallow|reset|down|latency MS|bandwidth BPS";
+        err = "usage: N|all pass|swallow|reset|down|latency MS|bandwidth BPS|drop K";
     } else if (strcmp(target, "all") == 0) {
         first = 0;
         last = nroutes - 1;
@@ -352,8 +448,7 @@ static void conn_events(conn_t *c, short cev, short uev, int64_t now) {
     }
     if (c->connecting)
         return;
-    if ((cev & (POLLIN | POLLHUP | POLLERR)) &&
-        !pipe_fill(&c->up, c->cfd, rt->latency_ms, 0, now)) {
+    if ((cev & (POLLIN | POLLHUP | POLLERR)) && !up_fill(c, rt->latency_ms, now)) {
         conn_kill(c, 0);
         return;
     }
@@ -400,7 +495,7 @@ static void loop(int ctl) {
             if (c->connecting) {
                 uev = POLLOUT;
             } else {
-                if (c->up.len < BUF_SZ)
+                if (c->up.len + REQ_HDR < BUF_SZ)
                     cev |= POLLIN;
                 if (c->down.len < BUF_SZ || rt->mode != M_PASS)
                     uev |= POLLIN;

@@ -1,0 +1,236 @@
+/* librdkafka's implicit-ack window on the real 3-node cluster (issue 13,
+ * parts 1 and 6; docs/guarantees.md). The fault proxy drops whole Produce
+ * requests ("drop K"): the broker never sees them and never answers, while
+ * later requests on the same connection are processed.
+ * - first_request_of_new_producer_lost: the first Produce request of the
+ *   relay's new producer id on every broker vanishes while the relay starts
+ *   on a backlog. A broker accepts any first sequence number from a producer
+ *   id it holds no state for, so a later request of that partition pipelined
+ *   behind the lost one would be written over the gap, and librdkafka would
+ *   acknowledge the lost one's messages implicitly: events marked sent that
+ *   are not on the topic. The relay's partition gate keeps a cold partition
+ *   at one message in flight; nothing may be lost.
+ * - request_lost_mid_drain_recovers: a Produce request vanishes while the
+ *   relay pipelines to warm partitions: the broker refuses the next ones
+ *   with OUT_OF_ORDER_SEQUENCE_NUMBER, and librdkafka 2.0.2 retries, bumps
+ *   its epoch or raises a fatal error; the relay must lose nothing.
+ * Each prints one "window:" line with the figures. OBX_TEST_RELAY_WRAPPER
+ * (harness) runs another relay binary, e.g. one built before the gate;
+ * OBX_WINDOW_ONLY=first|mid runs one test. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster.h"
+#include "harness.h"
+
+#define PARTS 4
+#define BACKLOG 20000
+#define KEYS 2000
+#define MARKED "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL"
+
+/* What the relay's log says about its producers. */
+typedef struct {
+    long long implicit_acks;  /* the largest implicit_acks of a stats line (-1: none) */
+    int implicit_lines;       /* librdkafka's IMPLICITACK debug lines */
+    long implicit_msgs;       /* the messages they name */
+    int stats;                /* stats lines */
+    int fatal;                /* "kafka fatal error" lines */
+    int pids;                 /* producer ids acquired */
+    int oooseq;               /* lines naming OUT_OF_ORDER_SEQUENCE_NUMBER */
+    int desync;               /* librdkafka's "sequence desynchronization" */
+} relay_log_t;
+
+static relay_log_t scan_log(const th_ctx_t *t) {
+    relay_log_t l = {-1, 0, 0, 0, 0, 0, 0, 0};
+    char path[512], line[16384];
+    FILE *f;
+    snprintf(path, sizeof path, "%s/relay.log", t->dir);
+    f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "cannot read %s", path);
+    while (fgets(line, sizeof line, f)) {
+        const char *p;
+        if ((p = strstr(line, "implicit_acks="))) {
+            long long v = atoll(p + strlen("implicit_acks="));
+            l.implicit_acks = v > l.implicit_acks ? v : l.implicit_acks;
+        }
+        if (strstr(line, "msg=stats") || strstr(line, "\"msg\":\"stats\""))
+            l.stats++;
+        if ((p = strstr(line, " message(s) implicitly acked"))) {
+            const char *d = p;
+            while (d > line && d[-1] >= '0' && d[-1] <= '9')
+                d--;
+            l.implicit_lines++;
+            l.implicit_msgs += atol(d);
+        }
+        l.fatal += strstr(line, "kafka fatal error") != NULL;
+        /* the relay's own line, or librdkafka's eos debug line (older relays) */
+        l.pids += strstr(line, "Acquired PID") != NULL;
+        l.oooseq += strstr(line, "OUT_OF_ORDER_SEQUENCE") != NULL;
+        l.desync += strstr(line, "sequence desynchronization") != NULL;
+    }
+    fclose(f);
+    return l;
+}
+
+typedef struct {
+    const th_ctx_t *t;
+    int stats;
+} stats_wait_t;
+
+static int new_stats_line(void *arg) {
+    stats_wait_t *w = arg;
+    return scan_log(w->t).stats > w->stats;
+}
+
+typedef struct {
+    th_cluster_t *c;
+    int before;
+} drop_wait_t;
+
+static int dropped(void *arg) {
+    drop_wait_t *w = arg;
+    return th_cluster_proxy_log_count(w->c, TH_CLUSTER_DROPPED) > w->before;
+}
+
+static void await_drop(th_cluster_t *c, int drops_before) {
+    drop_wait_t dw = {c, drops_before};
+    ck_assert_msg(th_wait(dropped, &dw, 60000), "the proxy dropped no Produce request within 60 s (see %s/proxy.log)",
+                  c->dir);
+}
+
+/* The relay as the tests run it on the cluster, max.in.flight left at 5. A
+ * dropped request times out after 3 s: the relay sets message.timeout.ms
+ * to 0 (no limit), so librdkafka bounds a Produce request's wait by
+ * socket.timeout.ms alone (60 s by default), then drops the connection and
+ * retries what was in flight on it. librdkafka's eos debug shows producer
+ * ids and implicit acks (older relays do not turn it on themselves). */
+static pid_t start_relay(th_ctx_t *t, th_cluster_t *c) {
+    return th_relay_start(t, th_config_level(t, "relay.conf", c->bootstrap, "",
+                                             "request_timeout_ms = 3000; socket_timeout_ms = 3000;"
+                                             " debug = \"eos\";",
+                                             "debug"));
+}
+
+/* Waits for the proxy's drop, then until drained and for one more stats
+ * line; stops the relay, reads every partition with kcat, leaves the
+ * cluster healthy and prints the figures; returns the counts. */
+static th_verify_t finish(th_ctx_t *t, th_cluster_t *c, pid_t relay, const char *topic, const char *name,
+                          int drops_before, relay_log_t *log) {
+    th_msgs_t msgs;
+    th_verify_t v;
+    stats_wait_t sw = {t, 0};
+    const char *wrapper = getenv("OBX_TEST_RELAY_WRAPPER");
+
+    await_drop(c, drops_before);
+    ck_assert_msg(th_wait_drained(t, 180000), "%s: the relay did not drain within 180 s", name);
+    sw.stats = scan_log(t).stats;
+    ck_assert_msg(th_wait(new_stats_line, &sw, 10000), "%s: no stats line after the drain", name);
+    *log = scan_log(t);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 30000), 0);
+    th_cluster_read(c, topic, &msgs, 60000);
+    v = th_verify_counts(t, &msgs, "win");
+    th_msgs_free(&msgs);
+    fprintf(stderr,
+            "window: %s: rows=%ld messages=%ld lost=%ld unsent=%ld order_violations=%ld wrong_headers=%ld"
+            " duplicates=%ld implicit_acks=%lld (IMPLICITACK lines %d naming %ld messages) fatal_errors=%d"
+            " producer_ids=%d out_of_order_lines=%d desync_lines=%d proxy_drops=%d relay=%s\n",
+            name, v.rows, v.messages, v.lost, v.unsent, v.order_violations, v.wrong_headers, v.duplicates,
+            log->implicit_acks, log->implicit_lines, log->implicit_msgs, log->fatal, log->pids, log->oooseq,
+            log->desync, th_cluster_proxy_log_count(c, TH_CLUSTER_DROPPED) - drops_before,
+            wrapper ? wrapper : "this build");
+    th_cluster_close(c);
+    return v;
+}
+
+/* A fresh topic of PARTS partitions with a backlog of BACKLOG rows over
+ * KEYS keys written before any relay runs; no proxy fault. */
+static void begin(th_cluster_t *c, th_ctx_t *t, const char *name, char *topic, size_t topic_size) {
+    th_cluster_open(c);
+    th_cluster_fault(c, 0, "pass");
+    th_setup(t, name);
+    snprintf(topic, topic_size, "%s.win", t->topic_prefix);
+    th_cluster_create_topic(c, topic, PARTS);
+    ck_assert_int_eq(th_write(t, 4, BACKLOG, KEYS, 100, "win"), BACKLOG);
+}
+
+static void assert_sound(const th_verify_t *v, const relay_log_t *log, const char *name) {
+    ck_assert_msg(v->rows == BACKLOG || v->rows == 2 * BACKLOG, "%s: %ld rows written", name, v->rows);
+    ck_assert_msg(v->unsent == 0, "%s: %ld rows never marked sent", name, v->unsent);
+    ck_assert_msg(v->order_violations == 0 && v->wrong_headers == 0,
+                  "%s: %ld per-key order violations, %ld mislabelled events", name, v->order_violations,
+                  v->wrong_headers);
+    (void)log;
+}
+
+START_TEST(first_request_of_new_producer_lost) {
+    th_cluster_t c;
+    th_ctx_t t;
+    th_verify_t v;
+    relay_log_t log;
+    char topic[128];
+    int drops;
+    pid_t relay;
+
+    /* The backlog is there before the relay starts: it drains at once, with
+     * as many requests per partition in flight as librdkafka allows. */
+    begin(&c, &t, "window_first", topic, sizeof topic);
+    /* The first Produce request on every broker: each is the first request
+     * of the new producer id for one of the partitions that broker leads,
+     * and the only one a broker answers nothing to. */
+    drops = th_cluster_proxy_log_count(&c, TH_CLUSTER_DROPPED);
+    th_cluster_fault(&c, 0, "drop 1");
+    relay = start_relay(&t, &c);
+    v = finish(&t, &c, relay, topic, "first_request_of_new_producer_lost", drops, &log);
+    ck_assert_msg(v.lost == 0,
+                  "%ld of %ld events lost: marked sent, not on the topic. The proxy dropped the first Produce"
+                  " request of the relay's new producer id on a broker; the broker, holding no state for that"
+                  " id on the partition, accepted a later request over the sequence gap, and librdkafka"
+                  " acknowledged the dropped request's messages implicitly (%d IMPLICITACK lines naming %ld"
+                  " messages). The partition gate must keep a cold partition at one message in flight.",
+                  v.lost, v.rows, log.implicit_lines, log.implicit_msgs);
+    assert_sound(&v, &log, "first_request_of_new_producer_lost");
+}
+END_TEST
+
+START_TEST(request_lost_mid_drain_recovers) {
+    th_cluster_t c;
+    th_ctx_t t;
+    th_verify_t v;
+    relay_log_t log;
+    char topic[128];
+    int drops, leader;
+    pid_t relay;
+
+    begin(&c, &t, "window_mid", topic, sizeof topic);
+    relay = start_relay(&t, &c);
+    /* Every partition has acknowledgements under this producer id: the
+     * brokers check its sequence numbers, and the relay pipelines. */
+    th_wait_count(&t, MARKED, 2000, 60000);
+    leader = th_cluster_leader(&c, topic, 0);
+    drops = th_cluster_proxy_log_count(&c, TH_CLUSTER_DROPPED);
+    th_cluster_fault(&c, leader, "drop 1");
+    /* More rows while it drains: requests keep following the lost one. */
+    ck_assert_int_eq(th_write(&t, 4, BACKLOG, KEYS, 100, "win"), BACKLOG);
+    v = finish(&t, &c, relay, topic, "request_lost_mid_drain_recovers", drops, &log);
+    ck_assert_msg(v.lost == 0,
+                  "%ld of %ld events lost after a Produce request to node %d vanished mid-drain (%d IMPLICITACK"
+                  " lines naming %ld messages, %d fatal errors, %d producer ids)",
+                  v.lost, v.rows, leader, log.implicit_lines, log.implicit_msgs, log.fatal, log.pids);
+    assert_sound(&v, &log, "request_lost_mid_drain_recovers");
+}
+END_TEST
+
+/* OBX_WINDOW_ONLY=first|mid runs one of the two (repeated runs against
+ * another relay binary). */
+int main(void) {
+    const TTest *const all[] = {first_request_of_new_producer_lost, request_lost_mid_drain_recovers};
+    const char *only = getenv("OBX_WINDOW_ONLY");
+    if (only && strcmp(only, "first") == 0)
+        return th_main("cluster", 900, all, 1);
+    if (only && strcmp(only, "mid") == 0)
+        return th_main("cluster", 900, all + 1, 1);
+    return th_main("cluster", 900, all, 2);
+}
