@@ -3,6 +3,18 @@
 # tests. The broker jars are fetched with Maven from tests/kafka/pom.xml and
 # cached between runs.
 #
+# Kafka version: KAFKA_VERSION (default: the <kafka.version> of
+# tests/kafka/pom.xml, 3.9.1). Each version has its own jar folder
+# (~/.cache/outbox-relay/kafka-<version>) and its own dependency set:
+#   3.x  tests/kafka/pom.xml    logging: slf4j 1.7 -> reload4j, log4j.properties
+#   4.x  tests/kafka/pom-4.xml  logging: slf4j 1.7 -> log4j2,   log4j2.xml
+# fetched with mvn -Dkafka.version=$KAFKA_VERSION. Kafka 4 removed reload4j
+# (KIP-653) and ignores log4j.properties; slf4j-reload4j on its class path
+# would take the slf4j binding away from log4j2. A broker or cluster folder
+# remembers its version (DIR/version); start with another version formats
+# DIR/data afresh (a 4.x data folder cannot be read by 3.x).
+#   KAFKA_VERSION=4.1.1 tests/kafka.sh start DIR
+#
 #   tests/kafka.sh start DIR   fetch jars if needed, write DIR/server.properties,
 #                              format DIR/data, start the broker, wait until it
 #                              answers a Metadata request, print its bootstrap
@@ -14,7 +26,7 @@
 #   tests/kafka.sh fetch       only fetch the jars; prints the jar folder.
 #
 # Files in DIR: server.properties, data/ (log.dirs), kafka.log (broker output),
-# kafka.pid, bootstrap.
+# kafka.pid, bootstrap, version (the Kafka version DIR/data was formatted by).
 #
 # A 3-node cluster (tests/cluster/): three combined broker+controller nodes,
 # replication 3, min.insync.replicas 2, every client byte passing a fault
@@ -32,7 +44,7 @@
 # CLIENT (advertised as the node's proxy port: clients that bootstrap from
 # DIR/bootstrap talk through the proxy) and DIRECT (advertised as itself, for a
 # reader that must not pass the proxy). Files in DIR: bootstrap,
-# bootstrap.direct, jars (the jar folder), proxy.ctl (the proxy's control
+# bootstrap.direct, jars (the jar folder), version, proxy.ctl (the proxy's control
 # port), proxy.pid, proxy.log, nN/{server.properties,data/,kafka.log,kafka.pid,
 # ports}. Environment: OBX_FAULTPROXY (the proxy binary, default
 # build-test/tests/obx-faultproxy), KAFKA_CLUSTER_PORT (first port to try,
@@ -42,6 +54,7 @@
 #   KAFKA_PORT             client port to try first (default 39092)
 #   KAFKA_CONTROLLER_PORT  controller port to try first (default 39093)
 #                          (when busy, the next free ports are taken)
+#   KAFKA_VERSION          Kafka to run (3.x or 4.x; default: pom.xml's)
 #   KAFKA_JARS_DIR         jar cache folder
 #                          (default ~/.cache/outbox-relay/kafka-<version>)
 #   KAFKA_START_TIMEOUT    seconds to wait for readiness (default 90)
@@ -53,11 +66,36 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-POM="$SCRIPT_DIR/kafka/pom.xml"
-LOG4J_CONF="$SCRIPT_DIR/kafka/log4j.properties"
 
 log() { printf 'kafka.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# The <kafka.version> of pom file $1.
+pom_version() {
+    local v
+    v=$(sed -n 's:.*<kafka.version>\([^<]*\)</kafka.version>.*:\1:p' "$1" | head -n 1)
+    [[ -n $v ]] || die "no <kafka.version> in $1"
+    printf '%s\n' "$v"
+}
+
+# Sets KAFKA_VERSION, POM (the dependency set) and LOG_OPT (the JVM option
+# naming the logging config) for version $1.
+select_version() {
+    KAFKA_VERSION=$1
+    [[ $KAFKA_VERSION =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "KAFKA_VERSION '$KAFKA_VERSION' is not x.y.z"
+    case $KAFKA_VERSION in
+    3.*)
+        POM="$SCRIPT_DIR/kafka/pom.xml"
+        LOG_OPT="-Dlog4j.configuration=file:$SCRIPT_DIR/kafka/log4j.properties"
+        ;;
+    4.*)
+        POM="$SCRIPT_DIR/kafka/pom-4.xml"
+        LOG_OPT="-Dlog4j2.configurationFile=file:$SCRIPT_DIR/kafka/log4j2.xml"
+        ;;
+    *) die "KAFKA_VERSION $KAFKA_VERSION: only 3.x and 4.x are set up (tests/kafka/)" ;;
+    esac
+}
+select_version "${KAFKA_VERSION:-$(pom_version "$SCRIPT_DIR/kafka/pom.xml")}"
 
 usage() {
     cat >&2 <<'EOF'
@@ -69,10 +107,7 @@ EOF
 }
 
 kafka_version() {
-    local v
-    v=$(sed -n 's:.*<kafka.version>\([^<]*\)</kafka.version>.*:\1:p' "$POM" | head -n 1)
-    [[ -n $v ]] || die "no <kafka.version> in $POM"
-    printf '%s\n' "$v"
+    printf '%s\n' "$KAFKA_VERSION"
 }
 
 # Install a JRE (java) / Maven (mvn) only when missing (Debian, as root).
@@ -95,12 +130,14 @@ ensure_tools() {
 }
 
 # Fetch the broker jars into the cache folder once; prints the folder.
-# Re-fetched when pom.xml changes (its hash is stored in the folder).
+# Re-fetched when the pom (less its comments) or the version changes: their
+# hash is stored in the folder. A re-fetch that yields the same jars only
+# renews the stamp, so that brokers running from the folder keep their jars.
 fetch_jars() {
     local version dir stamp tmp
     version=$(kafka_version)
     dir=${KAFKA_JARS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/outbox-relay/kafka-$version}
-    stamp=$(sha256sum "$POM" | cut -d' ' -f1)
+    stamp=$({ sed '/<!--/,/-->/d' "$POM"; printf '%s\n' "$version"; } | sha256sum | cut -d' ' -f1)
     if [[ -f $dir/.complete && $(cat "$dir/.complete") == "$stamp" ]]; then
         printf '%s\n' "$dir"
         return 0
@@ -110,8 +147,9 @@ fetch_jars() {
     mkdir -p "$(dirname "$dir")"
     tmp=$(mktemp -d "$dir.tmp.XXXXXX")
     # mvn's output is shown only when it fails (-q still prints colour codes).
-    if ! mvn -q -B -Dstyle.color=never -f "$POM" dependency:copy-dependencies \
-        -DoutputDirectory="$tmp" -DincludeScope=runtime >"$tmp.log" 2>&1; then
+    if ! mvn -q -B -Dstyle.color=never -f "$POM" -Dkafka.version="$version" \
+        dependency:copy-dependencies -DoutputDirectory="$tmp" -DincludeScope=runtime \
+        >"$tmp.log" 2>&1; then
         cat "$tmp.log" >&2
         rm -rf "$tmp" "$tmp.log"
         die "mvn could not fetch the Kafka $version jars"
@@ -121,9 +159,14 @@ fetch_jars() {
         rm -rf "$tmp"
         die "kafka_2.13-$version.jar missing after mvn"
     }
-    printf '%s\n' "$stamp" >"$tmp/.complete"
-    rm -rf "$dir"
-    mv "$tmp" "$dir"
+    if [[ -d $dir ]] && diff -rq -x .complete "$dir" "$tmp" >/dev/null 2>&1; then
+        rm -rf "$tmp"
+        printf '%s\n' "$stamp" >"$dir/.complete"
+    else
+        printf '%s\n' "$stamp" >"$tmp/.complete"
+        rm -rf "$dir"
+        mv "$tmp" "$dir"
+    fi
     printf '%s\n' "$dir"
 }
 
@@ -133,9 +176,12 @@ port_open() {
 }
 
 # True when 127.0.0.1:$1 can be listened on (nothing listening there).
+# Any TCP socket on that local port counts, not only listeners: the default
+# ports lie in the ephemeral range, where a client connection of another
+# test can hold the port and make the broker's bind fail.
 port_free() {
     if command -v ss >/dev/null 2>&1; then
-        if ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; then return 1; fi
+        if ss -Htan "sport = :$1" 2>/dev/null | grep -q .; then return 1; fi
     else
         if port_open "$1"; then return 1; fi
     fi
@@ -240,6 +286,13 @@ cmd_start() {
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
 
+    # A broker of DIR that runs another Kafka version is stopped, and its
+    # data formatted afresh.
+    if [[ -f $dir/version && $(cat "$dir/version") != "$KAFKA_VERSION" ]]; then
+        log "$dir held Kafka $(cat "$dir/version"); starting $KAFKA_VERSION afresh"
+        cmd_stop "$dir"
+        rm -rf "$dir/data"
+    fi
     if pid=$(running_pid "$dir") && [[ -s $dir/bootstrap ]] &&
         metadata_ok "$(cut -d: -f2 "$dir/bootstrap")"; then
         log "broker already running (pid $pid)"
@@ -275,47 +328,62 @@ cmd_start() {
         cport=$(pick_port "${KAFKA_CONTROLLER_PORT:-39093}" "$port")
     fi
 
-    write_config "$dir" "$port" "$cport"
-    rm -f "$dir/bootstrap" "$dir/kafka.pid"
-    : >"$dir/kafka.log"
-
     local -a jvm
-    read -r -a jvm <<<"${KAFKA_HEAP_OPTS:--Xmx512m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true -Dlog4j.configuration=file:$LOG4J_CONF"
+    read -r -a jvm <<<"${KAFKA_HEAP_OPTS:--Xmx512m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true $LOG_OPT"
 
-    if [[ ! -f $dir/data/meta.properties ]]; then
-        log "formatting $dir/data"
-        if ! java "${jvm[@]}" -cp "$jars/*" kafka.tools.StorageTool format \
-            -t "$(new_cluster_id)" -c "$dir/server.properties" >>"$dir/kafka.log" 2>&1; then
-            log_tail "$dir"
-            die "formatting the storage failed"
-        fi
-    fi
+    # Up to 3 tries: a port found free can be taken (by another test's client
+    # connection) before the broker binds it; then the next ports are taken.
+    local try t0
+    for try in 1 2 3; do
+        write_config "$dir" "$port" "$cport"
+        printf '%s\n' "$version" >"$dir/version"
+        rm -f "$dir/bootstrap" "$dir/kafka.pid"
+        : >"$dir/kafka.log"
 
-    log "starting Kafka $version on 127.0.0.1:$port (controller $cport)"
-    # setsid: the broker outlives this script and the caller's job control.
-    setsid java "${jvm[@]}" -cp "$jars/*" kafka.Kafka "$dir/server.properties" \
-        >>"$dir/kafka.log" 2>&1 </dev/null &
-    pid=$!
-    printf '%s\n' "$pid" >"$dir/kafka.pid"
+        t0=$EPOCHREALTIME
+        if [[ ! -f $dir/data/meta.properties ]]; then
+            log "formatting $dir/data"
+            if ! java "${jvm[@]}" -cp "$jars/*" kafka.tools.StorageTool format \
+                -t "$(new_cluster_id)" -c "$dir/server.properties" >>"$dir/kafka.log" 2>&1; then
+                log_tail "$dir"
+                die "formatting the storage failed"
+            fi
+        fi
 
-    deadline=$((SECONDS + ${KAFKA_START_TIMEOUT:-90}))
-    until port_open "$port" && metadata_ok "$port"; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            rm -f "$dir/kafka.pid"
-            log_tail "$dir"
-            die "the broker exited during startup"
-        fi
-        if ((SECONDS >= deadline)); then
-            log_tail "$dir"
-            cmd_stop "$dir"
-            die "the broker was not ready within ${KAFKA_START_TIMEOUT:-90} s"
-        fi
-        sleep 0.25
+        log "starting Kafka $version on 127.0.0.1:$port (controller $cport)"
+        # setsid: the broker outlives this script and the caller's job control.
+        setsid java "${jvm[@]}" -cp "$jars/*" kafka.Kafka "$dir/server.properties" \
+            >>"$dir/kafka.log" 2>&1 </dev/null &
+        pid=$!
+        printf '%s\n' "$pid" >"$dir/kafka.pid"
+
+        deadline=$((SECONDS + ${KAFKA_START_TIMEOUT:-90}))
+        until port_open "$port" && metadata_ok "$port"; do
+            if ! kill -0 "$pid" 2>/dev/null; then
+                rm -f "$dir/kafka.pid"
+                if ((try < 3)) && grep -q 'Address already in use' "$dir/kafka.log"; then
+                    log "port $port or $cport was taken meanwhile; trying the next ones"
+                    rm -rf "$dir/data"
+                    port=$(pick_port $((port + 2)))
+                    cport=$(pick_port $((cport + 2)) "$port")
+                    continue 2
+                fi
+                log_tail "$dir"
+                die "the broker exited during startup"
+            fi
+            if ((SECONDS >= deadline)); then
+                log_tail "$dir"
+                cmd_stop "$dir"
+                die "the broker was not ready within ${KAFKA_START_TIMEOUT:-90} s"
+            fi
+            sleep 0.25
+        done
+        break
     done
 
     bootstrap="127.0.0.1:$port"
     printf '%s\n' "$bootstrap" >"$dir/bootstrap"
-    log "ready (pid $pid) in ${SECONDS} s"
+    log "Kafka $version ready (pid $pid): format and start took $(awk -v a="${EPOCHREALTIME/,/.}" -v b="${t0/,/.}" 'BEGIN { printf "%.1f", a - b }') s, ${SECONDS} s in all"
     printf '%s\n' "$bootstrap"
 }
 
@@ -379,7 +447,7 @@ node_port() {
 
 cluster_jvm() {
     local -n out=$1
-    read -r -a out <<<"${KAFKA_CLUSTER_HEAP_OPTS:--Xmx384m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true -Dlog4j.configuration=file:$LOG4J_CONF"
+    read -r -a out <<<"${KAFKA_CLUSTER_HEAP_OPTS:--Xmx384m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true $LOG_OPT"
 }
 
 # Picks 5 free ports per node and one for the proxy's control, all distinct
@@ -446,6 +514,7 @@ cluster_node_start() {
         log "node $n already running (pid $pid)"
         return 0
     fi
+    [[ -f $dir/version ]] && select_version "$(cat "$dir/version")"
     cluster_jvm jvm
     jars=$(cat "$dir/jars")
     setsid java "${jvm[@]}" -cp "$jars/*" kafka.Kafka "$dir/n$n/server.properties" \
@@ -507,6 +576,7 @@ cluster_start() {
     jars=$(fetch_jars)
     ensure_tools java
     printf '%s\n' "$jars" >"$dir/jars"
+    printf '%s\n' "$KAFKA_VERSION" >"$dir/version"
     cluster_pick_ports "$dir"
     for n in 1 2 3; do
         voters+="${voters:+,}$n@127.0.0.1:$(node_port "$dir" controller "$n")"

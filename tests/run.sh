@@ -9,6 +9,12 @@
 #      CHAOS_LONG=1 / OBX_CHAOS_SEED (the chaos suites' schedule).
 # The 3-node cluster starts only when the selection can include the cluster
 # suite (no arguments, or an argument naming "cluster").
+# Kafka 4: the end-to-end and flash-sale tests (integration-e2e,
+# integration-shop) run a second time, on a single-node Kafka 4.1.1 broker
+# (KAFKA4_VERSION overrides), in the full run and when an argument mentions
+# "kafka4" (such arguments are run.sh's own, not passed to meson: `tests/run.sh
+# kafka4` runs only that pass). Output in $tmp/meson-kafka4.out, counted in
+# the closing line; a failure fails the run.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -39,17 +45,31 @@ mkdir -p "$tmp"
 chmod 755 "$tmp"
 cleanup() {
     "$root/tests/kafka.sh" cluster-stop "$tmp/cluster" >/dev/null 2>&1 || true
+    "$root/tests/kafka.sh" stop "$tmp/kafka4" >/dev/null 2>&1 || true
     "$root/tests/kafka.sh" stop "$tmp/kafka" >/dev/null 2>&1 || true
     "$root/tests/pg.sh" stop "$tmp/pg" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
+# Arguments that mention kafka4 select the Kafka 4 pass; the rest go to meson.
+# Given only such arguments, the first meson pass (and its broker) is skipped.
+want_kafka4=0 run_main=1 meson_args=()
+[ $# -eq 0 ] && want_kafka4=1
+for a in "$@"; do
+    case $a in
+    *kafka4*) want_kafka4=1 ;;
+    *) meson_args+=("$a") ;;
+    esac
+done
+[ $# -gt 0 ] && [ ${#meson_args[@]} -eq 0 ] && run_main=0
+
 export PGPORT=${PGPORT:-54329}
 pghost=$("$root/tests/pg.sh" start "$tmp/pg")
-bootstrap=$("$root/tests/kafka.sh" start "$tmp/kafka")
+bootstrap=""
+[ $run_main = 1 ] && bootstrap=$("$root/tests/kafka.sh" start "$tmp/kafka")
 want_cluster=0
 [ $# -eq 0 ] && want_cluster=1
-for a in "$@"; do
+for a in "${meson_args[@]}"; do
     case $a in *cluster*) want_cluster=1 ;; esac
 done
 if [ $want_cluster = 1 ]; then
@@ -63,20 +83,44 @@ export OBX_TEST_PGHOST=$pghost OBX_TEST_PGPORT=$PGPORT OBX_TEST_PGDIR=$tmp/pg
 export OBX_KAFKA_BOOTSTRAP=$bootstrap OBX_TEST_TMP=$tmp/work
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-echo "run.sh: postgres on $pghost:$PGPORT, kafka on $bootstrap, scratch in $tmp" >&2
+echo "run.sh: postgres on $pghost:$PGPORT, kafka on ${bootstrap:-(not started)}, scratch in $tmp" >&2
 
 status=0
-# PIPESTATUS must be read right after the pipeline: behind "|| true" it
-# would hold true's status, and every failure would pass.
-set +e
-meson test -C "$build" --print-errorlogs "$@" 2>&1 | tee "$tmp/meson-test.out"
-status=${PIPESTATUS[0]}
-set -e
-if [ $status -ne 0 ]; then
-    echo "run.sh: FAILED (relay logs under $tmp/work/*/relay.log)" >&2
+if [ $run_main = 1 ]; then
+    # PIPESTATUS must be read right after the pipeline: behind "|| true" it
+    # would hold true's status, and every failure would pass.
+    set +e
+    meson test -C "$build" --print-errorlogs "${meson_args[@]}" 2>&1 | tee "$tmp/meson-test.out"
+    status=${PIPESTATUS[0]}
+    set -e
+    if [ $status -ne 0 ]; then
+        echo "run.sh: FAILED (relay logs under $tmp/work/*/relay.log)" >&2
+    fi
 fi
 # The cluster's three JVMs are not needed past here: free their memory and CPU.
 "$root/tests/kafka.sh" cluster-stop "$tmp/cluster" >/dev/null 2>&1 || true
+
+# Kafka 4: the end-to-end and flash-sale tests again, on a 4.x broker of their
+# own (its own scratch folder and meson log), stopped right after.
+if [ $want_kafka4 = 1 ]; then
+    k4status=0
+    if bootstrap4=$(KAFKA_VERSION=${KAFKA4_VERSION:-4.1.1} "$root/tests/kafka.sh" start "$tmp/kafka4"); then
+        echo "run.sh: kafka ${KAFKA4_VERSION:-4.1.1} on $bootstrap4" >&2
+        set +e
+        OBX_KAFKA_BOOTSTRAP=$bootstrap4 OBX_TEST_TMP=$tmp/work-kafka4 \
+            meson test -C "$build" --print-errorlogs --logbase testlog-kafka4 \
+            integration-e2e integration-shop 2>&1 | tee "$tmp/meson-kafka4.out"
+        k4status=${PIPESTATUS[0]}
+        set -e
+    else
+        k4status=1
+    fi
+    "$root/tests/kafka.sh" stop "$tmp/kafka4" >/dev/null 2>&1 || true
+    if [ $k4status -ne 0 ]; then
+        echo "run.sh: Kafka 4 pass FAILED (see $tmp/meson-kafka4.out, $tmp/kafka4/kafka.log, relay logs under $tmp/work-kafka4/*/relay.log)" >&2
+        status=1
+    fi
+fi
 
 # Valgrind (skipped when a test selection was given): the unit and
 # integration suites again on a build without sanitizers, every test program
@@ -124,7 +168,9 @@ if [ $# -eq 0 ] && [ "${FUZZ_SECONDS:-20}" -gt 0 ]; then
         fi
     done
 fi
-count() { cat "$tmp"/meson-*.out 2>/dev/null | awk -v k="$1:" '$1 == k { s += $2 } END { print s + 0 }'; }
+# (No meson-*.out at all, as when the only pass's broker did not start, is
+# no error: under pipefail a failing cat would end the script here.)
+count() { { cat "$tmp"/meson-*.out 2>/dev/null || true; } | awk -v k="$1:" '$1 == k { s += $2 } END { print s + 0 }'; }
 failed=$(( $(count Fail) + $(count Timeout) ))
 echo "tests: $(count Ok) passed, $failed failed"
 [ "$failed" -eq 0 ] || status=1
