@@ -10,10 +10,19 @@
  *   acknowledge the lost one's messages implicitly: events marked sent that
  *   are not on the topic. The relay's partition gate keeps a cold partition
  *   at one message in flight; nothing may be lost.
- * - request_lost_mid_drain_recovers: a Produce request vanishes while the
- *   relay pipelines to warm partitions: the broker refuses the next ones
- *   with OUT_OF_ORDER_SEQUENCE_NUMBER, and librdkafka 2.0.2 retries, bumps
- *   its epoch or raises a fatal error; the relay must lose nothing.
+ * - request_lost_mid_drain_recovers: a Produce request to partition 0's
+ *   leader vanishes while the relay drains warm partitions.
+ * What librdkafka 2.0.2 does (msg debug, counted in the "window:" line as
+ * max_requests_in_flight_per_partition): its idempotent producer almost
+ * always has one Produce request per partition in flight whatever
+ * max.in.flight says (librdkafka PR 4989 reports the same of 2.8.0; two
+ * were seen once, on a warm partition), so no request followed a lost
+ * one: it times out (socket.timeout.ms), the connection is closed, and the
+ * same batch is sent again with the same sequence numbers. No gap, no
+ * OUT_OF_ORDER_SEQUENCE_NUMBER, no epoch bump, no fatal error, no implicit
+ * ack, with this relay or the one before the gate (51b9cc3, which did not
+ * lose here either, also with batch.num.messages=20). The tests still
+ * fail if a librdkafka that pipelines per partition loses events here.
  * Each prints one "window:" line with the figures. OBX_TEST_RELAY_WRAPPER
  * (harness) runs another relay binary, e.g. one built before the gate;
  * OBX_WINDOW_ONLY=first|mid runs one test. */
@@ -41,10 +50,24 @@ typedef struct {
     int pids;                 /* producer ids acquired */
     int oooseq;               /* lines naming OUT_OF_ORDER_SEQUENCE_NUMBER */
     int desync;               /* librdkafka's "sequence desynchronization" */
+    int timeouts;             /* librdkafka's "Timed out ProduceRequest" */
+    int max_pipelined;        /* most Produce requests of one partition in flight
+                                 at once (msg debug: sent minus answered) */
 } relay_log_t;
 
+/* The partition of a msg debug line ("... topic [P]: <what>"), or -1. */
+static int debug_partition(const char *line, const char *what) {
+    const char *w = strstr(line, what), *b;
+    if (!w)
+        return -1;
+    for (b = w; b > line && *b != '['; b--)
+        ;
+    return *b == '[' && atoi(b + 1) >= 0 && atoi(b + 1) < PARTS ? atoi(b + 1) : -1;
+}
+
 static relay_log_t scan_log(const th_ctx_t *t) {
-    relay_log_t l = {-1, 0, 0, 0, 0, 0, 0, 0};
+    relay_log_t l = {-1, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    int out[PARTS] = {0};
     char path[512], line[16384];
     FILE *f;
     snprintf(path, sizeof path, "%s/relay.log", t->dir);
@@ -68,8 +91,16 @@ static relay_log_t scan_log(const th_ctx_t *t) {
         l.fatal += strstr(line, "kafka fatal error") != NULL;
         /* the relay's own line, or librdkafka's eos debug line (older relays) */
         l.pids += strstr(line, "Acquired PID") != NULL;
-        l.oooseq += strstr(line, "OUT_OF_ORDER_SEQUENCE") != NULL;
+        l.oooseq += strstr(line, "OUT_OF_ORDER_SEQUENCE") || strstr(line, "Out of order sequence");
         l.desync += strstr(line, "sequence desynchronization") != NULL;
+        l.timeouts += strstr(line, "Timed out ProduceRequest") != NULL;
+        if ((p = strstr(line, "facility=PRODUCE")) && debug_partition(p, "]: Produce MessageSet") >= 0) {
+            int n = ++out[debug_partition(p, "]: Produce MessageSet")];
+            l.max_pipelined = n > l.max_pipelined ? n : l.max_pipelined;
+        } else if ((p = strstr(line, "facility=MSGSET")) && debug_partition(p, "]: MessageSet with") >= 0 &&
+                   (strstr(p, "delivered") || strstr(p, "encountered error"))) {
+            out[debug_partition(p, "]: MessageSet with")]--;
+        }
     }
     fclose(f);
     return l;
@@ -107,11 +138,10 @@ static void await_drop(th_cluster_t *c, int drops_before) {
  * socket.timeout.ms alone (60 s by default), then drops the connection and
  * retries what was in flight on it. librdkafka's eos debug shows producer
  * ids and implicit acks (older relays do not turn it on themselves). */
-static pid_t start_relay(th_ctx_t *t, th_cluster_t *c) {
-    return th_relay_start(t, th_config_level(t, "relay.conf", c->bootstrap, "",
-                                             "request_timeout_ms = 3000; socket_timeout_ms = 3000;"
-                                             " debug = \"eos\";",
-                                             "debug"));
+static pid_t start_relay(th_ctx_t *t, th_cluster_t *c, const char *debug) {
+    char kafka[256];
+    snprintf(kafka, sizeof kafka, "request_timeout_ms = 3000; socket_timeout_ms = 3000; debug = \"%s\";", debug);
+    return th_relay_start(t, th_config_level(t, "relay.conf", c->bootstrap, "", kafka, "debug"));
 }
 
 /* Waits for the proxy's drop, then until drained and for one more stats
@@ -136,10 +166,11 @@ static th_verify_t finish(th_ctx_t *t, th_cluster_t *c, pid_t relay, const char 
     fprintf(stderr,
             "window: %s: rows=%ld messages=%ld lost=%ld unsent=%ld order_violations=%ld wrong_headers=%ld"
             " duplicates=%ld implicit_acks=%lld (IMPLICITACK lines %d naming %ld messages) fatal_errors=%d"
-            " producer_ids=%d out_of_order_lines=%d desync_lines=%d proxy_drops=%d relay=%s\n",
+            " producer_ids=%d out_of_order_lines=%d desync_lines=%d request_timeouts=%d"
+            " max_requests_in_flight_per_partition=%d proxy_drops=%d relay=%s\n",
             name, v.rows, v.messages, v.lost, v.unsent, v.order_violations, v.wrong_headers, v.duplicates,
             log->implicit_acks, log->implicit_lines, log->implicit_msgs, log->fatal, log->pids, log->oooseq,
-            log->desync, th_cluster_proxy_log_count(c, TH_CLUSTER_DROPPED) - drops_before,
+            log->desync, log->timeouts, log->max_pipelined, th_cluster_proxy_log_count(c, TH_CLUSTER_DROPPED) - drops_before,
             wrapper ? wrapper : "this build");
     th_cluster_close(c);
     return v;
@@ -182,7 +213,7 @@ START_TEST(first_request_of_new_producer_lost) {
      * and the only one a broker answers nothing to. */
     drops = th_cluster_proxy_log_count(&c, TH_CLUSTER_DROPPED);
     th_cluster_fault(&c, 0, "drop 1");
-    relay = start_relay(&t, &c);
+    relay = start_relay(&t, &c, "eos,msg");
     v = finish(&t, &c, relay, topic, "first_request_of_new_producer_lost", drops, &log);
     ck_assert_msg(v.lost == 0,
                   "%ld of %ld events lost: marked sent, not on the topic. The proxy dropped the first Produce"
@@ -205,7 +236,8 @@ START_TEST(request_lost_mid_drain_recovers) {
     pid_t relay;
 
     begin(&c, &t, "window_mid", topic, sizeof topic);
-    relay = start_relay(&t, &c);
+    /* msg: librdkafka's handling of the refused requests, for the record */
+    relay = start_relay(&t, &c, "eos,msg");
     /* Every partition has acknowledgements under this producer id: the
      * brokers check its sequence numbers, and the relay pipelines. */
     th_wait_count(&t, MARKED, 2000, 60000);
@@ -220,6 +252,15 @@ START_TEST(request_lost_mid_drain_recovers) {
                   " lines naming %ld messages, %d fatal errors, %d producer ids)",
                   v.lost, v.rows, leader, log.implicit_lines, log.implicit_msgs, log.fatal, log.pids);
     assert_sound(&v, &log, "request_lost_mid_drain_recovers");
+    /* librdkafka must have noticed the lost request one way or another:
+     * 2.0.2 times it out and sends it again (one request per partition in
+     * flight); one that pipelines would get OUT_OF_ORDER_SEQUENCE_NUMBER for
+     * the next ones and bump its epoch or fail fatally, and the relay then
+     * recreates its producer. */
+    ck_assert_msg(log.timeouts > 0 || log.fatal > 0 || log.pids > 1,
+                  "the dropped request left no trace: no Produce request timed out, no fatal error, %d producer"
+                  " id(s)",
+                  log.pids);
 }
 END_TEST
 
