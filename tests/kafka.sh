@@ -557,7 +557,9 @@ proxy_start() {
     printf '%s\n' "$!" >"$dir/proxy.pid"
     deadline=$((SECONDS + 10))
     until port_open "$ctl"; do
-        if ! pid_of "$dir/proxy.pid" obx-faultproxy >/dev/null; then
+        # kill -0, not pid_of: until setsid has exec'd the proxy, the pid's
+        # command line is still the shell's.
+        if ! kill -0 "$(cat "$dir/proxy.pid")" 2>/dev/null; then
             cat "$dir/proxy.log" >&2
             die "the fault proxy exited"
         fi
