@@ -19,6 +19,21 @@
  *                         passes. The broker never sees them, so never answers;
  *                         later requests on the connection are processed. Each
  *                         drop is logged (route, correlation id, size).
+ *   N|all refuse K        refuse the route's next K Produce requests: they are
+ *                         not forwarded, and the proxy answers each with a
+ *                         ProduceResponse carrying NOT_ENOUGH_REPLICAS (19,
+ *                         retriable, nothing written) for its topic and
+ *                         partition (Produce v3-v8, one topic, one partition:
+ *                         what librdkafka sends). The answer is held until the
+ *                         next Produce request on that connection has been
+ *                         written to the broker (or 1 s passed), then put into
+ *                         the broker->client stream at once, at a response
+ *                         frame boundary, so ahead of the broker's answer to
+ *                         that next request: the widest window for a client
+ *                         to have sent a second request before it learns the
+ *                         first one failed. Each refusal and each injected
+ *                         answer is logged (route, correlation id, topic,
+ *                         partition).
  * One process, one thread, one poll loop. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -60,17 +75,43 @@ typedef struct {
  * first bytes are held in hdr until its api key and correlation id are
  * known, then the rest (left) passes or is dropped with them. */
 #define REQ_HDR 12
+#define REFUSE_CAP 1024 /* bytes of a refused request kept: header, topic, partition */
 typedef struct {
     unsigned char hdr[REQ_HDR];
     size_t hlen;
     uint64_t left;
-    int dropping;
+    int dropping, refusing;
+    unsigned char cap[REFUSE_CAP]; /* the refused frame's first bytes */
+    size_t caplen;
 } framer_t;
+
+/* The broker's response framing (int32 size, then the frame), followed so
+ * that injected answers go in between two responses, never into one. */
+typedef struct {
+    unsigned char hdr[4];
+    size_t hlen;
+    uint64_t left;
+} rframer_t;
+
+/* An answer to a refused request, waiting for its moment. */
+#define MAX_PEND 8
+#define RESP_MAX 400 /* a ProduceResponse for a topic name of up to 249 bytes */
+#define DOWN_RESERVE (MAX_PEND * RESP_MAX)
+typedef struct {
+    unsigned char bytes[RESP_MAX];
+    size_t len;
+    int32_t corr;
+    int64_t deadline_ms; /* injected by then whatever happened */
+    uint64_t trigger;    /* 0, or the up-stream end of the next Produce request */
+} pending_t;
 
 typedef struct {
     int route, cfd, ufd, connecting, dead;
     pipe_t up, down; /* up: client to broker; down: broker to client */
     framer_t req;    /* of the up stream */
+    rframer_t resp;  /* of the down stream */
+    pending_t pend[MAX_PEND];
+    int npend;
 } conn_t;
 
 /* Token bucket for one direction of a route. */
@@ -84,6 +125,7 @@ typedef struct {
     int latency_ms;
     long bandwidth;
     long drop; /* Produce requests still to drop */
+    long refuse; /* Produce requests still to refuse */
     bucket_t up, down;
 } route_t;
 
@@ -235,23 +277,166 @@ static int pipe_flush(pipe_t *p, int fd, bucket_t *b, long bandwidth) {
     return 1;
 }
 
-/* Reads from fd into p (or drops what it reads when discard); returns 0 on
- * EOF or error. */
-static int pipe_fill(pipe_t *p, int fd, int latency_ms, int discard, int64_t now) {
+static uint32_t be32(const unsigned char *b) {
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+static void put16(unsigned char *b, int v) {
+    b[0] = (unsigned char)(v >> 8);
+    b[1] = (unsigned char)v;
+}
+
+static void put32(unsigned char *b, int32_t v) {
+    uint32_t u = (uint32_t)v;
+    b[0] = (unsigned char)(u >> 24);
+    b[1] = (unsigned char)(u >> 16);
+    b[2] = (unsigned char)(u >> 8);
+    b[3] = (unsigned char)u;
+}
+
+/* Skips a (nullable) int16-length string at *off of b[0..n); returns its
+ * length (-1: null) or -2 when it does not fit. */
+static int skip_str(const unsigned char *b, size_t n, size_t *off, size_t *start) {
+    int len;
+    if (*off + 2 > n)
+        return -2;
+    len = (int16_t)(b[*off] << 8 | b[*off + 1]);
+    *off += 2;
+    *start = *off;
+    if (len > 0) {
+        if (*off + (size_t)len > n)
+            return -2;
+        *off += (size_t)len;
+    }
+    return len;
+}
+
+/* The client's refused Produce request is whole in c->req.cap (as far as
+ * REFUSE_CAP): builds the NOT_ENOUGH_REPLICAS answer and queues it. */
+static void refused(conn_t *c, int64_t now) {
+    framer_t *f = &c->req;
+    const unsigned char *b = f->cap;
+    size_t n = f->caplen, off = 12, tstart = 0, s;
+    int ver = n >= 8 ? (b[6] << 8 | b[7]) : -1, tlen = -2;
+    int32_t corr = n >= 12 ? (int32_t)be32(b + 8) : -1, part = -1;
+    pending_t *p = &c->pend[c->npend];
+    unsigned char *r = p->bytes;
+    size_t k = 4;
+
+    f->refusing = 0;
+    /* Produce v3-v8: client_id, transactional_id, acks, timeout, one topic
+     * (count, name), one partition (count, index), records. */
+    if (ver >= 3 && ver <= 8 && skip_str(b, n, &off, &s) >= -1 && skip_str(b, n, &off, &s) >= -1 &&
+        off + 10 <= n && be32(b + off + 6) == 1) {
+        off += 10;
+        tlen = skip_str(b, n, &off, &tstart);
+        if (tlen > 0 && tlen <= 249 && off + 8 <= n && be32(b + off) == 1)
+            part = (int32_t)be32(b + off + 4);
+        else
+            tlen = -2;
+    }
+    if (tlen < 0) {
+        fprintf(stderr,
+                "obx-faultproxy: route %d could not read the refused Produce request (version %d, correlation"
+                " id %d): dropped, unanswered\n",
+                c->route + 1, ver, corr);
+        return;
+    }
+    put32(r + k, corr), k += 4;
+    put32(r + k, 1), k += 4;
+    put16(r + k, tlen), k += 2;
+    memcpy(r + k, b + tstart, (size_t)tlen), k += (size_t)tlen;
+    put32(r + k, 1), k += 4;
+    put32(r + k, part), k += 4;
+    put16(r + k, 19), k += 2; /* NOT_ENOUGH_REPLICAS */
+    memset(r + k, 0xff, 8), k += 8; /* base_offset -1 */
+    if (ver >= 2)
+        memset(r + k, 0xff, 8), k += 8; /* log_append_time -1 */
+    if (ver >= 5)
+        memset(r + k, 0xff, 8), k += 8; /* log_start_offset -1 */
+    if (ver >= 8) {
+        put32(r + k, 0), k += 4;  /* record_errors: none */
+        put16(r + k, -1), k += 2; /* error_message: null */
+    }
+    put32(r + k, 0), k += 4; /* throttle_time_ms */
+    put32(r, (int32_t)(k - 4));
+    p->len = k;
+    p->corr = corr;
+    p->deadline_ms = now + 1000;
+    p->trigger = 0;
+    c->npend++;
+    fprintf(stderr,
+            "obx-faultproxy: route %d refused a Produce request (correlation id %d, v%d, %.*s [%d], %zu bytes;"
+            " %ld more to refuse): NOT_ENOUGH_REPLICAS held until the next Produce request is forwarded\n",
+            c->route + 1, corr, ver, tlen, (const char *)b + tstart, part, n, routes[c->route].refuse);
+}
+
+/* Puts the due answers to refused requests into c->down; only called at a
+ * response frame boundary. */
+static void inject_due(conn_t *c, int latency_ms, int64_t now) {
+    while (c->npend > 0) {
+        pending_t *p = &c->pend[0];
+        int forwarded = p->trigger != 0 && c->up.out_total >= p->trigger;
+        if (!forwarded && now < p->deadline_ms)
+            return;
+        if (c->down.len + p->len > BUF_SZ)
+            return;
+        pipe_append(&c->down, (const char *)p->bytes, p->len, latency_ms, now);
+        fprintf(stderr,
+                "obx-faultproxy: route %d injected NOT_ENOUGH_REPLICAS for correlation id %d (%s)\n",
+                c->route + 1, p->corr,
+                forwarded ? "the next Produce request was forwarded" : "1 s passed, no Produce request followed");
+        memmove(&c->pend[0], &c->pend[1], (size_t)(c->npend - 1) * sizeof *c->pend);
+        c->npend--;
+    }
+}
+
+/* Passes n broker bytes through the response framer into c->down (or
+ * nowhere when discard), injecting due answers between two responses. */
+static void down_frames(conn_t *c, const char *data, size_t n, int latency_ms, int discard, int64_t now) {
+    rframer_t *f = &c->resp;
+    while (n > 0) {
+        size_t k;
+        if (f->left > 0) {
+            k = n < f->left ? n : (size_t)f->left;
+            if (!discard)
+                pipe_append(&c->down, data, k, latency_ms, now);
+            data += k;
+            n -= k;
+            f->left -= k;
+            continue;
+        }
+        if (f->hlen == 0)
+            inject_due(c, latency_ms, now);
+        k = 4 - f->hlen < n ? 4 - f->hlen : n;
+        memcpy(f->hdr + f->hlen, data, k);
+        f->hlen += k;
+        data += k;
+        n -= k;
+        if (f->hlen == 4) {
+            f->left = be32(f->hdr);
+            f->hlen = 0;
+            if (!discard)
+                pipe_append(&c->down, (const char *)f->hdr, 4, latency_ms, now);
+        }
+    }
+}
+
+/* Reads the broker's bytes into c->down through the response framer,
+ * keeping room for the held answers; returns 0 on EOF or error. */
+static int down_fill(conn_t *c, int latency_ms, int discard, int64_t now) {
     char tmp[65536];
-    size_t room = BUF_SZ - p->len;
-    ssize_t n = read(fd, tmp, discard || room > sizeof tmp ? sizeof tmp : room);
+    size_t room = c->down.len + DOWN_RESERVE + 4 < BUF_SZ ? BUF_SZ - c->down.len - DOWN_RESERVE - 4 : 0;
+    ssize_t n;
+    if (room == 0 && !discard)
+        return 1;
+    n = read(c->ufd, tmp, discard || room > sizeof tmp ? sizeof tmp : room);
     if (n == 0)
         return 0;
     if (n < 0)
         return errno == EAGAIN || errno == EINTR;
-    if (!discard)
-        pipe_append(p, tmp, (size_t)n, latency_ms, now);
+    down_frames(c, tmp, (size_t)n, latency_ms, discard, now);
     return 1;
-}
-
-static uint32_t be32(const unsigned char *b) {
-    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
 }
 
 /* Passes n client bytes through the request framer into c->up: whole
@@ -263,11 +448,18 @@ static void up_frames(conn_t *c, const char *data, size_t n, int latency_ms, int
         size_t want, k;
         if (f->left > 0) { /* inside a frame whose fate is decided */
             k = n < f->left ? n : (size_t)f->left;
-            if (!f->dropping)
+            if (f->refusing) {
+                size_t keep = k < REFUSE_CAP - f->caplen ? k : REFUSE_CAP - f->caplen;
+                memcpy(f->cap + f->caplen, data, keep);
+                f->caplen += keep;
+            } else if (!f->dropping) {
                 pipe_append(&c->up, data, k, latency_ms, now);
+            }
             data += k;
             n -= k;
             f->left -= k;
+            if (f->left == 0 && f->refusing)
+                refused(c, now);
             continue;
         }
         /* A frame's start: its size first, then up to REQ_HDR bytes of it. */
@@ -290,7 +482,14 @@ static void up_frames(conn_t *c, const char *data, size_t n, int latency_ms, int
             int api_key = f->hlen >= 6 ? (f->hdr[4] << 8 | f->hdr[5]) : -1;
             f->left = total - f->hlen;
             f->dropping = api_key == 0 && rt->drop > 0;
-            if (f->dropping) {
+            f->refusing = !f->dropping && api_key == 0 && rt->refuse > 0 && c->npend < MAX_PEND;
+            if (f->refusing) {
+                rt->refuse--;
+                memcpy(f->cap, f->hdr, f->hlen);
+                f->caplen = f->hlen;
+                if (f->left == 0)
+                    refused(c, now);
+            } else if (f->dropping) {
                 rt->drop--;
                 fprintf(stderr,
                         "obx-faultproxy: route %d dropped a Produce request (correlation id %d, %llu bytes,"
@@ -299,6 +498,12 @@ static void up_frames(conn_t *c, const char *data, size_t n, int latency_ms, int
                         (unsigned long long)total, rt->drop);
             } else {
                 pipe_append(&c->up, (const char *)f->hdr, f->hlen, latency_ms, now);
+                /* A Produce request that goes to the broker: the held
+                 * answers are due once its last byte has been written. */
+                if (api_key == 0)
+                    for (int i = 0; i < c->npend; i++)
+                        if (c->pend[i].trigger == 0)
+                            c->pend[i].trigger = c->up.in_total + f->left;
             }
             f->hlen = 0;
         }
@@ -344,10 +549,13 @@ static void set_mode(int r, enum mode m) {
 
 /* Applies one control line to route r; returns an error text or NULL. */
 static const char *apply(int r, const char *verb, long arg, int has_arg) {
-    if (strcmp(verb, "latency") == 0 || strcmp(verb, "bandwidth") == 0 || strcmp(verb, "drop") == 0) {
+    if (strcmp(verb, "latency") == 0 || strcmp(verb, "bandwidth") == 0 || strcmp(verb, "drop") == 0 ||
+        strcmp(verb, "refuse") == 0) {
         if (!has_arg || arg < 0)
             return "needs a number >= 0";
-        if (verb[0] == 'l')
+        if (verb[0] == 'r')
+            routes[r].refuse = arg;
+        else if (verb[0] == 'l')
             routes[r].latency_ms = (int)arg;
         else if (verb[0] == 'b')
             routes[r].bandwidth = arg;
@@ -361,6 +569,7 @@ static const char *apply(int r, const char *verb, long arg, int has_arg) {
                 routes[r].latency_ms = 0;
                 routes[r].bandwidth = 0;
                 routes[r].drop = 0;
+                routes[r].refuse = 0;
             }
             set_mode(r, (enum mode)m);
             return NULL;
@@ -389,7 +598,7 @@ static void control(int lfd) {
     }
     fields = sscanf(line, "%15s %31s %ld", target, verb, &arg);
     if (fields < 2) {
-        err = "usage: N|all pass|swallow|reset|down|latency MS|bandwidth BPS|drop K";
+        err = "usage: N|all pass|swallow|reset|down|latency MS|bandwidth BPS|drop K|refuse K";
     } else if (strcmp(target, "all") == 0) {
         first = 0;
         last = nroutes - 1;
@@ -457,13 +666,21 @@ static void conn_events(conn_t *c, short cev, short uev, int64_t now) {
             reset_mid_response(c);
             return;
         }
-        if (!pipe_fill(&c->down, c->ufd, rt->latency_ms, rt->mode == M_SWALLOW, now)) {
+        if (!down_fill(c, rt->latency_ms, rt->mode == M_SWALLOW, now)) {
             conn_kill(c, 0);
             return;
         }
     }
-    if (!pipe_flush(&c->up, c->ufd, &rt->up, rt->bandwidth) ||
-        !pipe_flush(&c->down, c->cfd, &rt->down, rt->bandwidth))
+    if (!pipe_flush(&c->up, c->ufd, &rt->up, rt->bandwidth)) {
+        conn_kill(c, 0);
+        return;
+    }
+    /* Answers to refused requests whose moment came (the next Produce
+     * request was just written, or 1 s passed) go out now when no
+     * response is half through. */
+    if (c->npend > 0 && c->resp.hlen == 0 && c->resp.left == 0)
+        inject_due(c, rt->latency_ms, now);
+    if (!pipe_flush(&c->down, c->cfd, &rt->down, rt->bandwidth))
         conn_kill(c, 0);
 }
 
@@ -492,12 +709,17 @@ static void loop(int ctl) {
                 wait_ms = t1;
             if (t2 >= 0 && t2 < wait_ms)
                 wait_ms = t2;
+            if (c->npend > 0) { /* a held answer's 1 s deadline (10 ms steps once past it) */
+                int64_t t3 = c->pend[0].deadline_ms - now;
+                t3 = t3 > 10 ? t3 : 10;
+                wait_ms = t3 < wait_ms ? t3 : wait_ms;
+            }
             if (c->connecting) {
                 uev = POLLOUT;
             } else {
                 if (c->up.len + REQ_HDR < BUF_SZ)
                     cev |= POLLIN;
-                if (c->down.len < BUF_SZ || rt->mode != M_PASS)
+                if (c->down.len + DOWN_RESERVE + 4 < BUF_SZ || rt->mode != M_PASS)
                     uev |= POLLIN;
                 if (pipe_sendable(&c->down, &rt->down, rt->bandwidth))
                     cev |= POLLOUT;
