@@ -12,6 +12,7 @@
 
 #include "backoff.h"
 #include "gate.h"
+#include "idset.h"
 #include "headers.h"
 #include "log.h"
 #include "outbox.h"
@@ -76,6 +77,10 @@ typedef struct {
     PGconn *mconn;
     obx_producer_t *producer;
     obx_gate_t *gate;        /* which messages may go to which partition now */
+    /* Rows handed to the gate and not yet marked sent or given up on: a
+     * rescan that runs while a stalled partition has rows out reads them
+     * again, and must not publish them twice. */
+    obx_idset_t owned;
     int leader;
     op_t op;                 /* query pending on conn */
     op_t mop;                /* query pending on mconn */
@@ -259,6 +264,7 @@ static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, int32_
                err == RD_KAFKA_RESP_ERR__FATAL || r->fatal ||
                obx_producer_fatal(r->producer, NULL, 0)) {
         /* Not the row's fault: it stays unsent and is claimed again. */
+        obx_idset_del(&r->owned, m->id);
         OBX_LOG(OBX_LOG_DEBUG, "delivery abandoned", KI("id", m->id),
                 KS("error", rd_kafka_err2name(err)));
     } else {
@@ -290,6 +296,7 @@ static int send_msg(relay_t *r, msg_t *m) {
     m->hdrs = NULL;
     if (kerr == RD_KAFKA_RESP_ERR__QUEUE_FULL || kerr == RD_KAFKA_RESP_ERR__FATAL) {
         /* Not the row's fault: claim it again later. */
+        obx_idset_del(&r->owned, m->id);
         OBX_LOG(OBX_LOG_WARN, "produce deferred", KI("id", row.id), KS("error", rd_kafka_err2name(kerr)));
         batch_release(m->batch);
         return -1;
@@ -305,6 +312,7 @@ static void drop_held(void *ctx, void *msg) {
     relay_t *r = ctx;
     msg_t *m = msg;
     r->inflight--;
+    obx_idset_del(&r->owned, m->id);
     rd_kafka_headers_destroy(m->hdrs);
     m->hdrs = NULL;
     batch_release(m->batch);
@@ -323,6 +331,13 @@ static void release_held(relay_t *r) {
             obx_gate_drop_held(r->gate, drop_held, r);
             obx_producer_purge(r->producer);
         }
+    }
+}
+
+static void own(relay_t *r, int64_t id) {
+    if (obx_idset_add(&r->owned, id) != 0) {
+        OBX_LOG(OBX_LOG_ERROR, "out of memory");
+        abort();
     }
 }
 
@@ -372,19 +387,21 @@ static int produce_row(relay_t *r, batch_t *b, msg_t *m, const obx_row_t *row) {
         r->skipped++;
         return 1;
     case OBX_GATE_HOLD:
+        own(r, row->id);
         b->remaining++;
         r->inflight++;
         return 0;
     case OBX_GATE_SEND:
         break;
     }
+    own(r, row->id);
     b->remaining++;
     r->inflight++;
     return send_msg(r, m);
 }
 
-/* Produces the rows of one claim result in id order; returns how many the
- * gate skipped. */
+/* Produces the rows of one claim result in id order; returns how many it
+ * skipped (their partition stalled, or already out). */
 static int produce_batch(relay_t *r, PGresult *res) {
     int n = PQntuples(res), skipped = 0;
     batch_t *b = calloc(1, sizeof *b);
@@ -402,7 +419,8 @@ static int produce_batch(relay_t *r, PGresult *res) {
         m->id = row.id;
         m->row = i;
         m->attempts = row.attempts;
-        rc = produce_row(r, b, m, &row);
+        /* Already out (a rescan beside a stalled partition): not twice. */
+        rc = obx_idset_has(&r->owned, row.id) ? 1 : produce_row(r, b, m, &row);
         if (rc > 0)
             skipped++;
         if (rc < 0) {
@@ -748,12 +766,15 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
     }
     case OP_MARK:
         r->marked += PQcmdTuples(res)[0] ? atoll(PQcmdTuples(res)) : 0;
+        for (size_t i = 0; i < r->op_mark_n; i++)
+            obx_idset_del(&r->owned, r->acks[i]);
         memmove(r->acks, r->acks + r->op_mark_n, (r->acks_n - r->op_mark_n) * sizeof *r->acks);
         r->acks_n -= r->op_mark_n;
         /* Those left arrived while the mark ran: they wait from now. */
         r->acks_since = now_ms();
         break;
     case OP_FAIL:
+        obx_idset_del(&r->owned, r->fails[0].id);
         memmove(r->fails, r->fails + 1, (r->fails_n - 1) * sizeof *r->fails);
         r->fails_n--;
         break;
@@ -1082,6 +1103,7 @@ int obx_relay_run(obx_config_t *cfg) {
             KI("parked", r.parked), KI("exit_code", r.exit_code));
     obx_producer_destroy(r.producer);
     obx_gate_destroy(r.gate);
+    obx_idset_free(&r.owned);
     if (r.conn)
         PQfinish(r.conn);
     if (r.mconn)
