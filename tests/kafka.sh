@@ -529,7 +529,9 @@ cluster_wait() {
     while :; do
         pending=""
         for n in $nodes; do
-            if ! pid_of "$dir/n$n/kafka.pid" kafka.Kafka >/dev/null; then
+            # kill -0, not pid_of: until setsid has exec'd java, the pid's
+            # command line is still the shell's (a restart under load failed so).
+            if ! kill -0 "$(cat "$dir/n$n/kafka.pid")" 2>/dev/null; then
                 tail -n 40 "$dir/n$n/kafka.log" >&2
                 die "node $n exited during startup (see $dir/n$n/kafka.log)"
             fi
