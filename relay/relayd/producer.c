@@ -23,6 +23,10 @@
  * and while it is unknown at most this often. */
 #define META_REFRESH_MS 300000
 #define META_RETRY_MS 1000
+/* A topic the brokers do not know yet may be being created (auto-create):
+ * its rows wait this long, as librdkafka's topic.metadata.propagation.max.ms
+ * lets them, before they fail (and are parked after relay.max_attempts). */
+#define UNKNOWN_TOPIC_WAIT_MS 30000
 
 typedef int32_t (*partitioner_fn)(const rd_kafka_topic_t *rkt, const void *key, size_t keylen,
                                   int32_t partition_cnt, void *rkt_opaque, void *msg_opaque);
@@ -47,6 +51,7 @@ typedef struct {
     rd_kafka_topic_t *rkt;
     int partitions;          /* 0: not known yet */
     int meta_timeout_ms;     /* for the next ask */
+    int64_t unknown_since;   /* first answer that the topic does not exist; 0: none */
     rd_kafka_resp_err_t err; /* the topic's error in the last metadata answer */
     int64_t meta_at;         /* when its metadata was last asked for */
 } topic_t;
@@ -230,6 +235,10 @@ static void topic_meta(obx_producer_t *p, topic_t *t) {
     t->meta_at = now_ms();
     if (n > 0)
         t->partitions = n;
+    if (t->err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+        t->unknown_since = 0;
+    else if (!t->unknown_since)
+        t->unknown_since = t->meta_at;
     if (t->err == RD_KAFKA_RESP_ERR__TIMED_OUT)
         t->meta_timeout_ms = t->meta_timeout_ms * 4 < META_TIMEOUT_MAX_MS ? t->meta_timeout_ms * 4 : META_TIMEOUT_MAX_MS;
     else
@@ -292,11 +301,14 @@ int obx_producer_partition(obx_producer_t *p, const char *topic, const char *key
         return 0;
     }
     *err = t->err;
-    /* Gone or refused: the row fails. Otherwise (no answer, no leader
-     * yet, being created) it waits. */
-    return t->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || t->err == RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION ||
-                   t->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED
-               ? -1 : 1;
+    /* Refused, or still unknown after the creation window: the row fails.
+     * Otherwise (no answer, no leader yet, being created) it waits: failing
+     * it would publish it after later rows of its key. */
+    if (t->err == RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION || t->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
+        return -1;
+    if (t->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART && now_ms() - t->unknown_since >= UNKNOWN_TOPIC_WAIT_MS)
+        return -1;
+    return 1;
 }
 
 rd_kafka_resp_err_t obx_producer_send(obx_producer_t *p, const char *topic, int32_t partition,

@@ -26,9 +26,9 @@ void obx_producer_serve(obx_producer_t *p);
  * (kafka.partitioner, librdkafka's names and default) over the topic's
  * partition count, which is asked for on first use (blocking up to 200 ms,
  * longer after timeouts: producer.c) and every 5 minutes. Returns 0 with *partition; 1 when the count is not
- * known yet (no answer, no leader: ask again later, at most once a second);
- * -1 when the topic cannot take messages (*err: an invalid name, the
- * topic does not exist, not authorized). */
+ * known yet (no answer, no leader, a topic unknown for less than 30 s: ask
+ * again later, at most once a second); -1 when the topic cannot take
+ * messages (*err: an invalid name, not authorized, still unknown after 30 s). */
 int obx_producer_partition(obx_producer_t *p, const char *topic, const char *key, size_t keylen,
                            int32_t *partition, rd_kafka_resp_err_t *err);
 /* Produces to partition without copying: key, payload and the row they
