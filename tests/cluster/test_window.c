@@ -291,6 +291,16 @@ END_TEST
 #define REFUSED "refused a Produce request"
 #define INJECTED "injected NOT_ENOUGH_REPLICAS"
 
+/* The partition's leader; a node asked right after the topic was created
+ * may not know the partition yet, so ask again for up to 30 s. */
+static int leader_of(th_cluster_t *c, const char *topic, int partition) {
+    int64_t deadline = th_now_ms() + (int64_t)(30000 * th_mult());
+    int leader;
+    while ((leader = th_cluster_leader(c, topic, partition)) < 1 && th_now_ms() < deadline)
+        usleep(100000);
+    return leader;
+}
+
 static int env_int(const char *name, int dflt) {
     const char *v = getenv(name);
     return v && atoi(v) > 0 ? atoi(v) : dflt;
@@ -317,8 +327,8 @@ START_TEST(first_request_refused_behind_a_pipelined_one) {
     th_setup(&t, "window_refused");
     snprintf(topic, sizeof topic, "%s.win", t.topic_prefix);
     th_cluster_create_topic(&c, topic, 1);
-    leader = th_cluster_leader(&c, topic, 0);
-    ck_assert_msg(leader >= 1, "%s: partition 0 has no leader", name);
+    leader = leader_of(&c, topic, 0);
+    ck_assert_msg(leader >= 1, "%s: partition 0 has no leader 30 s after the topic was created", name);
     /* A few rows before the relay starts: its first claim. The relay from
      * before the gate keeps one claim in flight while it follows writers
      * (a short claim waits for its acknowledgements before the next one),
