@@ -81,6 +81,11 @@ typedef struct {
      * rescan that runs while a stalled partition has rows out reads them
      * again, and must not publish them twice. */
     obx_idset_t owned;
+    /* Ids marked sent stay owned until a claim sent after their mark
+     * returns: a claim sent before the mark committed still sees them
+     * unsent. retire[0..retire_sent) were marked before the pending claim. */
+    int64_t *retire;
+    size_t retire_n, retire_cap, retire_sent;
     int leader;
     op_t op;                 /* query pending on conn */
     op_t mop;                /* query pending on mconn */
@@ -334,6 +339,16 @@ static void release_held(relay_t *r) {
     }
 }
 
+/* This claim was sent after the marks of retire[0..retire_sent) committed:
+ * those rows are done. */
+static void retire_marked(relay_t *r) {
+    for (size_t i = 0; i < r->retire_sent; i++)
+        obx_idset_del(&r->owned, r->retire[i]);
+    memmove(r->retire, r->retire + r->retire_sent, (r->retire_n - r->retire_sent) * sizeof *r->retire);
+    r->retire_n -= r->retire_sent;
+    r->retire_sent = 0;
+}
+
 static void own(relay_t *r, int64_t id) {
     if (obx_idset_add(&r->owned, id) != 0) {
         OBX_LOG(OBX_LOG_ERROR, "out of memory");
@@ -572,6 +587,7 @@ static int send_rescan(relay_t *r, int limit) {
     obx_gate_rescan(r->gate);
     r->op_low_gen = r->low_gen;
     r->op = OP_CLAIM;
+    r->retire_sent = r->retire_n;
     return obx_outbox_send_claim(r->conn, r->low, limit, INT64_MAX);
 }
 
@@ -634,6 +650,7 @@ static void send_next(relay_t *r) {
         r->op_rescan = 0;
         rc = obx_outbox_send_claim(r->conn, r->cursor, r->cfg->batch_size, r->hz);
         r->op = OP_CLAIM;
+        r->retire_sent = r->retire_n;
     }
     if (rc != 0)
         disconnect(r, PQerrorMessage(r->conn));
@@ -685,6 +702,7 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
         /* Reset only once a claim worked: a session that connects but then
          * fails (missing table, no privilege) must keep backing off. */
         obx_backoff_reset(&r->backoff);
+        retire_marked(r);
         int n = PQntuples(res), rescan = r->op_rescan, ahead, skipped;
         int64_t hz = r->op_hz;
         if (r->op_discard || r->fatal) {
@@ -766,8 +784,12 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
     }
     case OP_MARK:
         r->marked += PQcmdTuples(res)[0] ? atoll(PQcmdTuples(res)) : 0;
-        for (size_t i = 0; i < r->op_mark_n; i++)
-            obx_idset_del(&r->owned, r->acks[i]);
+        if (r->retire_n + r->op_mark_n > r->retire_cap) {
+            r->retire_cap = (r->retire_n + r->op_mark_n) * 2;
+            r->retire = xrealloc(r->retire, r->retire_cap * sizeof *r->retire);
+        }
+        memcpy(r->retire + r->retire_n, r->acks, r->op_mark_n * sizeof *r->acks);
+        r->retire_n += r->op_mark_n;
         memmove(r->acks, r->acks + r->op_mark_n, (r->acks_n - r->op_mark_n) * sizeof *r->acks);
         r->acks_n -= r->op_mark_n;
         /* Those left arrived while the mark ran: they wait from now. */
@@ -1104,6 +1126,7 @@ int obx_relay_run(obx_config_t *cfg) {
     obx_producer_destroy(r.producer);
     obx_gate_destroy(r.gate);
     obx_idset_free(&r.owned);
+    free(r.retire);
     if (r.conn)
         PQfinish(r.conn);
     if (r.mconn)
