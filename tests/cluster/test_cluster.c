@@ -7,7 +7,7 @@
  * - frozen_leader_healthy_partitions_flow: a SIGSTOPped leader must not hold
  *   up the partitions it does not lead: commit-to-mark latency of the events
  *   committed during the freeze, frozen partitions vs healthy ones, beside
- *   the floor measured in the same freeze: a bare acks=all producer's
+ *   the floor measured in the same freeze: a bare idempotent producer's
  *   produce-to-acknowledgement latency (acks=all waits for the frozen node
  *   on every partition it follows until the controller fences it). */
 #include <check.h>
@@ -119,7 +119,7 @@ static void *pacer_main(void *arg) {
     return NULL;
 }
 
-/* The floor: a bare librdkafka producer (acks=all, the relay's other
+/* The floor: a bare idempotent librdkafka producer (acks=all, the relay's
  * librdkafka settings) at the writers' rate on a topic of its own, through
  * the same proxy; each message's produce-to-report time and partition. */
 enum { FLOOR_MAX = 20000 };
@@ -152,11 +152,11 @@ static void *floor_main(void *arg) {
     int64_t start = th_now_ms();
 
     rd_kafka_conf_set(conf, "bootstrap.servers", f->bootstrap, err, sizeof err);
-    /* acks=all as the relay, but not idempotent: librdkafka 2.0.2 can end
-     * an idempotent producer with a fatal sequence error after a freeze
-     * (seen once here: 472 messages failed), and the floor is set by acks=all
-     * waiting for the frozen follower, not by idempotence. */
-    rd_kafka_conf_set(conf, "acks", "all", err, sizeof err);
+    /* Idempotent as the relay's. librdkafka 2.0.2 can end it with a fatal
+     * sequence error after the freeze (seen once: 472 messages failed); the
+     * floor is then what was acknowledged before. Without idempotence its
+     * healthy partitions took 39-41 s in one run: no floor at all. */
+    rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof err);
     rd_kafka_conf_set(conf, "linger.ms", "0", err, sizeof err);
     rd_kafka_conf_set(conf, "message.timeout.ms", "0", err, sizeof err);
     rd_kafka_conf_set(conf, "socket.nagle.disable", "true", err, sizeof err);
@@ -269,7 +269,8 @@ START_TEST(frozen_leader_healthy_partitions_flow) {
     }
     atomic_store(&fl.stop, 1);
     pthread_join(fth, NULL);
-    ck_assert_msg(fl.failed == 0, "floor producer: %ld messages failed", fl.failed);
+    if (fl.failed)
+        fprintf(stderr, "frozen leader: the bare producer failed %ld messages (librdkafka fatal error)\n", fl.failed);
     for (int g = 0; g < 2; g++)
         fgroups[g].v = calloc((size_t)fl.n + 1, sizeof(double));
     for (long i = 0; i < fl.n; i++) {
