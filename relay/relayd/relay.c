@@ -342,6 +342,8 @@ static void release_held(relay_t *r) {
 /* This claim was sent after the marks of retire[0..retire_sent) committed:
  * those rows are done. */
 static void retire_marked(relay_t *r) {
+    if (r->retire_sent == 0)
+        return; /* retire may still be NULL */
     for (size_t i = 0; i < r->retire_sent; i++)
         obx_idset_del(&r->owned, r->retire[i]);
     memmove(r->retire, r->retire + r->retire_sent, (r->retire_n - r->retire_sent) * sizeof *r->retire);
