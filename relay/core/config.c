@@ -8,23 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { K_INT, K_STR } key_type_t;
-
-/* Parses an enum-like string into an int field; returns -1 on a bad value. */
-typedef int (*str_enum_fn)(const char *s, int *out);
-
-typedef struct {
-    const char *group;
-    const char *name;
-    key_type_t type;
-    size_t offset;
-    long long def_i, min, max;
-    const char *def_s;
-    str_enum_fn parse;    /* K_STR stored as an int through this parser */
-    const char *values;   /* for the error message of parse */
-    int reloadable;
-} key_def_t;
-
 static int parse_failure(const char *s, int *out) {
     if (strcmp(s, "park") == 0)
         *out = OBX_FAIL_PARK;
@@ -51,65 +34,120 @@ static int parse_format(const char *s, int *out) {
     return 0;
 }
 
-#define OFF(f) offsetof(obx_config_t, f)
+static int check_conninfo(obx_config_t *cfg, char *why, size_t whysize);
+static int check_table(obx_config_t *cfg, char *why, size_t whysize);
+static int check_channel(obx_config_t *cfg, char *why, size_t whysize);
+static int check_pattern(obx_config_t *cfg, char *why, size_t whysize);
 
-static const key_def_t keys[] = {
-    {"postgres", "conninfo", K_STR, OFF(pg_conninfo), 0, 0, 0, "", NULL, NULL, 0},
-    {"postgres", "table", K_STR, OFF(pg_table), 0, 0, 0, "public.outbox", NULL, NULL, 0},
-    {"postgres", "channel", K_STR, OFF(pg_channel), 0, 0, 0, "outbox", NULL, NULL, 0},
-    {"relay", "batch_size", K_INT, OFF(batch_size), 500, 1, 100000, NULL, NULL, NULL, 0},
-    {"relay", "max_inflight", K_INT, OFF(max_inflight), 5000, 1, 1000000, NULL, NULL, NULL, 0},
-    {"relay", "poll_interval_ms", K_INT, OFF(poll_interval_ms), 500, 10, 600000, NULL, NULL, NULL, 1},
-    {"relay", "busy_poll_ms", K_INT, OFF(busy_poll_ms), 100, 0, 60000, NULL, NULL, NULL, 1},
-    {"relay", "busy_poll_interval_ms", K_INT, OFF(busy_poll_interval_ms), 5, 1, 1000, NULL, NULL, NULL, 1},
-    {"relay", "busy_poll_max_interval_ms", K_INT, OFF(busy_poll_max_interval_ms), 20, 1, 1000, NULL, NULL, NULL, 1},
-    {"relay", "partition_stall_ms", K_INT, OFF(partition_stall_ms), 1000, 50, 600000, NULL, NULL, NULL, 1},
-    {"relay", "partition_cold_ms", K_INT, OFF(partition_cold_ms), 3600000, 1000, 86400000, NULL, NULL, NULL, 1},
-    {"relay", "topic_pattern", K_STR, OFF(topic_pattern), 0, 0, 0, "outbox.${aggregate_type}", NULL, NULL, 0},
-    {"relay", "on_failure", K_STR, OFF(on_failure), OBX_FAIL_PARK, 0, 0, NULL, parse_failure, "park, block", 0},
-    {"relay", "max_attempts", K_INT, OFF(max_attempts), 10, 1, 1000, NULL, NULL, NULL, 1},
-    {"relay", "shutdown_timeout_ms", K_INT, OFF(shutdown_timeout_ms), 30000, 0, 3600000, NULL, NULL, NULL, 0},
-    {"relay", "reconnect_max_ms", K_INT, OFF(reconnect_max_ms), 30000, 100, 600000, NULL, NULL, NULL, 1},
-    {"consumer", "name", K_STR, OFF(consumer_name), 0, 0, 0, "", NULL, NULL, 0},
-    {"consumer", "batch_size", K_INT, OFF(consumer_batch_size), 500, 1, 100000, NULL, NULL, NULL, 0},
-    {"consumer", "batch_timeout_ms", K_INT, OFF(consumer_batch_timeout_ms), 20, 0, 60000, NULL, NULL, NULL, 1},
-    {"inbox", "retention_s", K_INT, OFF(inbox_retention_s), 604800, 60, 315360000, NULL, NULL, NULL, 1},
-    {"inbox", "cleanup_interval_s", K_INT, OFF(inbox_cleanup_interval_s), 3600, 0, 86400, NULL, NULL, NULL, 1},
-    {"inbox", "cleanup_batch", K_INT, OFF(inbox_cleanup_batch), 1000, 1, 100000, NULL, NULL, NULL, 1},
-    {"log", "level", K_STR, OFF(log_level), OBX_LOG_INFO, 0, 0, NULL, parse_level, "debug, info, warn, error", 1},
-    {"log", "format", K_STR, OFF(log_format), OBX_LOG_LOGFMT, 0, 0, NULL, parse_format, "logfmt, json", 0},
-    {"log", "stats_interval_s", K_INT, OFF(stats_interval_s), 10, 0, 86400, NULL, NULL, NULL, 1},
+/* Row shapes, used with designated fields: .group, .name, .programs, .doc
+ * and the flags .reload and .required (PgBouncer's CF_ABS in spirit). */
+#define OFF(f) offsetof(obx_config_t, f)
+#define INT(f, def, lo, hi) .type = OBX_KEY_INT, .offset = OFF(f), .def_i = (def), .min = (lo), .max = (hi)
+#define STR(f, def) .type = OBX_KEY_STR, .offset = OFF(f), .def_s = (def)
+#define ENUM(f, def, fn, vals) .type = OBX_KEY_ENUM, .offset = OFF(f), .def_s = (def), .parse = (fn), .values = (vals)
+#define RELAY .programs = OBX_PROG_RELAY
+#define CONSUMER .programs = OBX_PROG_CONSUMER
+#define BOTH .programs = OBX_PROG_BOTH
+
+static const obx_config_key_t keys[] = {
+    {.group = "postgres", .name = "conninfo", STR(pg_conninfo, ""), BOTH, .required = 1, .check = check_conninfo,
+     .doc = "libpq connection string; leave the password out (PGPASSWORD or ~/.pgpass)"},
+    {.group = "postgres", .name = "table", STR(pg_table, "public.outbox"), RELAY, .check = check_table,
+     .doc = "the outbox table, as schema.table or table (each part quoted as an identifier)"},
+    {.group = "postgres", .name = "channel", STR(pg_channel, "outbox"), RELAY, .check = check_channel,
+     .doc = "the LISTEN/NOTIFY channel the outbox trigger notifies"},
+    {.group = "kafka", .name = "bootstrap_servers", .type = OBX_KEY_KAFKA, BOTH, .required = 1,
+     .doc = "the brokers, host:port,... (librdkafka bootstrap.servers)"},
+    {.group = "kafka", .name = "group_id", .type = OBX_KEY_KAFKA, .def_s = "consumer.name", CONSUMER,
+     .doc = "the consumer group (librdkafka group.id)"},
+    {.group = "relay", .name = "batch_size", INT(batch_size, 500, 1, 100000), RELAY,
+     .doc = "rows claimed per query"},
+    {.group = "relay", .name = "max_inflight", INT(max_inflight, 5000, 1, 1000000), RELAY,
+     .doc = "produced but unacknowledged rows before claiming pauses"},
+    {.group = "relay", .name = "poll_interval_ms", INT(poll_interval_ms, 500, 10, 600000), RELAY, .reload = 1,
+     .doc = "fallback poll while idle"},
+    {.group = "relay", .name = "busy_poll_ms", INT(busy_poll_ms, 100, 0, 60000), RELAY, .reload = 1,
+     .doc = "keep claiming this long after the last row before sleeping on LISTEN (0 = never)"},
+    {.group = "relay", .name = "busy_poll_interval_ms", INT(busy_poll_interval_ms, 5, 1, 1000), RELAY, .reload = 1,
+     .doc = "pause between claims while following writers: latency against CPU per event"},
+    {.group = "relay", .name = "busy_poll_max_interval_ms", INT(busy_poll_max_interval_ms, 20, 1, 1000), RELAY,
+     .reload = 1, .doc = "what that pause doubles up to while each claim finds 32 rows or more"},
+    {.group = "relay", .name = "partition_stall_ms", INT(partition_stall_ms, 1000, 50, 600000), RELAY, .reload = 1,
+     .doc = "a partition with messages out and no delivery report this long is stalled"},
+    {.group = "relay", .name = "partition_cold_ms", INT(partition_cold_ms, 3600000, 1000, 86400000), RELAY,
+     .reload = 1, .doc = "a partition without an acknowledgement this long gets one message at a time"},
+    {.group = "relay", .name = "topic_pattern", STR(topic_pattern, "outbox.${aggregate_type}"), RELAY,
+     .check = check_pattern,
+     .doc = "topic when no route and no topic column match; ${aggregate_type} and ${event_type} expand"},
+    {.group = "relay", .name = "on_failure", ENUM(on_failure, "park", parse_failure, "park, block"), RELAY,
+     .doc = "after max_attempts: park the row and go on, or block at it"},
+    {.group = "relay", .name = "max_attempts", INT(max_attempts, 10, 1, 1000), RELAY, .reload = 1,
+     .doc = "failed publish attempts before on_failure applies"},
+    {.group = "relay", .name = "shutdown_timeout_ms", INT(shutdown_timeout_ms, 30000, 0, 3600000), RELAY,
+     .doc = "wait this long for in-flight acknowledgements on SIGTERM"},
+    {.group = "relay", .name = "reconnect_max_ms", INT(reconnect_max_ms, 30000, 100, 600000), RELAY, .reload = 1,
+     .doc = "cap of the PostgreSQL reconnect backoff"},
+    {.group = "routes", .type = OBX_KEY_ROUTES, RELAY,
+     .doc = "( { aggregate_type = \"...\"; topic = \"...\"; }, ... ): first match wins; a row's topic column wins over it"},
+    {.group = "consumer", .name = "name", STR(consumer_name, ""), CONSUMER, .required = 1,
+     .doc = "the inbox key, one per logical consumer; also the default group.id"},
+    {.group = "consumer", .name = "topics", .type = OBX_KEY_TOPICS, CONSUMER, .required = 1,
+     .doc = "the topics to subscribe to: [\"a\", \"b\"]"},
+    {.group = "consumer", .name = "batch_size", INT(consumer_batch_size, 500, 1, 100000), CONSUMER,
+     .doc = "messages applied per transaction"},
+    {.group = "consumer", .name = "batch_timeout_ms", INT(consumer_batch_timeout_ms, 20, 0, 60000), CONSUMER,
+     .reload = 1, .doc = "wait this long to fill a batch"},
+    {.group = "inbox", .name = "retention_s", INT(inbox_retention_s, 604800, 60, 315360000), CONSUMER, .reload = 1,
+     .doc = "inbox rows older than this are deleted: longer than a duplicate can still arrive"},
+    {.group = "inbox", .name = "cleanup_interval_s", INT(inbox_cleanup_interval_s, 3600, 0, 86400), CONSUMER,
+     .reload = 1, .doc = "how often to delete old inbox rows (0 = never)"},
+    {.group = "inbox", .name = "cleanup_batch", INT(inbox_cleanup_batch, 1000, 1, 100000), CONSUMER, .reload = 1,
+     .doc = "inbox rows per delete transaction"},
+    {.group = "log", .name = "level", ENUM(log_level, "info", parse_level, "debug, info, warn, error"), BOTH,
+     .reload = 1, .doc = "the lowest level logged"},
+    {.group = "log", .name = "format", ENUM(log_format, "logfmt", parse_format, "logfmt, json"), BOTH,
+     .doc = "one logfmt or JSON object per line on stderr"},
+    {.group = "log", .name = "stats_interval_s", INT(stats_interval_s, 10, 0, 86400), BOTH, .reload = 1,
+     .doc = "a stats line every N seconds (0 = off)"},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
-static const char *const groups[] = {"postgres", "kafka", "relay", "log", "consumer", "inbox"};
+const obx_config_key_t *obx_config_keys(size_t *n) {
+    *n = NKEYS;
+    return keys;
+}
 
 #define FIELD_INT(cfg, k) ((int *)((char *)(cfg) + (k)->offset))
 #define FIELD_STR(cfg, k) ((char **)((char *)(cfg) + (k)->offset))
 
+static void oom(void) {
+    fputs("outbox-relay: out of memory\n", stderr);
+    abort();
+}
+
 static char *xstrdup(const char *s) {
     char *d = strdup(s);
-    if (!d) {
-        fputs("outbox-relay: out of memory\n", stderr);
-        abort();
-    }
+    if (!d)
+        oom();
     return d;
 }
 
 void obx_config_defaults(obx_config_t *cfg) {
     memset(cfg, 0, sizeof *cfg);
     for (size_t i = 0; i < NKEYS; i++) {
-        const key_def_t *k = &keys[i];
-        if (k->type == K_STR && !k->parse)
+        const obx_config_key_t *k = &keys[i];
+        if (k->type == OBX_KEY_STR)
             *FIELD_STR(cfg, k) = xstrdup(k->def_s);
-        else
+        else if (k->type == OBX_KEY_INT)
             *FIELD_INT(cfg, k) = (int)k->def_i;
+        else if (k->type == OBX_KEY_ENUM && k->parse(k->def_s, FIELD_INT(cfg, k)) != 0)
+            abort(); /* a default outside its own values: a bug in the table */
     }
 }
 
 void obx_config_free(obx_config_t *cfg) {
     for (size_t i = 0; i < NKEYS; i++)
-        if (keys[i].type == K_STR && !keys[i].parse)
+        if (keys[i].type == OBX_KEY_STR)
             free(*FIELD_STR(cfg, &keys[i]));
     for (size_t i = 0; i < cfg->kafka_n; i++) {
         free(cfg->kafka[i].key);
@@ -132,7 +170,7 @@ void obx_config_free(obx_config_t *cfg) {
 char *obx_config_quote_ident(const char *ident, size_t len) {
     char *q = malloc(len * 2 + 3), *p = q;
     if (!q)
-        return NULL;
+        oom();
     *p++ = '"';
     for (size_t i = 0; i < len; i++) {
         if (ident[i] == '"')
@@ -158,6 +196,48 @@ static const char *type_name(int t) {
     }
 }
 
+static const char *program_name(unsigned programs) {
+    return programs == OBX_PROG_RELAY ? "outbox-relay" : "the consumer runner";
+}
+
+/* "group.name", or "group" for a row that is a whole group. */
+static const char *key_name(const obx_config_key_t *k, char *buf, size_t size) {
+    if (!k->name)
+        return k->group;
+    snprintf(buf, size, "%s.%s", k->group, k->name);
+    return buf;
+}
+
+/* The row of group.name (name NULL: the first row of group), or NULL. */
+static const obx_config_key_t *find_key(const char *group, const char *name) {
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(keys[i].group, group) == 0 &&
+            (!name || (keys[i].name && strcmp(keys[i].name, name) == 0)))
+            return &keys[i];
+    return NULL;
+}
+
+/* The programs that read anything of group. */
+static unsigned group_programs(const char *group) {
+    unsigned p = 0;
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(keys[i].group, group) == 0)
+            p |= keys[i].programs;
+    return p;
+}
+
+/* The top-level names program reads, for the unknown-key error. */
+static void known_groups(obx_program_t program, char *buf, size_t size) {
+    size_t len = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < NKEYS && len < size; i++) {
+        const char *g = keys[i].group;
+        if (find_key(g, NULL) != &keys[i] || !(group_programs(g) & program))
+            continue;
+        len += (size_t)snprintf(buf + len, size - len, "%s%s", len ? ", " : "", g);
+    }
+}
+
 #define FAIL_AT(s, ...)                                                                      \
     do {                                                                                     \
         int n_ = snprintf(errstr, errsize, "%s:%d: ", path, config_setting_source_line(s)); \
@@ -166,10 +246,10 @@ static const char *type_name(int t) {
         goto fail;                                                                           \
     } while (0)
 
-static int load_key(const key_def_t *k, config_setting_t *s, obx_config_t *cfg,
+static int load_key(const obx_config_key_t *k, config_setting_t *s, obx_config_t *cfg,
                     const char *path, char *errstr, size_t errsize) {
     int t = config_setting_type(s);
-    if (k->type == K_INT) {
+    if (k->type == OBX_KEY_INT) {
         long long v;
         if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64)
             FAIL_AT(s, "%s.%s must be an integer, not %s", k->group, k->name, type_name(t));
@@ -183,7 +263,7 @@ static int load_key(const key_def_t *k, config_setting_t *s, obx_config_t *cfg,
     if (t != CONFIG_TYPE_STRING)
         FAIL_AT(s, "%s.%s must be a string, not %s", k->group, k->name, type_name(t));
     const char *v = config_setting_get_string(s);
-    if (k->parse) {
+    if (k->type == OBX_KEY_ENUM) {
         if (k->parse(v, FIELD_INT(cfg, k)) != 0)
             FAIL_AT(s, "%s.%s = \"%s\" is not one of: %s", k->group, k->name, v, k->values);
         return 0;
@@ -199,13 +279,81 @@ static int is_secret_key(const char *key) {
     return strstr(key, "password") || strstr(key, "secret");
 }
 
-static int load_kafka(config_setting_t *grp, obx_config_t *cfg, const char *path,
-                      char *errstr, size_t errsize) {
+/* librdkafka's table of its properties (rd_kafka_conf_properties_show);
+ * caller frees. */
+static char *kafka_properties(void) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        oom();
+    rd_kafka_conf_properties_show(f);
+    if (fclose(f) != 0)
+        oom();
+    return buf;
+}
+
+/* The client a librdkafka property is for, as that table says: 'C'
+ * consumer, 'P' producer, '*' both or not listed. */
+static char kafka_scope(const char *props, const char *key) {
+    size_t n = strlen(key);
+    for (const char *l = props; l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+        const char *c;
+        if (strncmp(l, key, n) != 0 || l[n] != ' ' || !(c = strchr(l, '|')))
+            continue;
+        c += strspn(c + 1, " ") + 1;
+        return (*c == 'C' || *c == 'P') && c[1] == ' ' ? *c : '*';
+    }
+    return '*';
+}
+
+/* Refuses what the relay's idempotent producer cannot work with. */
+static int check_producer_prop(config_setting_t *s, const char *name, const char *key,
+                               const char *v, const char *path, char *errstr, size_t errsize) {
+    if (strcmp(key, "enable.idempotence") == 0 && strcmp(v, "true") != 0)
+        FAIL_AT(s, "kafka.%s: the relay needs enable.idempotence=true (per-key order and no duplicates on retry)", name);
+    if ((strcmp(key, "acks") == 0 || strcmp(key, "request.required.acks") == 0) &&
+        strcmp(v, "all") != 0 && strcmp(v, "-1") != 0)
+        FAIL_AT(s, "kafka.%s = %s breaks idempotence: only all (-1) is allowed", name, v);
+    if ((strcmp(key, "max.in.flight.requests.per.connection") == 0 ||
+         strcmp(key, "max.in.flight") == 0) && atoll(v) > 5)
+        FAIL_AT(s, "kafka.%s = %s breaks idempotence: at most 5 is allowed", name, v);
+    if (strcmp(key, "transactional.id") == 0)
+        FAIL_AT(s, "kafka.%s: transactions are not used by the relay", name);
+    return 0;
+fail:
+    return -1;
+}
+
+/* Refuses a property that program does not read: a row of the key table
+ * says so, or else librdkafka's scope (a producer's or a consumer's). */
+static int check_prop_program(config_setting_t *s, const char *name, const char *key,
+                              const char *props, obx_program_t program, const char *path,
+                              char *errstr, size_t errsize) {
+    const obx_config_key_t *k = find_key("kafka", name);
+    char scope = kafka_scope(props, key);
+    if (k && !(k->programs & program))
+        FAIL_AT(s, "kafka.%s is only read by %s, not by %s", name, program_name(k->programs),
+                program_name(program));
+    if (scope == 'C' && program == OBX_PROG_RELAY)
+        FAIL_AT(s, "kafka.%s is a librdkafka consumer property, not read by outbox-relay (a producer)", name);
+    if (scope == 'P' && program == OBX_PROG_CONSUMER)
+        FAIL_AT(s, "kafka.%s is a librdkafka producer property, not read by the consumer runner", name);
+    return 0;
+fail:
+    return -1;
+}
+
+static int load_kafka(config_setting_t *grp, obx_program_t program, obx_config_t *cfg,
+                      const char *path, char *errstr, size_t errsize) {
     int n = config_setting_length(grp);
     char val[64], rkerr[256];
     rd_kafka_conf_t *probe = rd_kafka_conf_new();
+    char *props = kafka_properties();
 
     cfg->kafka = calloc((size_t)n + 1, sizeof *cfg->kafka);
+    if (!cfg->kafka)
+        oom();
     for (int i = 0; i < n; i++) {
         config_setting_t *s = config_setting_get_elem(grp, (unsigned)i);
         const char *name = config_setting_name(s);
@@ -233,22 +381,17 @@ static int load_kafka(config_setting_t *grp, obx_config_t *cfg, const char *path
             cfg->has_secret = 1;
             obx_log_add_secret(p->value);
         }
-        if (strcmp(key, "enable.idempotence") == 0 && strcmp(v, "true") != 0)
-            FAIL_AT(s, "kafka.%s: the relay needs enable.idempotence=true (per-key order and no duplicates on retry)", name);
-        if ((strcmp(key, "acks") == 0 || strcmp(key, "request.required.acks") == 0) &&
-            strcmp(v, "all") != 0 && strcmp(v, "-1") != 0)
-            FAIL_AT(s, "kafka.%s = %s breaks idempotence: only all (-1) is allowed", name, v);
-        if ((strcmp(key, "max.in.flight.requests.per.connection") == 0 ||
-             strcmp(key, "max.in.flight") == 0) && atoll(v) > 5)
-            FAIL_AT(s, "kafka.%s = %s breaks idempotence: at most 5 is allowed", name, v);
-        if (strcmp(key, "transactional.id") == 0)
-            FAIL_AT(s, "kafka.%s: transactions are not used by the relay", name);
+        if (check_prop_program(s, name, key, props, program, path, errstr, errsize) != 0 ||
+            (program == OBX_PROG_RELAY && check_producer_prop(s, name, key, v, path, errstr, errsize) != 0))
+            goto fail;
         if (rd_kafka_conf_set(probe, key, v, rkerr, sizeof rkerr) != RD_KAFKA_CONF_OK)
             FAIL_AT(s, "kafka.%s: %s", name, rkerr);
     }
+    free(props);
     rd_kafka_conf_destroy(probe);
     return 0;
 fail:
+    free(props);
     rd_kafka_conf_destroy(probe);
     return -1;
 }
@@ -259,6 +402,8 @@ static int load_routes(config_setting_t *list, obx_config_t *cfg, const char *pa
     if (!config_setting_is_list(list) && !config_setting_is_array(list))
         FAIL_AT(list, "routes must be a list of groups: ( { aggregate_type = \"...\"; topic = \"...\"; } )");
     cfg->routes = calloc((size_t)n + 1, sizeof *cfg->routes);
+    if (!cfg->routes)
+        oom();
     for (int i = 0; i < n; i++) {
         config_setting_t *r = config_setting_get_elem(list, (unsigned)i);
         const char *at = NULL, *topic = NULL;
@@ -297,6 +442,8 @@ static int load_topics(config_setting_t *list, obx_config_t *cfg, const char *pa
     if (!config_setting_is_array(list) && !config_setting_is_list(list))
         FAIL_AT(list, "consumer.topics must be a list of topic names: [\"a\", \"b\"]");
     cfg->consumer_topics = calloc((size_t)n + 1, sizeof *cfg->consumer_topics);
+    if (!cfg->consumer_topics)
+        oom();
     for (int i = 0; i < n; i++) {
         config_setting_t *t = config_setting_get_elem(list, (unsigned)i);
         const char *v = config_setting_get_string(t);
@@ -311,26 +458,61 @@ fail:
     return -1;
 }
 
-static int check_postgres(config_setting_t *root, obx_config_t *cfg, const char *path,
-                          char *errstr, size_t errsize) {
-    config_setting_t *s = config_setting_lookup(root, "postgres");
-    char *perr = NULL;
-    PQconninfoOption *opts = NULL;
-    const char *dot;
-
-    if (!s) {
-        snprintf(errstr, errsize, "%s: missing group postgres { conninfo = \"...\"; }", path);
-        return -1;
+/* Loads the members of one group (not kafka, not routes). */
+static int load_group(config_setting_t *grp, obx_program_t program, obx_config_t *cfg,
+                      const char *path, char *errstr, size_t errsize) {
+    const char *name = config_setting_name(grp);
+    for (int j = 0; j < config_setting_length(grp); j++) {
+        config_setting_t *ks = config_setting_get_elem(grp, (unsigned)j);
+        const char *kn = config_setting_name(ks);
+        const obx_config_key_t *k = find_key(name, kn);
+        if (!k)
+            FAIL_AT(ks, "unknown key \"%s.%s\"", name, kn);
+        if (!(k->programs & program))
+            FAIL_AT(ks, "%s.%s is only read by %s, not by %s", name, kn, program_name(k->programs),
+                    program_name(program));
+        if (k->type == OBX_KEY_TOPICS ? load_topics(ks, cfg, path, errstr, errsize)
+                                      : load_key(k, ks, cfg, path, errstr, errsize))
+            return -1;
     }
-    if (!*cfg->pg_conninfo)
-        FAIL_AT(s, "postgres.conninfo is required");
-    opts = PQconninfoParse(cfg->pg_conninfo, &perr);
+    return 0;
+fail:
+    return -1;
+}
+
+static int load_top(config_setting_t *s, obx_program_t program, obx_config_t *cfg,
+                    const char *path, char *errstr, size_t errsize) {
+    const char *name = config_setting_name(s);
+    const obx_config_key_t *k = find_key(name, NULL);
+    char known[128];
+
+    known_groups(program, known, sizeof known);
+    if (!k)
+        FAIL_AT(s, "unknown key \"%s\" (known: %s)", name, known);
+    if (!(group_programs(name) & program))
+        FAIL_AT(s, "%s is only read by %s, not by %s (known: %s)", name,
+                program_name(group_programs(name)), program_name(program), known);
+    if (k->type == OBX_KEY_ROUTES)
+        return load_routes(s, cfg, path, errstr, errsize);
+    if (!config_setting_is_group(s))
+        FAIL_AT(s, "%s must be a group { ... }, not %s", name, type_name(config_setting_type(s)));
+    if (k->type == OBX_KEY_KAFKA)
+        return load_kafka(s, program, cfg, path, errstr, errsize);
+    return load_group(s, program, cfg, path, errstr, errsize);
+fail:
+    return -1;
+}
+
+static int check_conninfo(obx_config_t *cfg, char *why, size_t whysize) {
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(cfg->pg_conninfo, &perr);
     if (!opts) {
-        config_setting_t *c = config_setting_lookup(s, "conninfo");
         size_t l = perr ? strlen(perr) : 0;
         while (l > 0 && perr[l - 1] == '\n')
             perr[--l] = '\0';
-        FAIL_AT(c, "postgres.conninfo: %s", perr ? perr : "cannot parse");
+        snprintf(why, whysize, "postgres.conninfo: %s", perr ? perr : "cannot parse");
+        PQfreemem(perr);
+        return -1;
     }
     for (PQconninfoOption *o = opts; o->keyword; o++)
         if (strcmp(o->keyword, "password") == 0 && o->val && *o->val) {
@@ -338,35 +520,117 @@ static int check_postgres(config_setting_t *root, obx_config_t *cfg, const char 
             obx_log_add_secret(o->val);
         }
     PQconninfoFree(opts);
-    if (!*cfg->pg_table)
-        FAIL_AT(s, "postgres.table must not be empty");
-    dot = strchr(cfg->pg_table, '.');
-    if (dot) {
-        char *a = obx_config_quote_ident(cfg->pg_table, (size_t)(dot - cfg->pg_table));
-        char *b = obx_config_quote_ident(dot + 1, strlen(dot + 1));
-        size_t n = strlen(a) + strlen(b) + 2;
-        if (dot == cfg->pg_table || !dot[1]) {
-            free(a);
-            free(b);
-            FAIL_AT(s, "postgres.table \"%s\": expected schema.table", cfg->pg_table);
-        }
-        cfg->pg_table_sql = malloc(n);
-        snprintf(cfg->pg_table_sql, n, "%s.%s", a, b);
-        free(a);
-        free(b);
-    } else {
-        cfg->pg_table_sql = obx_config_quote_ident(cfg->pg_table, strlen(cfg->pg_table));
-    }
-    if (!*cfg->pg_channel)
-        FAIL_AT(s, "postgres.channel must not be empty");
     return 0;
-fail:
-    if (perr)
-        PQfreemem(perr);
+}
+
+/* Quotes postgres.table into pg_table_sql: "schema"."table" or "table". */
+static int check_table(obx_config_t *cfg, char *why, size_t whysize) {
+    const char *t = cfg->pg_table, *dot = strchr(t, '.');
+    char *a, *b;
+    size_t n;
+
+    if (!*t) {
+        snprintf(why, whysize, "postgres.table must not be empty");
+        return -1;
+    }
+    if (!dot) {
+        cfg->pg_table_sql = obx_config_quote_ident(t, strlen(t));
+        return 0;
+    }
+    if (dot == t || !dot[1]) {
+        snprintf(why, whysize, "postgres.table \"%s\": expected schema.table", t);
+        return -1;
+    }
+    a = obx_config_quote_ident(t, (size_t)(dot - t));
+    b = obx_config_quote_ident(dot + 1, strlen(dot + 1));
+    n = strlen(a) + strlen(b) + 2;
+    cfg->pg_table_sql = malloc(n);
+    if (!cfg->pg_table_sql)
+        oom();
+    snprintf(cfg->pg_table_sql, n, "%s.%s", a, b);
+    free(a);
+    free(b);
+    return 0;
+}
+
+static int check_channel(obx_config_t *cfg, char *why, size_t whysize) {
+    if (*cfg->pg_channel)
+        return 0;
+    snprintf(why, whysize, "postgres.channel must not be empty");
     return -1;
 }
 
-int obx_config_load(const char *path, obx_config_t *cfg, char *errstr, size_t errsize) {
+static int check_pattern(obx_config_t *cfg, char *why, size_t whysize) {
+    char perr[256];
+    if (obx_route_pattern_check(cfg->topic_pattern, perr, sizeof perr) == 0)
+        return 0;
+    snprintf(why, whysize, "relay.topic_pattern: %s", perr);
+    return -1;
+}
+
+static int key_is_set(const obx_config_key_t *k, const obx_config_t *cfg) {
+    switch (k->type) {
+    case OBX_KEY_STR: return **FIELD_STR(cfg, k) != '\0';
+    case OBX_KEY_TOPICS: return cfg->consumer_topics_n > 0;
+    case OBX_KEY_KAFKA:
+        for (size_t i = 0; i < cfg->kafka_n; i++) {
+            const char *a = cfg->kafka[i].key, *b = k->name;
+            while (*a && (*a == *b || (*a == '.' && *b == '_')))
+                a++, b++;
+            if (!*a && !*b)
+                return 1;
+        }
+        return 0;
+    default: return 1;
+    }
+}
+
+/* Writes "PATH[:LINE]: " for the key: its own line, else its group's, else none. */
+static size_t locate(config_t *lc, const obx_config_key_t *k, const char *path, char *errstr,
+                     size_t errsize) {
+    char name[128];
+    config_setting_t *s = config_lookup(lc, key_name(k, name, sizeof name));
+    int n;
+    if (!s)
+        s = config_lookup(lc, k->group);
+    n = s ? snprintf(errstr, errsize, "%s:%d: ", path, config_setting_source_line(s))
+          : snprintf(errstr, errsize, "%s: ", path);
+    return n > 0 && (size_t)n < errsize ? (size_t)n : errsize - 1;
+}
+
+/* Required keys and each key's own check, in table order, for program's keys. */
+static int check_keys(config_t *lc, obx_program_t program, obx_config_t *cfg, const char *path,
+                      char *errstr, size_t errsize) {
+    for (size_t i = 0; i < NKEYS; i++) {
+        const obx_config_key_t *k = &keys[i];
+        char name[128];
+        size_t at;
+        if (!(k->programs & program))
+            continue;
+        if (k->required && !key_is_set(k, cfg)) {
+            if (!config_lookup(lc, k->group)) {
+                snprintf(errstr, errsize, "%s: missing group %s { %s = %s; }", path, k->group, k->name,
+                         k->type == OBX_KEY_TOPICS ? "[\"...\"]" : "\"...\"");
+                return -1;
+            }
+            at = locate(lc, k, path, errstr, errsize);
+            snprintf(errstr + at, errsize - at, "%s is required", key_name(k, name, sizeof name));
+            return -1;
+        }
+        if (k->check) {
+            char why[512];
+            if (k->check(cfg, why, sizeof why) != 0) {
+                at = locate(lc, k, path, errstr, errsize);
+                snprintf(errstr + at, errsize - at, "%s", why);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+int obx_config_load(const char *path, obx_program_t program, obx_config_t *cfg, char *errstr,
+                    size_t errsize) {
     config_t lc;
     config_setting_t *root;
     FILE *f;
@@ -374,6 +638,7 @@ int obx_config_load(const char *path, obx_config_t *cfg, char *errstr, size_t er
 
     obx_config_defaults(cfg);
     cfg->path = xstrdup(path);
+    cfg->program = (int)program;
     config_init(&lc);
     f = fopen(path, "r");
     if (!f) {
@@ -388,60 +653,10 @@ int obx_config_load(const char *path, obx_config_t *cfg, char *errstr, size_t er
     }
     fclose(f);
     root = config_root_setting(&lc);
-    for (int i = 0; i < config_setting_length(root); i++) {
-        config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
-        const char *name = config_setting_name(s);
-        int known = strcmp(name, "routes") == 0;
-        for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++)
-            known |= strcmp(name, groups[g]) == 0;
-        if (!known)
-            FAIL_AT(s, "unknown key \"%s\" (known: postgres, kafka, relay, routes, log, consumer, inbox)", name);
-        if (strcmp(name, "routes") != 0 && !config_setting_is_group(s))
-            FAIL_AT(s, "%s must be a group { ... }, not %s", name, type_name(config_setting_type(s)));
-        if (strcmp(name, "kafka") == 0) {
-            if (load_kafka(s, cfg, path, errstr, errsize) != 0)
-                goto out;
-            continue;
-        }
-        if (strcmp(name, "routes") == 0) {
-            if (load_routes(s, cfg, path, errstr, errsize) != 0)
-                goto out;
-            continue;
-        }
-        for (int j = 0; j < config_setting_length(s); j++) {
-            config_setting_t *ks = config_setting_get_elem(s, (unsigned)j);
-            const char *kn = config_setting_name(ks);
-            const key_def_t *k = NULL;
-            if (strcmp(name, "consumer") == 0 && strcmp(kn, "topics") == 0) {
-                if (load_topics(ks, cfg, path, errstr, errsize) != 0)
-                    goto out;
-                continue;
-            }
-            for (size_t x = 0; x < NKEYS && !k; x++)
-                if (strcmp(keys[x].group, name) == 0 && strcmp(keys[x].name, kn) == 0)
-                    k = &keys[x];
-            if (!k)
-                FAIL_AT(ks, "unknown key \"%s.%s\"", name, kn);
-            if (load_key(k, ks, cfg, path, errstr, errsize) != 0)
-                goto out;
-        }
-    }
-    if (check_postgres(root, cfg, path, errstr, errsize) != 0)
-        goto out;
-    {
-        char perr[256];
-        config_setting_t *rs = config_lookup(&lc, "relay.topic_pattern");
-        if (obx_route_pattern_check(cfg->topic_pattern, perr, sizeof perr) != 0) {
-            if (rs)
-                FAIL_AT(rs, "relay.topic_pattern: %s", perr);
-            snprintf(errstr, errsize, "%s: relay.topic_pattern: %s", path, perr);
+    for (int i = 0; i < config_setting_length(root); i++)
+        if (load_top(config_setting_get_elem(root, (unsigned)i), program, cfg, path, errstr, errsize) != 0)
             goto out;
-        }
-    }
-    rc = 0;
-    goto out;
-fail:
-    rc = -1;
+    rc = check_keys(&lc, program, cfg, path, errstr, errsize);
 out:
     config_destroy(&lc);
     if (rc != 0)
@@ -468,29 +683,57 @@ static int routes_changed(const obx_config_t *a, const obx_config_t *b) {
     return 0;
 }
 
+static int topics_changed(const obx_config_t *a, const obx_config_t *b) {
+    if (a->consumer_topics_n != b->consumer_topics_n)
+        return 1;
+    for (size_t i = 0; i < a->consumer_topics_n; i++)
+        if (strcmp(a->consumer_topics[i], b->consumer_topics[i]))
+            return 1;
+    return 0;
+}
+
+/* Whether the key differs; the kafka group is compared as a whole elsewhere. */
+static int key_changed(const obx_config_key_t *k, const obx_config_t *a, const obx_config_t *b) {
+    switch (k->type) {
+    case OBX_KEY_INT:
+    case OBX_KEY_ENUM: return *FIELD_INT(a, k) != *FIELD_INT(b, k);
+    case OBX_KEY_STR: return strcmp(*FIELD_STR(a, k), *FIELD_STR(b, k)) != 0;
+    case OBX_KEY_TOPICS: return topics_changed(a, b);
+    case OBX_KEY_ROUTES: return routes_changed(a, b);
+    default: return 0;
+    }
+}
+
+/* Copies a reloadable key by its type; lists stay as loaded (restart). */
+static int key_copy(const obx_config_key_t *k, obx_config_t *cur, const obx_config_t *fresh) {
+    switch (k->type) {
+    case OBX_KEY_INT:
+    case OBX_KEY_ENUM: *FIELD_INT(cur, k) = *FIELD_INT(fresh, k); return 0;
+    case OBX_KEY_STR:
+        free(*FIELD_STR(cur, k));
+        *FIELD_STR(cur, k) = xstrdup(*FIELD_STR(fresh, k));
+        return 0;
+    default: return -1;
+    }
+}
+
 void obx_config_reload(obx_config_t *cur, const obx_config_t *fresh, char *ignored,
                        size_t ignored_size) {
     size_t len = 0;
+    int full = 0; /* the list stops at the first name that does not fit */
     ignored[0] = '\0';
     if (kafka_changed(cur, fresh))
         len += (size_t)snprintf(ignored + len, ignored_size - len, "kafka");
-    if (routes_changed(cur, fresh) && len + 8 < ignored_size)
-        len += (size_t)snprintf(ignored + len, ignored_size - len, "%sroutes", len ? "," : "");
     for (size_t i = 0; i < NKEYS; i++) {
-        const key_def_t *k = &keys[i];
-        int changed;
-        if (k->type == K_STR && !k->parse)
-            changed = strcmp(*FIELD_STR(cur, k), *FIELD_STR(fresh, k)) != 0;
-        else
-            changed = *FIELD_INT(cur, k) != *FIELD_INT(fresh, k);
-        if (!changed)
+        const obx_config_key_t *k = &keys[i];
+        char buf[128];
+        const char *name;
+        if (!key_changed(k, cur, fresh) || (k->reload && key_copy(k, cur, fresh) == 0))
             continue;
-        if (k->reloadable) {
-            *FIELD_INT(cur, k) = *FIELD_INT(fresh, k);
-        } else if (len + 64 < ignored_size) {
-            len += (size_t)snprintf(ignored + len, ignored_size - len, "%s%s.%s",
-                                    len ? "," : "", k->group, k->name);
-        }
+        name = key_name(k, buf, sizeof buf);
+        full |= len + strlen(name) + 2 > ignored_size;
+        if (!full)
+            len += (size_t)snprintf(ignored + len, ignored_size - len, "%s%s", len ? "," : "", name);
     }
 }
 
@@ -498,7 +741,7 @@ int obx_config_reload_file(obx_config_t *cfg) {
     obx_config_t fresh;
     char err[1024], ignored[512];
 
-    if (obx_config_load(cfg->path, &fresh, err, sizeof err) != 0) {
+    if (obx_config_load(cfg->path, (obx_program_t)cfg->program, &fresh, err, sizeof err) != 0) {
         OBX_LOG(OBX_LOG_ERROR, "reload failed, keeping the current config", KS("error", err));
         return -1;
     }

@@ -1,8 +1,11 @@
-/* The relay's configuration: one libconfig file, checked against a
- * declarative key table. Errors are "FILE:LINE: reason".
+/* The configuration of outbox-relay and of the consumer runner: one libconfig
+ * file, checked against a declarative key table (obx_config_keys) that says
+ * which program reads each key. Errors are "FILE:LINE: reason".
  *
  * obx_config_load fills cfg with copies of every string (libconfig's strings
- * die with its config); the caller owns cfg and frees it with obx_config_free. */
+ * die with its config); the caller owns cfg and frees it with obx_config_free.
+ * docs/configuration.md and the man pages are generated from the key table
+ * (relay/tools/configdoc.c). */
 #ifndef OBX_CONFIG_H
 #define OBX_CONFIG_H
 
@@ -13,6 +16,10 @@
 
 typedef enum { OBX_FAIL_PARK = 0, OBX_FAIL_BLOCK } obx_fail_policy_t;
 
+/* The program that loads a config; bits of obx_config_key_t.programs. */
+typedef enum { OBX_PROG_RELAY = 1, OBX_PROG_CONSUMER = 2 } obx_program_t;
+#define OBX_PROG_BOTH (OBX_PROG_RELAY | OBX_PROG_CONSUMER)
+
 typedef struct {
     char *key;   /* librdkafka property name, dots restored */
     char *value;
@@ -21,6 +28,7 @@ typedef struct {
 
 typedef struct {
     char *path;
+    int program;              /* obx_program_t it was loaded for (reload loads it the same way) */
     int has_secret;           /* a password or secret is written in the file */
 
     char *pg_conninfo;
@@ -48,7 +56,7 @@ typedef struct {
     obx_route_t *routes;
     size_t routes_n;
 
-    /* consumer programs (dedup runner); the relay ignores these */
+    /* consumer programs (dedup runner) */
     char *consumer_name;
     char **consumer_topics;   /* NULL-terminated */
     size_t consumer_topics_n;
@@ -63,10 +71,43 @@ typedef struct {
     int stats_interval_s;
 } obx_config_t;
 
+typedef enum {
+    OBX_KEY_INT,    /* int field in [min, max] */
+    OBX_KEY_STR,    /* char * field */
+    OBX_KEY_ENUM,   /* a string read into an int field by parse */
+    OBX_KEY_TOPICS, /* consumer.topics: a list of topic names */
+    OBX_KEY_ROUTES, /* the top-level routes list (name is NULL) */
+    OBX_KEY_KAFKA,  /* a librdkafka property of the kafka group, kept in cfg->kafka */
+} obx_key_type_t;
+
+/* One row of the key table: how a key is read, checked and documented. */
+typedef struct obx_config_key {
+    const char *group;
+    const char *name;         /* NULL: the group is the setting (routes) */
+    obx_key_type_t type;
+    size_t offset;            /* of its field in obx_config_t (INT, STR, ENUM) */
+    long long def_i, min, max;                 /* INT */
+    const char *def_s;        /* STR, ENUM; KAFKA: what applies when it is not set */
+    int (*parse)(const char *s, int *out);     /* ENUM: -1 on a value not in values */
+    const char *values;       /* ENUM: the accepted strings */
+    /* Runs after loading when the key's program loads: -1 with the reason in why. */
+    int (*check)(obx_config_t *cfg, char *why, size_t whysize);
+    unsigned programs;        /* OBX_PROG_* bits of the programs that read it */
+    int reload;               /* applied on SIGHUP */
+    int required;
+    const char *doc;          /* one line for the reference */
+} obx_config_key_t;
+
+/* The key table, in documentation order; n receives its length. */
+const obx_config_key_t *obx_config_keys(size_t *n);
+
 /* Sets every key to its default (strings allocated). */
 void obx_config_defaults(obx_config_t *cfg);
-/* Returns 0, or -1 with "FILE[:LINE]: reason" in errstr. cfg is freed on error. */
-int obx_config_load(const char *path, obx_config_t *cfg, char *errstr, size_t errsize);
+/* Loads path for program: keys that only the other program reads are refused
+ * like unknown ones. Returns 0, or -1 with "FILE[:LINE]: reason" in errstr.
+ * cfg is freed on error. */
+int obx_config_load(const char *path, obx_program_t program, obx_config_t *cfg, char *errstr,
+                    size_t errsize);
 void obx_config_free(obx_config_t *cfg);
 /* Copies the reloadable settings of fresh into cur; writes the names of
  * changed settings that need a restart into ignored (comma-separated). */

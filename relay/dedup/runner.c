@@ -521,13 +521,8 @@ int obx_runner_main(int argc, char **argv, const char *program, const obx_handle
         fprintf(stderr, "%s: -c FILE is required (see --help)\n", program);
         return 2;
     }
-    if (obx_config_load(path, &cfg, err, sizeof err) != 0) {
+    if (obx_config_load(path, OBX_PROG_CONSUMER, &cfg, err, sizeof err) != 0) {
         fprintf(stderr, "%s: %s\n", program, err);
-        return 2;
-    }
-    if (!*cfg.consumer_name || cfg.consumer_topics_n == 0) {
-        fprintf(stderr, "%s: %s: consumer.name and consumer.topics are required\n", program, path);
-        obx_config_free(&cfg);
         return 2;
     }
     obx_log_configure((obx_log_level_t)cfg.log_level, (obx_log_format_t)cfg.log_format);

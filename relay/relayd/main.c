@@ -128,7 +128,7 @@ int main(int argc, char **argv) {
         usage(stderr);
         return EXIT_CONFIG;
     }
-    if (obx_config_load(path, &cfg, err, sizeof err) != 0) {
+    if (obx_config_load(path, OBX_PROG_RELAY, &cfg, err, sizeof err) != 0) {
         fprintf(stderr, "outbox-relay: %s\n", err);
         return EXIT_CONFIG;
     }

@@ -22,8 +22,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     fwrite(data, 1, size, f);
     fclose(f);
-    if (obx_config_load(path, &cfg, err, sizeof err) == 0)
-        obx_config_free(&cfg);
+    for (int prog = OBX_PROG_RELAY; prog <= OBX_PROG_CONSUMER; prog++)
+        if (obx_config_load(path, (obx_program_t)prog, &cfg, err, sizeof err) == 0)
+            obx_config_free(&cfg);
     obx_log_clear_secrets();
     return 0;
 }

@@ -33,31 +33,38 @@ static void write_conf(char *path, size_t size, const char *text) {
     ck_assert_int_eq(close(fd), 0);
 }
 
-/* Loads text as a config file; returns obx_config_load's result. */
-static int load_text(const char *text, obx_config_t *cfg, char *path, size_t pathsize,
-                     char *err) {
+/* Loads text as a config file of program; returns obx_config_load's result. */
+static int load_text_as(obx_program_t prog, const char *text, obx_config_t *cfg, char *path,
+                        size_t pathsize, char *err) {
     int rc;
     write_conf(path, pathsize, text);
     err[0] = '\0';
-    rc = obx_config_load(path, cfg, err, ERRSZ);
+    rc = obx_config_load(path, prog, cfg, err, ERRSZ);
     unlink(path);
     return rc;
 }
 
-/* Loads text, which must succeed. */
-static void load_ok(const char *text, obx_config_t *cfg) {
-    char path[64], err[ERRSZ];
-    int rc = load_text(text, cfg, path, sizeof path, err);
-    ck_assert_msg(rc == 0, "load failed: %s\n--- config ---\n%s", err, text);
-    ck_assert_str_eq(cfg->path, path);
+static int load_text(const char *text, obx_config_t *cfg, char *path, size_t pathsize, char *err) {
+    return load_text_as(OBX_PROG_RELAY, text, cfg, path, pathsize, err);
 }
 
-/* Loads text, which must fail with "PATH:LINE: reason" (or "PATH: reason" when
- * line is 0), and leave the config freed. */
-static void expect_error(const char *text, int line, const char *reason) {
+/* Loads text for program, which must succeed. */
+static void load_ok_as(obx_program_t prog, const char *text, obx_config_t *cfg) {
+    char path[64], err[ERRSZ];
+    int rc = load_text_as(prog, text, cfg, path, sizeof path, err);
+    ck_assert_msg(rc == 0, "load failed: %s\n--- config ---\n%s", err, text);
+    ck_assert_str_eq(cfg->path, path);
+    ck_assert_int_eq(cfg->program, prog);
+}
+
+static void load_ok(const char *text, obx_config_t *cfg) { load_ok_as(OBX_PROG_RELAY, text, cfg); }
+
+/* Loads text for program, which must fail with "PATH:LINE: reason" (or
+ * "PATH: reason" when line is 0), and leave the config freed. */
+static void expect_error_as(obx_program_t prog, const char *text, int line, const char *reason) {
     char path[64], err[ERRSZ], want[ERRSZ + 128];
     obx_config_t cfg;
-    int rc = load_text(text, &cfg, path, sizeof path, err);
+    int rc = load_text_as(prog, text, &cfg, path, sizeof path, err);
 
     if (line > 0)
         snprintf(want, sizeof want, "%s:%d: %s", path, line, reason);
@@ -74,18 +81,37 @@ static void expect_error(const char *text, int line, const char *reason) {
     ck_assert_uint_eq(cfg.routes_n, 0);
 }
 
-#define MINIMAL "postgres = { conninfo = \"dbname=shop\"; };\n"
+static void expect_error(const char *text, int line, const char *reason) {
+    expect_error_as(OBX_PROG_RELAY, text, line, reason);
+}
+
+/* One line each, so that line numbers in the tests count from 2. PG_LINE is
+ * for tests that write their own kafka group. */
+#define PG_LINE "postgres = { conninfo = \"dbname=shop\"; };\n"
+#define MINIMAL "postgres = { conninfo = \"dbname=shop\"; }; kafka = { bootstrap_servers = \"k:9092\"; };\n"
+#define CONSUMER_MINIMAL                                                                   \
+    "postgres = { conninfo = \"dbname=stock\"; }; kafka = { bootstrap_servers = \"k:9092\"; };" \
+    " consumer = { name = \"stock\"; topics = [\"outbox.order\"]; };\n"
+#define KAFKA_LINE "kafka = { bootstrap_servers = \"k:9092\"; };\n"
+#define RELAY_KNOWN "(known: postgres, kafka, relay, routes, log)"
+#define CONSUMER_KNOWN "(known: postgres, kafka, consumer, inbox, log)"
 
 /* ---- loading ---------------------------------------------------------- */
 
-START_TEST(test_example_config) {
-    const char *path = OBX_SOURCE_ROOT "/config/outbox-relay.conf";
-    obx_config_t cfg;
-    char err[ERRSZ] = "";
+/* Loads config/name of the source tree for prog, which must succeed. */
+static void load_example(const char *name, obx_program_t prog, obx_config_t *cfg) {
+    char path[512], err[ERRSZ] = "";
+    snprintf(path, sizeof path, "%s/config/%s", OBX_SOURCE_ROOT, name);
+    ck_assert_msg(obx_config_load(path, prog, cfg, err, sizeof err) == 0, "%s", err);
+    ck_assert_str_eq(cfg->path, path);
+    ck_assert_int_eq(cfg->program, prog);
+    ck_assert_int_eq(cfg->has_secret, 0);
+}
 
-    ck_assert_msg(obx_config_load(path, &cfg, err, sizeof err) == 0, "%s", err);
-    ck_assert_str_eq(cfg.path, path);
-    ck_assert_int_eq(cfg.has_secret, 0);
+START_TEST(test_example_config) {
+    obx_config_t cfg;
+
+    load_example("outbox-relay.conf", OBX_PROG_RELAY, &cfg);
     ck_assert_str_eq(cfg.pg_conninfo, "host=/var/run/postgresql dbname=shop");
     ck_assert_str_eq(cfg.pg_table, "public.outbox");
     ck_assert_str_eq(cfg.pg_table_sql, "\"public\".\"outbox\"");
@@ -94,10 +120,10 @@ START_TEST(test_example_config) {
     ck_assert_uint_eq(cfg.kafka_n, 2);
     ck_assert_str_eq(cfg.kafka[0].key, "bootstrap.servers");
     ck_assert_str_eq(cfg.kafka[0].value, "127.0.0.1:9092");
-    ck_assert_int_eq(cfg.kafka[0].line, 30);
+    ck_assert_int_eq(cfg.kafka[0].line, 32);
     ck_assert_str_eq(cfg.kafka[1].key, "linger.ms");
     ck_assert_str_eq(cfg.kafka[1].value, "0");
-    ck_assert_int_eq(cfg.kafka[1].line, 31);
+    ck_assert_int_eq(cfg.kafka[1].line, 33);
 
     ck_assert_int_eq(cfg.batch_size, 500);
     ck_assert_int_eq(cfg.max_inflight, 5000);
@@ -113,15 +139,53 @@ START_TEST(test_example_config) {
     ck_assert_int_eq(cfg.shutdown_timeout_ms, 30000);
     ck_assert_int_eq(cfg.reconnect_max_ms, 30000);
 
-    ck_assert_uint_eq(cfg.routes_n, 1);
-    ck_assert_str_eq(cfg.routes[0].aggregate_type, "payment");
-    ck_assert_str_eq(cfg.routes[0].topic, "payments");
+    /* It claims to list the defaults: no route (issue 14). */
+    ck_assert_uint_eq(cfg.routes_n, 0);
 
     ck_assert_int_eq(cfg.log_level, OBX_LOG_INFO);
     ck_assert_int_eq(cfg.log_format, OBX_LOG_LOGFMT);
     ck_assert_int_eq(cfg.stats_interval_s, 10);
     obx_config_free(&cfg);
     ck_assert_ptr_null(cfg.path);
+}
+END_TEST
+
+START_TEST(test_example_consumer_config) {
+    obx_config_t cfg;
+
+    load_example("consumer.conf", OBX_PROG_CONSUMER, &cfg);
+    ck_assert_str_eq(cfg.pg_conninfo, "host=/var/run/postgresql dbname=stock");
+    ck_assert_ptr_null(cfg.pg_table_sql); /* the relay's table: not read */
+    ck_assert_uint_eq(cfg.kafka_n, 2);
+    ck_assert_str_eq(cfg.kafka[1].key, "group.id");
+    ck_assert_str_eq(cfg.consumer_name, "stock");
+    ck_assert_uint_eq(cfg.consumer_topics_n, 1);
+    ck_assert_str_eq(cfg.consumer_topics[0], "outbox.order");
+    ck_assert_int_eq(cfg.consumer_batch_size, 500);
+    ck_assert_int_eq(cfg.consumer_batch_timeout_ms, 20);
+    ck_assert_int_eq(cfg.inbox_retention_s, 604800);
+    ck_assert_int_eq(cfg.inbox_cleanup_interval_s, 3600);
+    ck_assert_int_eq(cfg.inbox_cleanup_batch, 1000);
+    ck_assert_int_eq(cfg.stats_interval_s, 10);
+    obx_config_free(&cfg);
+}
+END_TEST
+
+/* Each example is refused by the other program, at the first line it does not read. */
+START_TEST(test_examples_cross_refused) {
+    const char *rpath = OBX_SOURCE_ROOT "/config/outbox-relay.conf";
+    const char *cpath = OBX_SOURCE_ROOT "/config/consumer.conf";
+    obx_config_t cfg;
+    char err[ERRSZ] = "", want[ERRSZ];
+
+    ck_assert_int_eq(obx_config_load(cpath, OBX_PROG_RELAY, &cfg, err, sizeof err), -1);
+    snprintf(want, sizeof want, "%s:24: kafka.group_id is only read by the consumer runner, not by outbox-relay",
+             cpath);
+    ck_assert_str_eq(err, want);
+    ck_assert_int_eq(obx_config_load(rpath, OBX_PROG_CONSUMER, &cfg, err, sizeof err), -1);
+    snprintf(want, sizeof want, "%s:15: postgres.table is only read by outbox-relay, not by the consumer runner",
+             rpath);
+    ck_assert_str_eq(err, want);
 }
 END_TEST
 
@@ -133,7 +197,8 @@ START_TEST(test_minimal_defaults) {
     ck_assert_str_eq(cfg.pg_table, "public.outbox");
     ck_assert_str_eq(cfg.pg_table_sql, "\"public\".\"outbox\"");
     ck_assert_str_eq(cfg.pg_channel, "outbox");
-    ck_assert_uint_eq(cfg.kafka_n, 0);
+    ck_assert_uint_eq(cfg.kafka_n, 1);
+    ck_assert_str_eq(cfg.kafka[0].key, "bootstrap.servers");
     ck_assert_uint_eq(cfg.routes_n, 0);
     ck_assert_int_eq(cfg.batch_size, 500);
     ck_assert_int_eq(cfg.max_inflight, 5000);
@@ -179,7 +244,8 @@ END_TEST
 /* Every key set to a value other than its default lands in its own field. */
 START_TEST(test_all_keys_non_default) {
     obx_config_t cfg;
-    load_ok("postgres:\n"
+    load_ok(KAFKA_LINE
+            "postgres:\n"
             "{\n"
             "  conninfo = \"host=db.example port=5433 dbname=orders user=relay\";\n"
             "  table = \"sales.events\";\n"
@@ -249,7 +315,7 @@ END_TEST
 
 START_TEST(test_kafka_mapping) {
     obx_config_t cfg;
-    load_ok(MINIMAL                                               /* 1 */
+    load_ok(PG_LINE                                               /* 1 */
             "kafka:\n"                                            /* 2 */
             "{\n"                                                 /* 3 */
             "  bootstrap_servers = \"b1:9092,b2:9092\";\n"        /* 4 */
@@ -288,8 +354,9 @@ END_TEST
 
 START_TEST(test_kafka_float_and_acks_minus_one) {
     obx_config_t cfg;
-    load_ok(MINIMAL "kafka = { linger_ms = 0.5; acks = -1; enable_idempotence = \"true\"; };\n", &cfg);
-    ck_assert_uint_eq(cfg.kafka_n, 3);
+    load_ok(PG_LINE "kafka = { linger_ms = 0.5; acks = -1; enable_idempotence = \"true\";"
+                    " bootstrap_servers = \"k:9092\"; };\n", &cfg);
+    ck_assert_uint_eq(cfg.kafka_n, 4);
     ck_assert_str_eq(cfg.kafka[0].key, "linger.ms");
     ck_assert_str_eq(cfg.kafka[0].value, "0.5");
     ck_assert_str_eq(cfg.kafka[1].key, "acks");
@@ -343,7 +410,7 @@ static const struct {
 START_TEST(test_table_quoting) {
     char text[256];
     obx_config_t cfg;
-    snprintf(text, sizeof text, "postgres = { conninfo = \"dbname=a\"; table = \"%s\"; };\n",
+    snprintf(text, sizeof text, KAFKA_LINE "postgres = { conninfo = \"dbname=a\"; table = \"%s\"; };\n",
              tables[_i].table);
     load_ok(text, &cfg);
     ck_assert_str_eq(cfg.pg_table, tables[_i].as_written);
@@ -377,7 +444,7 @@ START_TEST(test_err_missing_file) {
     ck_assert_int_ge(fd, 0);
     close(fd);
     unlink(path);
-    ck_assert_int_eq(obx_config_load(path, &cfg, err, sizeof err), -1);
+    ck_assert_int_eq(obx_config_load(path, OBX_PROG_RELAY, &cfg, err, sizeof err), -1);
     snprintf(want, sizeof want, "%s: cannot open: %s", path, strerror(ENOENT));
     ck_assert_str_eq(err, want);
     ck_assert_ptr_null(cfg.path);
@@ -398,9 +465,9 @@ END_TEST
 
 START_TEST(test_err_unknown_top_level) {
     expect_error(MINIMAL "\n\nrelayy = { batch_size = 5; };\n", 4,
-                 "unknown key \"relayy\" (known: postgres, kafka, relay, routes, log, consumer, inbox)");
+                 "unknown key \"relayy\" " RELAY_KNOWN);
     expect_error("batch_size = 5;\n" MINIMAL, 1,
-                 "unknown key \"batch_size\" (known: postgres, kafka, relay, routes, log, consumer, inbox)");
+                 "unknown key \"batch_size\" " RELAY_KNOWN);
 }
 END_TEST
 
@@ -569,41 +636,41 @@ START_TEST(test_err_bad_table_and_channel) {
 END_TEST
 
 START_TEST(test_err_kafka_idempotence) {
-    expect_error(MINIMAL "kafka:\n{\n  bootstrap_servers = \"k:9092\";\n  enable_idempotence = false;\n};\n",
+    expect_error(PG_LINE "kafka:\n{\n  bootstrap_servers = \"k:9092\";\n  enable_idempotence = false;\n};\n",
                  5,
                  "kafka.enable_idempotence: the relay needs enable.idempotence=true "
                  "(per-key order and no duplicates on retry)");
-    expect_error(MINIMAL "kafka = { enable_idempotence = \"false\"; };\n", 2,
+    expect_error(PG_LINE "kafka = { enable_idempotence = \"false\"; };\n", 2,
                  "kafka.enable_idempotence: the relay needs enable.idempotence=true "
                  "(per-key order and no duplicates on retry)");
 }
 END_TEST
 
 START_TEST(test_err_kafka_acks) {
-    expect_error(MINIMAL "kafka:\n{\n  acks = 1;\n};\n", 4,
+    expect_error(PG_LINE "kafka:\n{\n  acks = 1;\n};\n", 4,
                  "kafka.acks = 1 breaks idempotence: only all (-1) is allowed");
-    expect_error(MINIMAL "kafka = { acks = \"0\"; };\n", 2,
+    expect_error(PG_LINE "kafka = { acks = \"0\"; };\n", 2,
                  "kafka.acks = 0 breaks idempotence: only all (-1) is allowed");
 }
 END_TEST
 
 START_TEST(test_err_kafka_max_in_flight) {
-    expect_error(MINIMAL "kafka:\n{\n  max_in_flight_requests_per_connection = 6;\n};\n", 4,
+    expect_error(PG_LINE "kafka:\n{\n  max_in_flight_requests_per_connection = 6;\n};\n", 4,
                  "kafka.max_in_flight_requests_per_connection = 6 breaks idempotence: "
                  "at most 5 is allowed");
-    expect_error(MINIMAL "kafka = { max_in_flight = \"100\"; };\n", 2,
+    expect_error(PG_LINE "kafka = { max_in_flight = \"100\"; };\n", 2,
                  "kafka.max_in_flight = 100 breaks idempotence: at most 5 is allowed");
 }
 END_TEST
 
 START_TEST(test_err_kafka_transactional) {
-    expect_error(MINIMAL "kafka = { transactional_id = \"relay\"; };\n", 2,
+    expect_error(PG_LINE "kafka = { transactional_id = \"relay\"; };\n", 2,
                  "kafka.transactional_id: transactions are not used by the relay");
 }
 END_TEST
 
 START_TEST(test_err_kafka_unknown_property) {
-    expect_error(MINIMAL "kafka:\n{\n  linger_ms = 5;\n  foo_bar = 1;\n};\n", 5,
+    expect_error(PG_LINE "kafka:\n{\n  linger_ms = 5;\n  foo_bar = 1;\n};\n", 5,
                  "kafka.foo_bar: No such configuration property: \"foo.bar\"");
 }
 END_TEST
@@ -611,7 +678,7 @@ END_TEST
 START_TEST(test_err_kafka_bad_value) {
     char path[64], err[ERRSZ], prefix[128];
     obx_config_t cfg;
-    int rc = load_text(MINIMAL "kafka = {\n  linger_ms = \"soon\"; };\n", &cfg, path, sizeof path, err);
+    int rc = load_text(PG_LINE "kafka = {\n  linger_ms = \"soon\"; };\n", &cfg, path, sizeof path, err);
     ck_assert_int_eq(rc, -1);
     snprintf(prefix, sizeof prefix, "%s:3: kafka.linger_ms: ", path);
     ck_assert_msg(strncmp(err, prefix, strlen(prefix)) == 0, "got [%s]", err);
@@ -620,9 +687,9 @@ START_TEST(test_err_kafka_bad_value) {
 END_TEST
 
 START_TEST(test_err_kafka_wrong_type) {
-    expect_error(MINIMAL "kafka = {\n  bootstrap_servers = [\"a\", \"b\"]; };\n", 3,
+    expect_error(PG_LINE "kafka = {\n  bootstrap_servers = [\"a\", \"b\"]; };\n", 3,
                  "kafka.bootstrap_servers must be a string, number or boolean, not an array");
-    expect_error(MINIMAL "kafka = {\n  sasl = { mechanism = \"PLAIN\"; }; };\n", 3,
+    expect_error(PG_LINE "kafka = {\n  sasl = { mechanism = \"PLAIN\"; }; };\n", 3,
                  "kafka.sasl must be a string, number or boolean, not a group");
 }
 END_TEST
@@ -677,6 +744,105 @@ START_TEST(test_err_topic_pattern) {
 }
 END_TEST
 
+/* ---- one key set per program ----------------------------------------- */
+
+START_TEST(test_err_consumer_keys_in_relay) {
+    expect_error(MINIMAL "consumer = { name = \"stock\"; };\n", 2,
+                 "consumer is only read by the consumer runner, not by outbox-relay " RELAY_KNOWN);
+    expect_error(MINIMAL "\ninbox:\n{\n  retention_s = 60;\n};\n", 3,
+                 "inbox is only read by the consumer runner, not by outbox-relay " RELAY_KNOWN);
+    expect_error(PG_LINE "kafka = {\n  bootstrap_servers = \"k:9092\";\n  group_id = \"g\"; };\n", 4,
+                 "kafka.group_id is only read by the consumer runner, not by outbox-relay");
+    /* Any property librdkafka documents as a consumer's. */
+    expect_error(PG_LINE "kafka = { bootstrap_servers = \"k:9092\";\n  session_timeout_ms = 6000; };\n", 3,
+                 "kafka.session_timeout_ms is a librdkafka consumer property, not read by outbox-relay "
+                 "(a producer)");
+}
+END_TEST
+
+START_TEST(test_err_relay_keys_in_consumer) {
+    expect_error_as(OBX_PROG_CONSUMER, CONSUMER_MINIMAL "relay = { batch_size = 5; };\n", 2,
+                    "relay is only read by outbox-relay, not by the consumer runner " CONSUMER_KNOWN);
+    expect_error_as(OBX_PROG_CONSUMER,
+                    CONSUMER_MINIMAL "\nroutes = ( { aggregate_type = \"a\"; topic = \"b\"; } );\n", 3,
+                    "routes is only read by outbox-relay, not by the consumer runner " CONSUMER_KNOWN);
+    expect_error_as(OBX_PROG_CONSUMER,
+                    "postgres = {\n  conninfo = \"dbname=stock\";\n  table = \"public.outbox\"; };\n", 3,
+                    "postgres.table is only read by outbox-relay, not by the consumer runner");
+    expect_error_as(OBX_PROG_CONSUMER, "postgres = { conninfo = \"dbname=stock\"; channel = \"outbox\"; };\n", 1,
+                    "postgres.channel is only read by outbox-relay, not by the consumer runner");
+    expect_error_as(OBX_PROG_CONSUMER, "kafka = { bootstrap_servers = \"k:9092\";\n  linger_ms = 0; };\n", 2,
+                    "kafka.linger_ms is a librdkafka producer property, not read by the consumer runner");
+    expect_error_as(OBX_PROG_CONSUMER, "kafka = { enable_idempotence = true; };\n", 1,
+                    "kafka.enable_idempotence is a librdkafka producer property, not read by the consumer runner");
+    expect_error_as(OBX_PROG_CONSUMER, CONSUMER_MINIMAL "foo = 1;\n", 2, "unknown key \"foo\" " CONSUMER_KNOWN);
+    expect_error_as(OBX_PROG_CONSUMER, CONSUMER_MINIMAL "inbox = { retention = 60; };\n", 2,
+                    "unknown key \"inbox.retention\"");
+}
+END_TEST
+
+/* Properties both clients read, and the consumer's own, load for the consumer. */
+START_TEST(test_consumer_kafka_properties) {
+    obx_config_t cfg;
+    load_ok_as(OBX_PROG_CONSUMER,
+               "postgres = { conninfo = \"dbname=stock\"; };\n"
+               "kafka = { bootstrap_servers = \"k:9092\"; group_id = \"g\"; session_timeout_ms = 6000;"
+               " client_id = \"c\"; max_in_flight = 100; };\n"
+               "consumer = { name = \"stock\"; topics = [\"a\", \"b.c\"]; batch_size = 7; };\n"
+               "inbox = { retention_s = 60; };\n",
+               &cfg);
+    ck_assert_uint_eq(cfg.kafka_n, 5);
+    ck_assert_str_eq(cfg.kafka[2].key, "session.timeout.ms");
+    ck_assert_uint_eq(cfg.consumer_topics_n, 2);
+    ck_assert_str_eq(cfg.consumer_topics[1], "b.c");
+    ck_assert_int_eq(cfg.consumer_batch_size, 7);
+    ck_assert_int_eq(cfg.inbox_retention_s, 60);
+    obx_config_free(&cfg);
+}
+END_TEST
+
+START_TEST(test_err_missing_bootstrap) {
+    expect_error(PG_LINE, 0, "missing group kafka { bootstrap_servers = \"...\"; }");
+    expect_error(PG_LINE "relay = { batch_size = 5; };\n\nkafka:\n{\n  linger_ms = 0;\n};\n", 4,
+                 "kafka.bootstrap_servers is required");
+    expect_error_as(OBX_PROG_CONSUMER, "postgres = { conninfo = \"dbname=stock\"; };\n", 0,
+                    "missing group kafka { bootstrap_servers = \"...\"; }");
+    expect_error_as(OBX_PROG_CONSUMER, "postgres = { conninfo = \"dbname=stock\"; };\nkafka = { group_id = \"g\"; };\n",
+                    2, "kafka.bootstrap_servers is required");
+    /* postgres comes first in the table, so its errors come first. */
+    expect_error("kafka = { linger_ms = 0; };\n", 0, "missing group postgres { conninfo = \"...\"; }");
+}
+END_TEST
+
+START_TEST(test_err_consumer_required) {
+    expect_error_as(OBX_PROG_CONSUMER, MINIMAL, 0, "missing group consumer { name = \"...\"; }");
+    expect_error_as(OBX_PROG_CONSUMER, MINIMAL "consumer = {\n  name = \"\"; };\n", 3,
+                    "consumer.name is required");
+    expect_error_as(OBX_PROG_CONSUMER, MINIMAL "consumer = { name = \"stock\"; };\n", 2,
+                    "consumer.topics is required");
+    expect_error_as(OBX_PROG_CONSUMER, MINIMAL "consumer = { name = \"stock\";\n  topics = []; };\n", 3,
+                    "consumer.topics is required");
+    expect_error_as(OBX_PROG_CONSUMER, MINIMAL "consumer = { name = \"stock\";\n  topics = [\"a b\"]; };\n", 3,
+                    "consumer.topics[0] \"a b\" is not a valid Kafka topic name");
+}
+END_TEST
+
+/* Every row is documented, read by some program, and of a type the reload can copy if reloadable. */
+START_TEST(test_key_table) {
+    size_t n;
+    const obx_config_key_t *k = obx_config_keys(&n);
+    ck_assert_uint_gt(n, 20);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(k[i].doc && *k[i].doc, "%s.%s: no doc", k[i].group, k[i].name);
+        ck_assert_msg(k[i].programs != 0 && (k[i].programs & ~(unsigned)OBX_PROG_BOTH) == 0,
+                      "%s.%s: programs %u", k[i].group, k[i].name, k[i].programs);
+        ck_assert_msg(!k[i].reload || k[i].type == OBX_KEY_INT || k[i].type == OBX_KEY_ENUM ||
+                          k[i].type == OBX_KEY_STR,
+                      "%s.%s: a reloadable list", k[i].group, k[i].name);
+    }
+}
+END_TEST
+
 /* ---- reload ----------------------------------------------------------- */
 
 START_TEST(test_reload_copies_reloadable) {
@@ -684,7 +850,7 @@ START_TEST(test_reload_copies_reloadable) {
     char ignored[512];
 
     load_ok(MINIMAL, &cur);
-    load_ok("postgres = { conninfo = \"dbname=shop\"; channel = \"other\"; };\n"
+    load_ok(KAFKA_LINE "postgres = { conninfo = \"dbname=shop\"; channel = \"other\"; };\n"
             "relay = { batch_size = 100; poll_interval_ms = 1000; max_attempts = 3;\n"
             "  reconnect_max_ms = 1000; topic_pattern = \"t.${event_type}\";\n"
             "  on_failure = \"block\"; };\n"
@@ -733,7 +899,7 @@ START_TEST(test_reload_small_ignored_buffer) {
     const size_t size = 70;
 
     load_ok(MINIMAL, &cur);
-    load_ok("postgres = { conninfo = \"dbname=other\"; table = \"a.b\"; channel = \"c\"; };\n"
+    load_ok(KAFKA_LINE "postgres = { conninfo = \"dbname=other\"; table = \"a.b\"; channel = \"c\"; };\n"
             "relay = { batch_size = 1; max_inflight = 1; };\n",
             &fresh);
     ignored = malloc(size); /* exact size so ASan sees any overflow */
@@ -763,10 +929,10 @@ START_TEST(test_reload_reports_routes_and_kafka) {
     obx_config_t cur, fresh;
     char ignored[512];
 
-    load_ok(MINIMAL "kafka = { bootstrap_servers = \"a:9092\"; };\n"
+    load_ok(PG_LINE "kafka = { bootstrap_servers = \"a:9092\"; };\n"
                     "routes = ( { aggregate_type = \"p\"; topic = \"payments\"; } );\n",
             &cur);
-    load_ok(MINIMAL "kafka = { bootstrap_servers = \"b:9092\"; };\n"
+    load_ok(PG_LINE "kafka = { bootstrap_servers = \"b:9092\"; };\n"
                     "routes = ( { aggregate_type = \"p\"; topic = \"payments.v2\"; } );\n",
             &fresh);
     obx_config_reload(&cur, &fresh, ignored, sizeof ignored);
@@ -774,6 +940,28 @@ START_TEST(test_reload_reports_routes_and_kafka) {
                   "changed kafka.bootstrap_servers not reported: ignored=\"%s\"", ignored);
     ck_assert_msg(strstr(ignored, "routes") != NULL,
                   "changed routes not reported: ignored=\"%s\"", ignored);
+    obx_config_free(&fresh);
+    obx_config_free(&cur);
+}
+END_TEST
+
+/* A consumer's reload copies its reloadable keys and names the rest. */
+START_TEST(test_reload_consumer) {
+    obx_config_t cur, fresh;
+    char ignored[512];
+
+    load_ok_as(OBX_PROG_CONSUMER, CONSUMER_MINIMAL, &cur);
+    load_ok_as(OBX_PROG_CONSUMER,
+               "postgres = { conninfo = \"dbname=stock\"; }; kafka = { bootstrap_servers = \"k:9092\"; };\n"
+               "consumer = { name = \"stock2\"; topics = [\"outbox.order\", \"outbox.x\"]; batch_timeout_ms = 5; };\n"
+               "inbox = { retention_s = 120; };\n",
+               &fresh);
+    obx_config_reload(&cur, &fresh, ignored, sizeof ignored);
+    ck_assert_int_eq(cur.consumer_batch_timeout_ms, 5);
+    ck_assert_int_eq(cur.inbox_retention_s, 120);
+    ck_assert_str_eq(cur.consumer_name, "stock");
+    ck_assert_uint_eq(cur.consumer_topics_n, 1);
+    ck_assert_str_eq(ignored, "consumer.name,consumer.topics");
     obx_config_free(&fresh);
     obx_config_free(&cur);
 }
@@ -787,7 +975,7 @@ START_TEST(test_secret_conninfo) {
     obx_kv_t kvs[] = {KS("conninfo", NULL), KS("note", "pw hunter2xyz!"), {0}};
 
     obx_log_configure(OBX_LOG_INFO, OBX_LOG_LOGFMT);
-    load_ok("postgres = { conninfo = \"host=db user=relay password=hunter2xyz\"; };\n", &cfg);
+    load_ok(KAFKA_LINE "postgres = { conninfo = \"host=db user=relay password=hunter2xyz\"; };\n", &cfg);
     ck_assert_int_eq(cfg.has_secret, 1);
     kvs[0].s = cfg.pg_conninfo;
     obx_log_format_line(line, sizeof line, OBX_LOG_ERROR, "connect failed hunter2xyz", kvs);
@@ -811,7 +999,8 @@ START_TEST(test_secret_kafka) {
     char line[1024];
 
     obx_log_configure(OBX_LOG_INFO, OBX_LOG_JSON);
-    load_ok(MINIMAL "kafka = { sasl_username = \"relay\"; sasl_password = \"s3cr3t-pass\"; };\n", &cfg);
+    load_ok(PG_LINE "kafka = { sasl_username = \"relay\"; sasl_password = \"s3cr3t-pass\";"
+                    " bootstrap_servers = \"k:9092\"; };\n", &cfg);
     ck_assert_int_eq(cfg.has_secret, 1);
     ck_assert_str_eq(cfg.kafka[1].key, "sasl.password");
     ck_assert_str_eq(cfg.kafka[1].value, "s3cr3t-pass");
@@ -830,7 +1019,7 @@ END_TEST
 START_TEST(test_no_secret) {
     obx_config_t cfg;
     char line[256];
-    load_ok("postgres = { conninfo = \"host=db user=relay password=\"; };\n", &cfg);
+    load_ok(KAFKA_LINE "postgres = { conninfo = \"host=db user=relay password=\"; };\n", &cfg);
     ck_assert_int_eq(cfg.has_secret, 0);
     obx_config_free(&cfg);
     obx_log_configure(OBX_LOG_INFO, OBX_LOG_LOGFMT);
@@ -845,6 +1034,10 @@ static Suite *config_suite(void) {
     TCase *tc = tcase_create("load");
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_example_config);
+    tcase_add_test(tc, test_example_consumer_config);
+    tcase_add_test(tc, test_examples_cross_refused);
+    tcase_add_test(tc, test_consumer_kafka_properties);
+    tcase_add_test(tc, test_key_table);
     tcase_add_test(tc, test_minimal_defaults);
     tcase_add_test(tc, test_defaults_function);
     tcase_add_test(tc, test_all_keys_non_default);
@@ -884,6 +1077,10 @@ static Suite *config_suite(void) {
     tcase_add_test(tc, test_err_route_missing_topic);
     tcase_add_test(tc, test_err_route_shape);
     tcase_add_test(tc, test_err_topic_pattern);
+    tcase_add_test(tc, test_err_consumer_keys_in_relay);
+    tcase_add_test(tc, test_err_relay_keys_in_consumer);
+    tcase_add_test(tc, test_err_missing_bootstrap);
+    tcase_add_test(tc, test_err_consumer_required);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("reload");
@@ -892,6 +1089,7 @@ static Suite *config_suite(void) {
     tcase_add_test(tc, test_reload_unchanged);
     tcase_add_test(tc, test_reload_small_ignored_buffer);
     tcase_add_test(tc, test_reload_reports_routes_and_kafka);
+    tcase_add_test(tc, test_reload_consumer);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("secrets");
