@@ -110,6 +110,12 @@ static const obx_config_key_t keys[] = {
     {.group = "log", .name = "stats_interval_s", INT(stats_interval_s, 10, 0, 86400), BOTH, .reload = 1,
      .doc = "a stats line every N seconds (0 = off)"},
 };
+#undef INT
+#undef STR
+#undef ENUM
+#undef RELAY
+#undef CONSUMER
+#undef BOTH
 #define NKEYS (sizeof keys / sizeof keys[0])
 
 const obx_config_key_t *obx_config_keys(size_t *n) {
