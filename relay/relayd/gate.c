@@ -175,7 +175,7 @@ int obx_gate_report(obx_gate_t *g, const char *topic, int32_t partition, int ok,
         p->warm = 1;
         p->last_ack_ms = now_ms;
     }
-    return 0;
+    return p->skipping;
 }
 
 void *obx_gate_release(obx_gate_t *g, int64_t now_ms) {

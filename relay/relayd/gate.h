@@ -57,8 +57,10 @@ const char *obx_gate_topic(obx_gate_t *g, const char *topic);
 obx_gate_verdict_t obx_gate_offer(obx_gate_t *g, const char *topic, int32_t partition, void *msg,
                                   int64_t now_ms);
 /* A delivery report for a message that obx_gate_offer (or obx_gate_release)
- * let through; ok: the broker acknowledged it. Returns -1 for a partition
- * the gate never let a message through on (a caller bug). */
+ * let through; ok: the broker acknowledged it. Returns 1 when the partition
+ * skipped rows in this scan (it moves again: a rescan can send them now), 0
+ * otherwise, -1 for a partition the gate never let a message through on (a
+ * caller bug). */
 int obx_gate_report(obx_gate_t *g, const char *topic, int32_t partition, int ok, int64_t now_ms);
 /* The next held message that may be produced now, or NULL; it then counts
  * as unacknowledged. Call until NULL after reports. */

@@ -247,17 +247,31 @@ static void batch_release(batch_t *b) {
     free(b);
 }
 
+/* A partition that skipped rows moves again: rescan as soon as the other
+ * partitions' work allows, rather than after the pause that followed the
+ * skip or at the end of the forward scan (a second or more once a frozen
+ * leader thaws). */
+static void resume_skipped(relay_t *r) {
+    r->scan_end = 1;
+    if (r->idle == IDLE_POLL)
+        r->sleep_until = now_ms();
+}
+
 static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, int32_t partition,
                         int64_t offset) {
     relay_t *r = ctx;
     msg_t *m = opaque;
+    int gate;
 
     (void)partition; /* the one the relay chose: m->partition */
     (void)offset;
     r->inflight--;
-    if (obx_gate_report(r->gate, m->topic, m->partition, err == RD_KAFKA_RESP_ERR_NO_ERROR, now_ms()) != 0)
+    gate = obx_gate_report(r->gate, m->topic, m->partition, err == RD_KAFKA_RESP_ERR_NO_ERROR, now_ms());
+    if (gate < 0)
         OBX_LOG(OBX_LOG_ERROR, "delivery report for a message the gate did not let through",
                 KI("id", m->id), KS("topic", m->topic), KI("partition", m->partition));
+    else if (gate > 0 && !r->stopping)
+        resume_skipped(r);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         r->published++;
         push_ack(r, m->id);
@@ -586,7 +600,6 @@ static int send_rescan(relay_t *r, int limit) {
     r->op_hz = r->hz;
     r->op_rescan = 1;
     r->op_settled = !pending_work(r);
-    obx_gate_rescan(r->gate);
     r->op_low_gen = r->low_gen;
     r->op = OP_CLAIM;
     r->retire_sent = r->retire_n;
@@ -715,6 +728,11 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
             PQclear(res);
             return;
         }
+        /* Partitions stop skipping when the rescan's rows arrive, not when
+         * it is sent: a batch claimed before it may still be produced in
+         * between, and its rows must not overtake the skipped ones. */
+        if (rescan)
+            obx_gate_rescan(r->gate);
         r->claimed += n;
         if (n < r->cfg->batch_size)
             r->scan_end = 1;
@@ -732,8 +750,8 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
              * core idle, in a drain). Only with room in flight for both:
              * under a tight bound, batches sent in pairs would be
              * acknowledged in pairs and leave the pipe empty between. */
-            ahead = n == r->cfg->batch_size && !rescan && last < hz && r->idle == IDLE_RUN && !r->blocked &&
-                    !r->stopping && !r->fatal && budget_used(r) + 2 * n < r->cfg->max_inflight;
+            ahead = n == r->cfg->batch_size && !rescan && !r->scan_end && last < hz && r->idle == IDLE_RUN &&
+                    !r->blocked && !r->stopping && !r->fatal && budget_used(r) + 2 * n < r->cfg->max_inflight;
             if (ahead) {
                 r->cursor = last;
                 send_next(r);
