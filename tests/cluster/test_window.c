@@ -44,9 +44,18 @@
  *   refused one. With the partition gate a cold partition has one message
  *   out, no request follows it (the answer goes out after 1 s), the
  *   message is retried; nothing may be lost.
+ * - sequence_error_mid_drain_recreates_the_producer: the proxy answers a
+ *   Produce request to partition 0's leader mid-drain with
+ *   OUT_OF_ORDER_SEQUENCE_NUMBER ("refuse 1 45", nothing written), what a
+ *   broker answers after it lost track of the producer's sequence. For the
+ *   request at the head of the partition's queue librdkafka 2.0.2 raises a
+ *   fatal "sequence desynchronization" error; the relay recreates its
+ *   producer and publishes everything unacknowledged again under a new
+ *   producer id: duplicates (counted in the "window:" line), no losses, and
+ *   the first copy of each event in order.
  * Each prints one "window:" line with the figures. OBX_TEST_RELAY_WRAPPER
  * (harness) runs another relay binary, e.g. one built before the gate;
- * OBX_WINDOW_ONLY=first|mid|refused runs one test. */
+ * OBX_WINDOW_ONLY=first|mid|refused|seq runs one test. */
 #include <check.h>
 #include <signal.h>
 #include <stdio.h>
@@ -140,18 +149,20 @@ static int new_stats_line(void *arg) {
 
 typedef struct {
     th_cluster_t *c;
+    const char *needle;
     int before;
-} drop_wait_t;
+} fault_wait_t;
 
-static int dropped(void *arg) {
-    drop_wait_t *w = arg;
-    return th_cluster_proxy_log_count(w->c, TH_CLUSTER_DROPPED) > w->before;
+static int faulted(void *arg) {
+    fault_wait_t *w = arg;
+    return th_cluster_proxy_log_count(w->c, w->needle) > w->before;
 }
 
-static void await_drop(th_cluster_t *c, int drops_before) {
-    drop_wait_t dw = {c, drops_before};
-    ck_assert_msg(th_wait(dropped, &dw, 60000), "the proxy dropped no Produce request within 60 s (see %s/proxy.log)",
-                  c->dir);
+/* Waits until the proxy's log has more lines with needle than before. */
+static void await_fault(th_cluster_t *c, const char *needle, int before) {
+    fault_wait_t fw = {c, needle, before};
+    ck_assert_msg(th_wait(faulted, &fw, 60000), "no \"%s\" in the proxy's log within 60 s (see %s/proxy.log)",
+                  needle, c->dir);
 }
 
 /* The relay as the tests run it on the cluster, max.in.flight left at 5. A
@@ -166,17 +177,18 @@ static pid_t start_relay(th_ctx_t *t, th_cluster_t *c, const char *debug) {
     return th_relay_start(t, th_config_level(t, "relay.conf", c->bootstrap, "", kafka, "debug"));
 }
 
-/* Waits for the proxy's drop, then until drained and for one more stats
- * line; stops the relay, reads every partition with kcat, leaves the
- * cluster healthy and prints the figures; returns the counts. */
+/* Waits for the proxy's fault (a new line with needle in its log), then
+ * until drained and for one more stats line; stops the relay, reads every
+ * partition with kcat, leaves the cluster healthy and prints the figures;
+ * returns the counts. */
 static th_verify_t finish(th_ctx_t *t, th_cluster_t *c, pid_t relay, const char *topic, const char *name,
-                          int drops_before, relay_log_t *log) {
+                          const char *needle, int before, relay_log_t *log) {
     th_msgs_t msgs;
     th_verify_t v;
     stats_wait_t sw = {t, 0};
     const char *wrapper = getenv("OBX_TEST_RELAY_WRAPPER");
 
-    await_drop(c, drops_before);
+    await_fault(c, needle, before);
     ck_assert_msg(th_wait_drained(t, 180000), "%s: the relay did not drain within 180 s", name);
     sw.stats = scan_log(t).stats;
     ck_assert_msg(th_wait(new_stats_line, &sw, 10000), "%s: no stats line after the drain", name);
@@ -189,10 +201,10 @@ static th_verify_t finish(th_ctx_t *t, th_cluster_t *c, pid_t relay, const char 
             "window: %s: rows=%ld messages=%ld lost=%ld unsent=%ld order_violations=%ld wrong_headers=%ld"
             " duplicates=%ld implicit_acks=%lld (IMPLICITACK lines %d naming %ld messages) fatal_errors=%d"
             " producer_ids=%d out_of_order_lines=%d desync_lines=%d request_timeouts=%d"
-            " max_requests_in_flight_per_partition=%d proxy_drops=%d relay=%s\n",
+            " max_requests_in_flight_per_partition=%d proxy_faults=%d relay=%s\n",
             name, v.rows, v.messages, v.lost, v.unsent, v.order_violations, v.wrong_headers, v.duplicates,
             log->implicit_acks, log->implicit_lines, log->implicit_msgs, log->fatal, log->pids, log->oooseq,
-            log->desync, log->timeouts, log->max_pipelined, th_cluster_proxy_log_count(c, TH_CLUSTER_DROPPED) - drops_before,
+            log->desync, log->timeouts, log->max_pipelined, th_cluster_proxy_log_count(c, needle) - before,
             wrapper ? wrapper : "this build");
     th_cluster_close(c);
     return v;
@@ -236,7 +248,7 @@ START_TEST(first_request_of_new_producer_lost) {
     drops = th_cluster_proxy_log_count(&c, TH_CLUSTER_DROPPED);
     th_cluster_fault(&c, 0, "drop 1");
     relay = start_relay(&t, &c, "eos,msg");
-    v = finish(&t, &c, relay, topic, "first_request_of_new_producer_lost", drops, &log);
+    v = finish(&t, &c, relay, topic, "first_request_of_new_producer_lost", TH_CLUSTER_DROPPED, drops, &log);
     ck_assert_msg(v.lost == 0,
                   "%ld of %ld events lost: marked sent, not on the topic. The proxy dropped the first Produce"
                   " request of the relay's new producer id on a broker; the broker, holding no state for that"
@@ -268,7 +280,7 @@ START_TEST(request_lost_mid_drain_recovers) {
     th_cluster_fault(&c, leader, "drop 1");
     /* More rows while it drains: requests keep following the lost one. */
     ck_assert_int_eq(th_write(&t, 4, BACKLOG, KEYS, 100, "win"), BACKLOG);
-    v = finish(&t, &c, relay, topic, "request_lost_mid_drain_recovers", drops, &log);
+    v = finish(&t, &c, relay, topic, "request_lost_mid_drain_recovers", TH_CLUSTER_DROPPED, drops, &log);
     ck_assert_msg(v.lost == 0,
                   "%ld of %ld events lost after a Produce request to node %d vanished mid-drain (%d IMPLICITACK"
                   " lines naming %ld messages, %d fatal errors, %d producer ids)",
@@ -289,7 +301,7 @@ END_TEST
 /* Lines of the proxy's log: one per refused Produce request, one per
  * injected answer. */
 #define REFUSED "refused a Produce request"
-#define INJECTED "injected NOT_ENOUGH_REPLICAS"
+#define INJECTED "injected error "
 
 /* The partition's leader; a node asked right after the topic was created
  * may not know the partition yet, so ask again for up to 30 s. */
@@ -398,17 +410,48 @@ START_TEST(first_request_refused_behind_a_pipelined_one) {
 }
 END_TEST
 
-/* OBX_WINDOW_ONLY=first|mid|refused runs one of the three (repeated runs
- * against another relay binary). */
+START_TEST(sequence_error_mid_drain_recreates_the_producer) {
+    const char *name = "sequence_error_mid_drain_recreates_the_producer";
+    th_cluster_t c;
+    th_ctx_t t;
+    th_verify_t v;
+    relay_log_t log;
+    char topic[128];
+    int injected, leader;
+    pid_t relay;
+
+    begin(&c, &t, "window_seq", topic, sizeof topic);
+    relay = start_relay(&t, &c, "eos");
+    th_wait_count(&t, MARKED, 2000, 60000);
+    leader = th_cluster_leader(&c, topic, 0);
+    injected = th_cluster_proxy_log_count(&c, INJECTED);
+    th_cluster_fault(&c, leader, "refuse 1 45");
+    ck_assert_int_eq(th_write(&t, 4, BACKLOG, KEYS, 100, "win"), BACKLOG);
+    v = finish(&t, &c, relay, topic, name, INJECTED, injected, &log);
+    ck_assert_msg(v.lost == 0,
+                  "%ld of %ld events lost after a Produce request was answered OUT_OF_ORDER_SEQUENCE_NUMBER"
+                  " (%d fatal errors, %d producer ids)",
+                  v.lost, v.rows, log.fatal, log.pids);
+    assert_sound(&v, &log, name);
+    /* The head-of-line request's error is fatal in librdkafka 2.0.2 (and
+     * bumps the epoch when a later request's, which the relay treats the
+     * same way): either way a new producer id published the rest. */
+    ck_assert_msg(log.fatal > 0 && log.pids > 1,
+                  "%s: %d fatal error lines, %d producer ids: the sequence error did not make the relay"
+                  " recreate its producer", name, log.fatal, log.pids);
+}
+END_TEST
+
+/* OBX_WINDOW_ONLY=first|mid|refused|seq runs one of the four (repeated
+ * runs against another relay binary). */
 int main(void) {
     const TTest *const all[] = {first_request_of_new_producer_lost, request_lost_mid_drain_recovers,
-                                first_request_refused_behind_a_pipelined_one};
+                                first_request_refused_behind_a_pipelined_one,
+                                sequence_error_mid_drain_recreates_the_producer};
+    const char *const names[] = {"first", "mid", "refused", "seq"};
     const char *only = getenv("OBX_WINDOW_ONLY");
-    if (only && strcmp(only, "first") == 0)
-        return th_main("cluster", 900, all, 1);
-    if (only && strcmp(only, "mid") == 0)
-        return th_main("cluster", 900, all + 1, 1);
-    if (only && strcmp(only, "refused") == 0)
-        return th_main("cluster", 900, all + 2, 1);
-    return th_main("cluster", 900, all, 3);
+    for (int i = 0; only && i < 4; i++)
+        if (strcmp(only, names[i]) == 0)
+            return th_main("cluster", 900, all + i, 1);
+    return th_main("cluster", 900, all, 4);
 }

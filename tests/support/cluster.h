@@ -56,7 +56,8 @@ void th_cluster_reassign(th_cluster_t *c, const char *topic, int partition, cons
 /* Sets a fault of the proxy for node's client connections (node 0: all):
  * "pass", "swallow", "reset", "down", "latency MS", "bandwidth BYTES_PER_S",
  * "drop K" (the next K Produce requests vanish, whole; the rest passes),
- * "refuse K" (the next K are answered NOT_ENOUGH_REPLICAS, unwritten). */
+ * "refuse K [CODE]" (the next K are answered with Kafka error CODE, default
+ * 19 NOT_ENOUGH_REPLICAS, unwritten). */
 void th_cluster_fault(th_cluster_t *c, int node, const char *fault);
 /* Lines of the proxy's log (DIR/proxy.log) containing needle, e.g.
  * TH_CLUSTER_DROPPED: one line per Produce request a "drop" fault dropped. */

@@ -19,10 +19,12 @@
  *                         passes. The broker never sees them, so never answers;
  *                         later requests on the connection are processed. Each
  *                         drop is logged (route, correlation id, size).
- *   N|all refuse K        refuse the route's next K Produce requests: they are
+ *   N|all refuse K [CODE] refuse the route's next K Produce requests: they are
  *                         not forwarded, and the proxy answers each with a
- *                         ProduceResponse carrying NOT_ENOUGH_REPLICAS (19,
- *                         retriable, nothing written) for its topic and
+ *                         ProduceResponse carrying error CODE (default 19,
+ *                         NOT_ENOUGH_REPLICAS: retriable, nothing written; 45,
+ *                         OUT_OF_ORDER_SEQUENCE_NUMBER, is what a broker
+ *                         answers a sequence gap with) for its topic and
  *                         partition (Produce v3-v8, one topic, one partition:
  *                         what librdkafka sends). The answer is held until the
  *                         next Produce request on that connection has been
@@ -101,6 +103,7 @@ typedef struct {
     unsigned char bytes[RESP_MAX];
     size_t len;
     int32_t corr;
+    int code;
     int64_t deadline_ms; /* injected by then whatever happened */
     uint64_t trigger;    /* 0, or the up-stream end of the next Produce request */
 } pending_t;
@@ -126,6 +129,7 @@ typedef struct {
     long bandwidth;
     long drop; /* Produce requests still to drop */
     long refuse; /* Produce requests still to refuse */
+    int refuse_code; /* the Kafka error code they are answered with */
     bucket_t up, down;
 } route_t;
 
@@ -312,7 +316,7 @@ static int skip_str(const unsigned char *b, size_t n, size_t *off, size_t *start
 }
 
 /* The client's refused Produce request is whole in c->req.cap (as far as
- * REFUSE_CAP): builds the NOT_ENOUGH_REPLICAS answer and queues it. */
+ * REFUSE_CAP): builds the answer with the route's error code and queues it. */
 static void refused(conn_t *c, int64_t now) {
     framer_t *f = &c->req;
     const unsigned char *b = f->cap;
@@ -348,7 +352,7 @@ static void refused(conn_t *c, int64_t now) {
     memcpy(r + k, b + tstart, (size_t)tlen), k += (size_t)tlen;
     put32(r + k, 1), k += 4;
     put32(r + k, part), k += 4;
-    put16(r + k, 19), k += 2; /* NOT_ENOUGH_REPLICAS */
+    put16(r + k, routes[c->route].refuse_code), k += 2;
     memset(r + k, 0xff, 8), k += 8; /* base_offset -1 */
     if (ver >= 2)
         memset(r + k, 0xff, 8), k += 8; /* log_append_time -1 */
@@ -362,13 +366,14 @@ static void refused(conn_t *c, int64_t now) {
     put32(r, (int32_t)(k - 4));
     p->len = k;
     p->corr = corr;
+    p->code = routes[c->route].refuse_code;
     p->deadline_ms = now + 1000;
     p->trigger = 0;
     c->npend++;
     fprintf(stderr,
             "obx-faultproxy: route %d refused a Produce request (correlation id %d, v%d, %.*s [%d], %zu bytes;"
-            " %ld more to refuse): NOT_ENOUGH_REPLICAS held until the next Produce request is forwarded\n",
-            c->route + 1, corr, ver, tlen, (const char *)b + tstart, part, n, routes[c->route].refuse);
+            " %ld more to refuse): error %d held until the next Produce request is forwarded\n",
+            c->route + 1, corr, ver, tlen, (const char *)b + tstart, part, n, routes[c->route].refuse, p->code);
 }
 
 /* Puts the due answers to refused requests into c->down; only called at a
@@ -383,8 +388,8 @@ static void inject_due(conn_t *c, int latency_ms, int64_t now) {
             return;
         pipe_append(&c->down, (const char *)p->bytes, p->len, latency_ms, now);
         fprintf(stderr,
-                "obx-faultproxy: route %d injected NOT_ENOUGH_REPLICAS for correlation id %d (%s)\n",
-                c->route + 1, p->corr,
+                "obx-faultproxy: route %d injected error %d for correlation id %d (%s)\n",
+                c->route + 1, p->code, p->corr,
                 forwarded ? "the next Produce request was forwarded" : "1 s passed, no Produce request followed");
         memmove(&c->pend[0], &c->pend[1], (size_t)(c->npend - 1) * sizeof *c->pend);
         c->npend--;
@@ -548,14 +553,18 @@ static void set_mode(int r, enum mode m) {
 }
 
 /* Applies one control line to route r; returns an error text or NULL. */
-static const char *apply(int r, const char *verb, long arg, int has_arg) {
+/* code: the error code given to refuse (1..32767), or -1. */
+static const char *apply(int r, const char *verb, long arg, int has_arg, long code) {
+    if (code > 0 && strcmp(verb, "refuse") != 0)
+        return "takes one number";
     if (strcmp(verb, "latency") == 0 || strcmp(verb, "bandwidth") == 0 || strcmp(verb, "drop") == 0 ||
         strcmp(verb, "refuse") == 0) {
         if (!has_arg || arg < 0)
             return "needs a number >= 0";
-        if (verb[0] == 'r')
+        if (verb[0] == 'r') {
             routes[r].refuse = arg;
-        else if (verb[0] == 'l')
+            routes[r].refuse_code = code > 0 ? (int)code : 19;
+        } else if (verb[0] == 'l')
             routes[r].latency_ms = (int)arg;
         else if (verb[0] == 'b')
             routes[r].bandwidth = arg;
@@ -582,7 +591,7 @@ static void control(int lfd) {
     char line[256] = "", target[16], verb[32], reply[300];
     const char *err = NULL;
     struct timeval tv = {1, 0};
-    long arg = 0;
+    long arg = 0, code = -1;
     ssize_t n;
     int fd = accept(lfd, NULL, NULL), fields, first = 0, last = -1;
     if (fd < 0)
@@ -596,9 +605,11 @@ static void control(int lfd) {
         close(fd);
         return;
     }
-    fields = sscanf(line, "%15s %31s %ld", target, verb, &arg);
+    fields = sscanf(line, "%15s %31s %ld %ld", target, verb, &arg, &code);
     if (fields < 2) {
-        err = "usage: N|all pass|swallow|reset|down|latency MS|bandwidth BPS|drop K|refuse K";
+        err = "usage: N|all pass|swallow|reset|down|latency MS|bandwidth BPS|drop K|refuse K [CODE]";
+    } else if (fields == 4 && (code < 1 || code > 32767)) {
+        err = "the error code must be 1..32767";
     } else if (strcmp(target, "all") == 0) {
         first = 0;
         last = nroutes - 1;
@@ -608,7 +619,7 @@ static void control(int lfd) {
             err = "no such route";
     }
     for (int r = first; !err && r <= last; r++)
-        err = apply(r, verb, arg, fields == 3);
+        err = apply(r, verb, arg, fields >= 3, fields == 4 ? code : -1);
     snprintf(reply, sizeof reply, err ? "error: %s\n" : "ok\n", err);
     if (write(fd, reply, strlen(reply)) < 0)
         err = "reply lost";
