@@ -147,6 +147,11 @@ static int new_stats_line(void *arg) {
     return scan_log(w->t).stats > w->stats;
 }
 
+/* Lines of the proxy's log: one per refused Produce request, one per
+ * injected answer. */
+#define REFUSED "refused a Produce request"
+#define INJECTED "injected error "
+
 typedef struct {
     th_cluster_t *c;
     const char *needle;
@@ -260,27 +265,36 @@ START_TEST(first_request_of_new_producer_lost) {
 }
 END_TEST
 
-START_TEST(request_lost_mid_drain_recovers) {
+/* A backlog drains; once every partition has acknowledgements under the
+ * producer id (the brokers check its sequence numbers, and the relay
+ * pipelines) the proxy gets fault for partition 0's leader, and more rows
+ * keep requests following the faulted one. Returns finish()'s counts. */
+static th_verify_t fault_mid_drain(const char *db, const char *name, const char *debug, const char *fault,
+                                   const char *needle, relay_log_t *log, int *leader) {
     th_cluster_t c;
     th_ctx_t t;
-    th_verify_t v;
-    relay_log_t log;
     char topic[128];
-    int drops, leader;
+    int before;
     pid_t relay;
 
-    begin(&c, &t, "window_mid", topic, sizeof topic);
-    /* msg: librdkafka's handling of the refused requests, for the record */
-    relay = start_relay(&t, &c, "eos,msg");
-    /* Every partition has acknowledgements under this producer id: the
-     * brokers check its sequence numbers, and the relay pipelines. */
+    begin(&c, &t, db, topic, sizeof topic);
+    relay = start_relay(&t, &c, debug);
     th_wait_count(&t, MARKED, 2000, 60000);
-    leader = th_cluster_leader(&c, topic, 0);
-    drops = th_cluster_proxy_log_count(&c, TH_CLUSTER_DROPPED);
-    th_cluster_fault(&c, leader, "drop 1");
-    /* More rows while it drains: requests keep following the lost one. */
+    *leader = th_cluster_leader(&c, topic, 0);
+    before = th_cluster_proxy_log_count(&c, needle);
+    th_cluster_fault(&c, *leader, fault);
     ck_assert_int_eq(th_write(&t, 4, BACKLOG, KEYS, 100, "win"), BACKLOG);
-    v = finish(&t, &c, relay, topic, "request_lost_mid_drain_recovers", TH_CLUSTER_DROPPED, drops, &log);
+    return finish(&t, &c, relay, topic, name, needle, before, log);
+}
+
+START_TEST(request_lost_mid_drain_recovers) {
+    th_verify_t v;
+    relay_log_t log;
+    int leader;
+
+    /* msg: librdkafka's handling of the lost request, for the record */
+    v = fault_mid_drain("window_mid", "request_lost_mid_drain_recovers", "eos,msg", "drop 1", TH_CLUSTER_DROPPED,
+                        &log, &leader);
     ck_assert_msg(v.lost == 0,
                   "%ld of %ld events lost after a Produce request to node %d vanished mid-drain (%d IMPLICITACK"
                   " lines naming %ld messages, %d fatal errors, %d producer ids)",
@@ -298,10 +312,6 @@ START_TEST(request_lost_mid_drain_recovers) {
 }
 END_TEST
 
-/* Lines of the proxy's log: one per refused Produce request, one per
- * injected answer. */
-#define REFUSED "refused a Produce request"
-#define INJECTED "injected error "
 
 /* The partition's leader; a node asked right after the topic was created
  * may not know the partition yet, so ask again for up to 30 s. */
@@ -412,22 +422,11 @@ END_TEST
 
 START_TEST(sequence_error_mid_drain_recreates_the_producer) {
     const char *name = "sequence_error_mid_drain_recreates_the_producer";
-    th_cluster_t c;
-    th_ctx_t t;
     th_verify_t v;
     relay_log_t log;
-    char topic[128];
-    int injected, leader;
-    pid_t relay;
+    int leader;
 
-    begin(&c, &t, "window_seq", topic, sizeof topic);
-    relay = start_relay(&t, &c, "eos");
-    th_wait_count(&t, MARKED, 2000, 60000);
-    leader = th_cluster_leader(&c, topic, 0);
-    injected = th_cluster_proxy_log_count(&c, INJECTED);
-    th_cluster_fault(&c, leader, "refuse 1 45");
-    ck_assert_int_eq(th_write(&t, 4, BACKLOG, KEYS, 100, "win"), BACKLOG);
-    v = finish(&t, &c, relay, topic, name, INJECTED, injected, &log);
+    v = fault_mid_drain("window_seq", name, "eos", "refuse 1 45", INJECTED, &log, &leader);
     ck_assert_msg(v.lost == 0,
                   "%ld of %ld events lost after a Produce request was answered OUT_OF_ORDER_SEQUENCE_NUMBER"
                   " (%d fatal errors, %d producer ids)",
