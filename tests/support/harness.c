@@ -201,6 +201,24 @@ int th_file_count(const th_ctx_t *t, const char *logname, const char *needle) {
     return n;
 }
 
+long long th_file_field(const th_ctx_t *t, const char *logname, const char *needle, const char *key) {
+    char path[512], line[8192], k[128];
+    long long v = -1;
+    FILE *f;
+    snprintf(path, sizeof path, "%s/%s", t->dir, logname);
+    snprintf(k, sizeof k, " %s=", key);
+    f = fopen(path, "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f)) {
+        const char *p;
+        if (strstr(line, needle))
+            v = (p = strstr(line, k)) ? atoll(p + strlen(k)) : -1;
+    }
+    fclose(f);
+    return v;
+}
+
 int th_log_count(const th_ctx_t *t, const char *needle) {
     return th_file_count(t, "relay.log", needle);
 }

@@ -61,6 +61,9 @@ pid_t th_relay_start(const th_ctx_t *t, const char *conf);
 pid_t th_spawn(const th_ctx_t *t, const char *bin, const char *conf, const char *log);
 /* Counts lines of DIR/log containing needle. */
 int th_file_count(const th_ctx_t *t, const char *log, const char *needle);
+/* The integer value of key=V in the last line of DIR/log containing
+ * needle, or -1 when there is no such line or key. */
+long long th_file_field(const th_ctx_t *t, const char *log, const char *needle, const char *key);
 /* Applies a SQL file of the source tree (e.g. "schema/003_shop.sql"). */
 void th_apply_sql(PGconn *c, const char *rel);
 /* Sends sig and waits up to timeout_ms; returns the exit status or -1. */
