@@ -142,10 +142,10 @@ trap 'exit 143' TERM
 say "building into build-quickstart/ (release, no tests)"
 if [ ! -f "$BUILD/meson-private/coredata.dat" ]; then
     rm -rf "$BUILD"
-    meson setup "$BUILD" "$ROOT" --buildtype=release -Dwerror=false -Dtests=false >"$WORK/build.log" 2>&1 ||
+    meson setup "$BUILD" "$ROOT" --buildtype=release -Dwerror=false -Dtests=false -Dexamples=true >"$WORK/build.log" 2>&1 ||
         { cat "$WORK/build.log" >&2; die "meson setup failed"; }
 else
-    meson configure "$BUILD" --buildtype=release -Dwerror=false -Dtests=false >"$WORK/build.log" 2>&1 ||
+    meson configure "$BUILD" --buildtype=release -Dwerror=false -Dtests=false -Dexamples=true >"$WORK/build.log" 2>&1 ||
         { cat "$WORK/build.log" >&2; die "meson configure failed"; }
 fi
 ninja -C "$BUILD" >>"$WORK/build.log" 2>&1 ||
