@@ -22,7 +22,8 @@ cd "$root"
 
 packages=(gcc meson ninja-build pkg-config librdkafka-dev libpq-dev libconfig-dev check
           postgresql postgresql-contrib maven openjdk-17-jre-headless valgrind
-          clang libclang-rt-14-dev kcat)
+          clang libclang-rt-14-dev kcat
+          systemd python3-yaml) # the deploy suite: systemd-analyze verify, the k8s YAML
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
