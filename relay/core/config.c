@@ -748,12 +748,13 @@ int obx_config_reload_file(obx_config_t *cfg) {
     char err[1024], ignored[512];
 
     if (obx_config_load(cfg->path, (obx_program_t)cfg->program, &fresh, err, sizeof err) != 0) {
-        OBX_LOG(OBX_LOG_ERROR, "reload failed, keeping the current config", KS("error", err));
+        OBX_LOG(OBX_LOG_ERROR, "config_reload_failed",
+                "reload failed, keeping the current config", KS("error", err));
         return -1;
     }
     obx_config_reload(cfg, &fresh, ignored, sizeof ignored);
     obx_config_free(&fresh);
     obx_log_configure((obx_log_level_t)cfg->log_level, (obx_log_format_t)cfg->log_format);
-    OBX_LOG(OBX_LOG_INFO, "config reloaded", KS("restart_needed_for", ignored));
+    OBX_LOG(OBX_LOG_INFO, "config_reloaded", "config reloaded", KS("restart_needed_for", ignored));
     return 0;
 }

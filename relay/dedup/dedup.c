@@ -293,7 +293,7 @@ int obx_dedup_park_tx(PGconn *conn, const char *consumer, const obx_event_t *ev,
     if (!res)
         return -1;
     PQclear(res);
-    OBX_LOG(OBX_LOG_ERROR, "message parked", KS("consumer", consumer),
+    OBX_LOG(OBX_LOG_ERROR, "message_parked", "message parked", KS("consumer", consumer),
                 KS("event_id", ev->event_id ? ev->event_id : ""), KS("topic", ev->topic),
                 KI("partition", ev->partition), KI("offset", ev->offset), KS("reason", reason));
     return 0;
@@ -342,7 +342,8 @@ static int run_effect(PGconn *conn, const char *consumer, const obx_event_t *ev,
 }
 
 static void log_duplicate(const char *consumer, const obx_event_t *ev) {
-    OBX_LOG(OBX_LOG_DEBUG, "duplicate skipped", KS("consumer", consumer), KS("event_id", ev->event_id),
+    OBX_LOG(OBX_LOG_DEBUG, "duplicate_skipped",
+            "duplicate skipped", KS("consumer", consumer), KS("event_id", ev->event_id),
             KI("partition", ev->partition), KI("offset", ev->offset));
 }
 
@@ -563,7 +564,8 @@ int obx_dedup_compensate_tx(PGconn *conn, const char *consumer, const obx_event_
         return -1;
     if (fresh) {
         *status = OBX_COMP_EMPTY;
-        OBX_LOG(OBX_LOG_INFO, "compensation before its original: empty rollback, original will be skipped",
+        OBX_LOG(OBX_LOG_INFO, "compensation_before_original",
+                "compensation before its original: empty rollback, original will be skipped",
                 KS("consumer", consumer), KS("event_id", comp->event_id),
                 KS("original_event_id", original_event_id));
         return 0;

@@ -73,7 +73,8 @@ static int db_ok(runner_t *r) {
         PQfinish(r->conn);
         r->conn = obx_pgconn_open(r->cfg->pg_conninfo, r->cfg->consumer_name);
         if (PQstatus(r->conn) == CONNECTION_OK) {
-            OBX_LOG(OBX_LOG_INFO, "postgres connected", KS("consumer", r->cfg->consumer_name),
+            OBX_LOG(OBX_LOG_INFO, "postgres_connected",
+                    "postgres connected", KS("consumer", r->cfg->consumer_name),
                     KS("db", PQdb(r->conn)));
             return 1;
         }
@@ -81,7 +82,8 @@ static int db_ok(runner_t *r) {
         err[strcspn(err, "\n")] = '\0';
         {
             int64_t delay = obx_backoff_next(&r->backoff);
-            OBX_LOG(OBX_LOG_ERROR, "postgres connect failed", KS("error", err), KI("retry_in_ms", delay));
+            OBX_LOG(OBX_LOG_ERROR, "postgres_connect_failed",
+                    "postgres connect failed", KS("error", err), KI("retry_in_ms", delay));
             nap(delay);
         }
     }
@@ -248,7 +250,8 @@ static int flush_batch(runner_t *r) {
          * poison event is applied again with them, event by event. */
         int rc = apply_batch_once(r, 0, &t, err, sizeof err);
         if (rc == OBX_DEDUP_REDO) {
-            OBX_LOG(OBX_LOG_DEBUG, "batch has a poison event, applying it again with savepoints",
+            OBX_LOG(OBX_LOG_DEBUG, "batch_poison_retry",
+                    "batch has a poison event, applying it again with savepoints",
                     KS("detail", err));
             rc = apply_batch_once(r, 1, &t, err, sizeof err);
         }
@@ -280,7 +283,7 @@ static int flush_batch(runner_t *r) {
         r->retries++;
         {
             int64_t delay = obx_backoff_next(&r->backoff);
-            OBX_LOG(OBX_LOG_WARN, "batch rolled back, retrying", KS("error", err),
+            OBX_LOG(OBX_LOG_WARN, "batch_rolled_back", "batch rolled back, retrying", KS("error", err),
                     KI("messages", r->batch_n), KI("retry_in_ms", delay));
             nap(delay);
         }
@@ -304,17 +307,18 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             int64_t next = -1;
             while (db_ok(r) && obx_dedup_load_offset(r->conn, r->cfg->consumer_name, parts->elems[i].topic,
                                                      parts->elems[i].partition, &next, e, sizeof e) != 0) {
-                OBX_LOG(OBX_LOG_WARN, "cannot load offset, retrying", KS("error", e));
+                OBX_LOG(OBX_LOG_WARN, "offset_load_failed", "cannot load offset, retrying", KS("error", e));
                 PQfinish(r->conn);
                 r->conn = NULL;
             }
             parts->elems[i].offset = next >= 0 ? next : RD_KAFKA_OFFSET_BEGINNING;
-            OBX_LOG(OBX_LOG_INFO, "partition assigned", KS("topic", parts->elems[i].topic),
+            OBX_LOG(OBX_LOG_INFO, "partition_assigned",
+                    "partition assigned", KS("topic", parts->elems[i].topic),
                     KI("partition", parts->elems[i].partition), KI("next_offset", next));
         }
         rd_kafka_assign(rk, parts);
     } else {
-        OBX_LOG(OBX_LOG_INFO, "partitions revoked", KI("count", parts->cnt));
+        OBX_LOG(OBX_LOG_INFO, "partitions_revoked", "partitions revoked", KI("count", parts->cnt));
         rd_kafka_assign(rk, NULL);
     }
 }
@@ -378,7 +382,8 @@ static void periodic(runner_t *r) {
     if (r->cfg->stats_interval_s > 0 && now >= r->next_stats_ms) {
         long long done = r->applied + r->rejected + r->duplicates + r->parked + r->compensations;
         double secs = (double)(now - r->last_stats_ms) / 1000.0;
-        OBX_LOG(OBX_LOG_INFO, "stats", KS("consumer", r->cfg->consumer_name), KI("applied", r->applied),
+        OBX_LOG(OBX_LOG_INFO, "stats",
+                "stats", KS("consumer", r->cfg->consumer_name), KI("applied", r->applied),
                 KI("rejected", r->rejected), KI("duplicates", r->duplicates), KI("parked", r->parked),
                 KI("compensations", r->compensations), KI("batches", r->batches), KI("retries", r->retries),
                 KD("rate_per_s", secs > 0 ? (double)(done - r->last_done) / secs : 0));
@@ -391,9 +396,10 @@ static void periodic(runner_t *r) {
         long n = obx_dedup_cleanup(r->conn, r->cfg->consumer_name, r->cfg->inbox_retention_s,
                                    r->cfg->inbox_cleanup_batch, err, sizeof err);
         if (n < 0)
-            OBX_LOG(OBX_LOG_WARN, "inbox cleanup failed", KS("error", err));
+            OBX_LOG(OBX_LOG_WARN, "inbox_cleanup_failed", "inbox cleanup failed", KS("error", err));
         else if (n > 0)
-            OBX_LOG(OBX_LOG_INFO, "inbox cleanup", KI("deleted", n), KI("retention_s", r->cfg->inbox_retention_s));
+            OBX_LOG(OBX_LOG_INFO, "inbox_cleanup",
+                    "inbox cleanup", KI("deleted", n), KI("retention_s", r->cfg->inbox_retention_s));
         r->next_cleanup_ms = now + (int64_t)r->cfg->inbox_cleanup_interval_s * 1000;
     }
 }
@@ -412,7 +418,7 @@ static int run(obx_config_t *cfg, const obx_handler_t *h) {
     r.hdrs = calloc((size_t)cfg->consumer_batch_size, sizeof *r.hdrs);
     r.status = calloc((size_t)cfg->consumer_batch_size, sizeof *r.status);
     if (!r.batch || !r.evs || !r.hdrs || !r.status) {
-        OBX_LOG(OBX_LOG_ERROR, "out of memory", KI("batch_size", cfg->consumer_batch_size));
+        OBX_LOG(OBX_LOG_ERROR, "out_of_memory", "out of memory", KI("batch_size", cfg->consumer_batch_size));
         goto out;
     }
     obx_backoff_init(&r.backoff, 100, 10000, (uint64_t)now_ms() ^ (uint64_t)getpid());
@@ -421,7 +427,7 @@ static int run(obx_config_t *cfg, const obx_handler_t *h) {
     r.next_cleanup_ms = r.last_stats_ms + 1000;
     r.rk = consumer_new(&r, err, sizeof err);
     if (!r.rk) {
-        OBX_LOG(OBX_LOG_ERROR, "kafka consumer", KS("error", err));
+        OBX_LOG(OBX_LOG_ERROR, "kafka_consumer_failed", "kafka consumer", KS("error", err));
         goto out;
     }
     if (!db_ok(&r))
@@ -432,7 +438,7 @@ static int run(obx_config_t *cfg, const obx_handler_t *h) {
     warm_topics(&r);
     rd_kafka_subscribe(r.rk, topics);
     rd_kafka_topic_partition_list_destroy(topics);
-    OBX_LOG(OBX_LOG_INFO, "consumer starting", KS("consumer", cfg->consumer_name),
+    OBX_LOG(OBX_LOG_INFO, "consumer_starting", "consumer starting", KS("consumer", cfg->consumer_name),
             KS("topics", cfg->consumer_topics[0]), KI("batch_size", cfg->consumer_batch_size));
     while (!stop_signals) {
         int64_t deadline = 0;
@@ -449,7 +455,8 @@ static int run(obx_config_t *cfg, const obx_handler_t *h) {
             }
             if (m->err) {
                 if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                    OBX_LOG(OBX_LOG_WARN, "kafka consume error", KS("error", rd_kafka_message_errstr(m)));
+                    OBX_LOG(OBX_LOG_WARN, "kafka_consume_error",
+                            "kafka consume error", KS("error", rd_kafka_message_errstr(m)));
                 rd_kafka_message_destroy(m);
                 continue;
             }
@@ -464,7 +471,7 @@ static int run(obx_config_t *cfg, const obx_handler_t *h) {
             obx_config_reload_file(r.cfg);
         }
     }
-    OBX_LOG(OBX_LOG_INFO, "consumer stopping", KS("consumer", cfg->consumer_name));
+    OBX_LOG(OBX_LOG_INFO, "consumer_stopping", "consumer stopping", KS("consumer", cfg->consumer_name));
     rc = 0;
 out:
     if (r.rk) {
@@ -479,7 +486,8 @@ out:
     }
     for (int i = 0; i < r.batch_n; i++)
         rd_kafka_message_destroy(r.batch[i]);
-    OBX_LOG(OBX_LOG_INFO, "consumer stopped", KS("consumer", cfg->consumer_name), KI("applied", r.applied),
+    OBX_LOG(OBX_LOG_INFO, "consumer_stopped",
+            "consumer stopped", KS("consumer", cfg->consumer_name), KI("applied", r.applied),
             KI("rejected", r.rejected), KI("duplicates", r.duplicates), KI("parked", r.parked),
             KI("compensations", r.compensations));
     free(r.batch);

@@ -256,7 +256,7 @@ static gen_try_t client_insert(gen_client_t *c, gen_order_t *ord, char *err, siz
         snprintf(err, errsize, "connection lost before the commit was confirmed");
         t = TRY_RETRY;
     } else if (PQntuples(res) == 0 && sent_before) {
-        OBX_LOG(OBX_LOG_INFO, "order found committed by an earlier try",
+        OBX_LOG(OBX_LOG_INFO, "order_found_committed", "order found committed by an earlier try",
                 KI("client", c->index), KI("order_id", ord->id));
     } else if (PQntuples(res) == 0) {
         snprintf(err, errsize, "order_id %" PRId64 " already exists in shop_orders", ord->id);
@@ -296,7 +296,8 @@ static int client_write_order(gen_client_t *c, gen_order_t *ord) {
         t = client_try(c, ord, err, sizeof err);
         if (t == TRY_OK) {
             if (attempt > 1)
-                OBX_LOG(OBX_LOG_INFO, "order written after retries", KI("client", c->index),
+                OBX_LOG(OBX_LOG_INFO, "order_written_after_retries",
+                        "order written after retries", KI("client", c->index),
                         KI("order_id", ord->id), KI("tries", attempt));
             obx_backoff_reset(&c->backoff);
             return 0;
@@ -306,11 +307,11 @@ static int client_write_order(gen_client_t *c, gen_order_t *ord) {
         if (t == TRY_FATAL)
             break;
         if (attempt < MAX_TRIES)
-            OBX_LOG(OBX_LOG_WARN, "order try failed; retrying on a new connection",
+            OBX_LOG(OBX_LOG_WARN, "order_try_failed", "order try failed; retrying on a new connection",
                     KI("client", c->index), KI("order_index", ord->index), KI("try", attempt),
                     KS("error", err));
     }
-    OBX_LOG(OBX_LOG_ERROR, "order not written; stopping", KI("client", c->index),
+    OBX_LOG(OBX_LOG_ERROR, "order_not_written", "order not written; stopping", KI("client", c->index),
             KI("order_index", ord->index), KI("tries", attempt > MAX_TRIES ? MAX_TRIES : attempt),
             KS("error", err));
     return -1;
@@ -436,10 +437,11 @@ static int stock_init(PGconn *conn, const gen_opts_t *o) {
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         char err[1024];
         err_set(err, sizeof err, conn, res);
-        OBX_LOG(OBX_LOG_ERROR, "cannot initialise shop_stock", KS("error", err));
+        OBX_LOG(OBX_LOG_ERROR, "stock_init_failed", "cannot initialise shop_stock", KS("error", err));
         rc = -1;
     } else {
-        OBX_LOG(OBX_LOG_INFO, "shop_stock initialised", KI("skus", o->skus), KI("available", o->stock));
+        OBX_LOG(OBX_LOG_INFO, "stock_initialised",
+                "shop_stock initialised", KI("skus", o->skus), KI("available", o->stock));
     }
     PQclear(res);
     return rc;
@@ -465,7 +467,7 @@ int main(int argc, char **argv) {
     conn = obx_pgconn_open(run.opts.conninfo, "obx-order-gen");
     if (PQstatus(conn) != CONNECTION_OK) {
         err_set(err, sizeof err, conn, NULL);
-        OBX_LOG(OBX_LOG_ERROR, "cannot connect to PostgreSQL", KS("error", err));
+        OBX_LOG(OBX_LOG_ERROR, "postgres_connect_failed", "cannot connect to PostgreSQL", KS("error", err));
         goto out;
     }
     if (run.opts.stock >= 0 && stock_init(conn, &run.opts) != 0)
@@ -474,10 +476,10 @@ int main(int argc, char **argv) {
     conn = NULL;
     clients = calloc((size_t)run.opts.clients, sizeof *clients);
     if (!clients) {
-        OBX_LOG(OBX_LOG_ERROR, "out of memory");
+        OBX_LOG(OBX_LOG_ERROR, "out_of_memory", "out of memory");
         goto out;
     }
-    OBX_LOG(OBX_LOG_INFO, "writing orders", KI("orders", run.opts.orders),
+    OBX_LOG(OBX_LOG_INFO, "orders_writing", "writing orders", KI("orders", run.opts.orders),
             KI("clients", run.opts.clients), KI("rate", run.opts.rate), KI("skus", run.opts.skus),
             KI("hot_skus", run.opts.hot_skus), KI("seed", run.opts.seed));
     run.start_ns = now_ns();
@@ -490,7 +492,8 @@ int main(int argc, char **argv) {
         obx_backoff_init(&c->backoff, 50, 1000, (uint64_t)run.opts.seed + (uint64_t)started + 1);
         err_no = pthread_create(&c->thread, NULL, client_run, c);
         if (err_no != 0) {
-            OBX_LOG(OBX_LOG_ERROR, "cannot start a client thread", KS("error", strerror(err_no)));
+            OBX_LOG(OBX_LOG_ERROR, "thread_start_failed",
+                    "cannot start a client thread", KS("error", strerror(err_no)));
             atomic_store(&run.stop, 1);
             break;
         }
@@ -500,7 +503,7 @@ int main(int argc, char **argv) {
         written += clients[k].written;
     }
     elapsed_ms = (now_ns() - run.start_ns) / 1000000;
-    OBX_LOG(OBX_LOG_INFO, "done", KI("written", written), KI("elapsed_ms", elapsed_ms));
+    OBX_LOG(OBX_LOG_INFO, "orders_done", "done", KI("written", written), KI("elapsed_ms", elapsed_ms));
     rc = written == run.opts.orders ? 0 : 1;
 out:
     printf("orders=%" PRId64 " written=%" PRId64 " failed=%" PRId64 " elapsed_ms=%" PRId64

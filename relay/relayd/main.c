@@ -42,7 +42,8 @@ static void dr_ignore(void *ctx, void *opaque, rd_kafka_resp_err_t err, int32_t 
 static void warn_permissions(const obx_config_t *cfg) {
     struct stat st;
     if (cfg->has_secret && stat(cfg->path, &st) == 0 && (st.st_mode & (S_IRGRP | S_IROTH)))
-        OBX_LOG(OBX_LOG_WARN, "config file holds a secret and is readable by other users; chmod 600 it",
+        OBX_LOG(OBX_LOG_WARN, "config_file_readable",
+                "config file holds a secret and is readable by other users; chmod 600 it",
                 KS("file", cfg->path));
 }
 
@@ -139,7 +140,7 @@ int main(int argc, char **argv) {
     } else if (optind < argc) {
         rc = obx_migrate_run(&cfg, err, sizeof err);
         if (rc != 0)
-            OBX_LOG(OBX_LOG_ERROR, "migrate failed", KS("error", err));
+            OBX_LOG(OBX_LOG_ERROR, "migrate_failed", "migrate failed", KS("error", err));
         rc = rc ? 1 : 0;
     } else {
         rc = obx_relay_run(&cfg);

@@ -52,7 +52,8 @@ int obx_migrate_run(const obx_config_t *cfg, char *errstr, size_t errsize) {
         if (run(conn, "SELECT outbox_install($1, $2, $3)", 3, params, errstr, errsize))
             goto out;
     }
-    OBX_LOG(OBX_LOG_INFO, "schema applied", KS("table", cfg->pg_table), KS("db", PQdb(conn)));
+    OBX_LOG(OBX_LOG_INFO, "schema_applied",
+            "schema applied", KS("table", cfg->pg_table), KS("db", PQdb(conn)));
     rc = 0;
 out:
     PQfinish(conn);

@@ -353,13 +353,14 @@ int obx_outbox_check(PGconn *conn, const obx_config_t *cfg, char *errstr, size_t
     if (check_query(conn, "the outbox table has no outbox_notify trigger: the relay will only poll",
                     "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass"
                     " AND tgname = 'outbox_notify')", cfg->pg_table_sql, errstr, errsize) != 0)
-        OBX_LOG(OBX_LOG_WARN, "check", KS("warning", errstr));
+        OBX_LOG(OBX_LOG_WARN, "check_warning", "check", KS("warning", errstr));
     else if (check_query(conn, "the outbox_notify trigger has no waiting flag (an older schema):"
                          " writers pay a NOTIFY on every insert (run migrate)",
                          "SELECT EXISTS (" FLAG_SQL ")", cfg->pg_table_sql, errstr, errsize) != 0)
-        OBX_LOG(OBX_LOG_WARN, "check", KS("warning", errstr));
+        OBX_LOG(OBX_LOG_WARN, "check_warning", "check", KS("warning", errstr));
     if (obx_outbox_prepare_horizon(conn, cfg, msg, sizeof msg) == 0)
-        OBX_LOG(OBX_LOG_WARN, "check", KS("warning", "claims will wait for their marks (no pipelining)"),
+        OBX_LOG(OBX_LOG_WARN, "check_warning",
+                "check", KS("warning", "claims will wait for their marks (no pipelining)"),
                 KS("reason", msg));
     return 0;
 }

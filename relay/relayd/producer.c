@@ -91,7 +91,7 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
     if (p && strcmp(fac, "GETPID") == 0 && strstr(buf, "Acquired PID")) {
         if (++p->pids > 1 && !p->pid_lost[0])
             snprintf(p->pid_lost, sizeof p->pid_lost, "librdkafka changed the producer id: %s", buf);
-        OBX_LOG(OBX_LOG_INFO, "kafka producer id acquired", KS("detail", buf));
+        OBX_LOG(OBX_LOG_INFO, "producer_id_acquired", "kafka producer id acquired", KS("detail", buf));
         return;
     }
     if (p && strcmp(fac, "IMPLICITACK") == 0)
@@ -115,7 +115,7 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     (void)opaque;
     /* Fatal errors are picked up by obx_producer_fatal; the rest are transient
      * and librdkafka retries them itself. */
-    OBX_LOG(err == RD_KAFKA_RESP_ERR__FATAL ? OBX_LOG_ERROR : OBX_LOG_WARN, "kafka error",
+    OBX_LOG(err == RD_KAFKA_RESP_ERR__FATAL ? OBX_LOG_ERROR : OBX_LOG_WARN, "kafka_error", "kafka error",
             KS("error", rd_kafka_err2name((rd_kafka_resp_err_t)err)), KS("reason", reason));
 }
 
@@ -243,7 +243,7 @@ static void topic_meta(obx_producer_t *p, topic_t *t) {
         t->meta_timeout_ms = t->meta_timeout_ms * 4 < META_TIMEOUT_MAX_MS ? t->meta_timeout_ms * 4 : META_TIMEOUT_MAX_MS;
     else
         t->meta_timeout_ms = WARM_TIMEOUT_MS;
-    OBX_LOG(OBX_LOG_DEBUG, "kafka topic metadata requested", KS("topic", t->name),
+    OBX_LOG(OBX_LOG_DEBUG, "topic_metadata", "kafka topic metadata requested", KS("topic", t->name),
             KS("result", rd_kafka_err2name(t->err)), KI("partitions", n));
 }
 

@@ -172,7 +172,7 @@ static int64_t now_ms(void) {
 static void *xrealloc(void *p, size_t n) {
     void *q = realloc(p, n);
     if (!q) {
-        OBX_LOG(OBX_LOG_ERROR, "out of memory");
+        OBX_LOG(OBX_LOG_ERROR, "out_of_memory", "out of memory");
         abort();
     }
     return q;
@@ -224,10 +224,11 @@ static void row_failed(relay_t *r, int64_t id, const char *event_id, int attempt
     r->failed++;
     if (park) {
         r->parked++;
-        OBX_LOG(OBX_LOG_ERROR, "event parked", KS("event_id", event_id), KI("id", id),
+        OBX_LOG(OBX_LOG_ERROR, "row_parked", "event parked", KS("event_id", event_id), KI("id", id),
                 KI("attempts", attempts + 1), KS("error", error));
     } else {
         OBX_LOG(r->cfg->on_failure == OBX_FAIL_BLOCK ? OBX_LOG_ERROR : OBX_LOG_WARN,
+                r->cfg->on_failure == OBX_FAIL_BLOCK ? "publish_blocked" : "publish_failed",
                 r->cfg->on_failure == OBX_FAIL_BLOCK ? "publish failed, blocking" : "publish failed",
                 KS("event_id", event_id), KI("id", id), KI("attempts", attempts + 1),
                 KS("error", error));
@@ -268,7 +269,8 @@ static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, int32_
     r->inflight--;
     gate = obx_gate_report(r->gate, m->topic, m->partition, err == RD_KAFKA_RESP_ERR_NO_ERROR, now_ms());
     if (gate < 0)
-        OBX_LOG(OBX_LOG_ERROR, "delivery report for a message the gate did not let through",
+        OBX_LOG(OBX_LOG_ERROR, "unexpected_delivery_report",
+                "delivery report for a message the gate did not let through",
                 KI("id", m->id), KS("topic", m->topic), KI("partition", m->partition));
     else if (gate > 0 && !r->stopping)
         resume_skipped(r);
@@ -277,14 +279,14 @@ static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, int32_
         push_ack(r, m->id);
         if (r->blocked && r->cfg->on_failure == OBX_FAIL_BLOCK) {
             r->blocked = 0;
-            OBX_LOG(OBX_LOG_INFO, "unblocked", KI("id", m->id));
+            OBX_LOG(OBX_LOG_INFO, "unblocked", "unblocked", KI("id", m->id));
         }
     } else if (err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT ||
                err == RD_KAFKA_RESP_ERR__FATAL || r->fatal ||
                obx_producer_fatal(r->producer, NULL, 0)) {
         /* Not the row's fault: it stays unsent and is claimed again. */
         obx_idset_del(&r->owned, m->id);
-        OBX_LOG(OBX_LOG_DEBUG, "delivery abandoned", KI("id", m->id),
+        OBX_LOG(OBX_LOG_DEBUG, "delivery_abandoned", "delivery abandoned", KI("id", m->id),
                 KS("error", rd_kafka_err2name(err)));
     } else {
         char msg[256], eid[OBX_PGBIN_UUID_SIZE];
@@ -316,7 +318,8 @@ static int send_msg(relay_t *r, msg_t *m) {
     if (kerr == RD_KAFKA_RESP_ERR__QUEUE_FULL || kerr == RD_KAFKA_RESP_ERR__FATAL) {
         /* Not the row's fault: claim it again later. */
         obx_idset_del(&r->owned, m->id);
-        OBX_LOG(OBX_LOG_WARN, "produce deferred", KI("id", row.id), KS("error", rd_kafka_err2name(kerr)));
+        OBX_LOG(OBX_LOG_WARN, "produce_deferred",
+                "produce deferred", KI("id", row.id), KS("error", rd_kafka_err2name(kerr)));
         batch_release(m->batch);
         return -1;
     }
@@ -345,7 +348,8 @@ static void release_held(relay_t *r) {
     while (!r->fatal && (m = obx_gate_release(r->gate, now_ms())) != NULL) {
         int64_t id = m->id; /* send_msg may free m with its batch */
         if (send_msg(r, m) != 0) {
-            OBX_LOG(OBX_LOG_ERROR, "held message refused by the producer, recreating it", KI("id", id));
+            OBX_LOG(OBX_LOG_ERROR, "held_message_refused",
+                    "held message refused by the producer, recreating it", KI("id", id));
             r->fatal = 1;
             obx_gate_drop_held(r->gate, drop_held, r);
             obx_producer_purge(r->producer);
@@ -367,7 +371,7 @@ static void retire_marked(relay_t *r) {
 
 static void own(relay_t *r, int64_t id) {
     if (obx_idset_add(&r->owned, id) != 0) {
-        OBX_LOG(OBX_LOG_ERROR, "out of memory");
+        OBX_LOG(OBX_LOG_ERROR, "out_of_memory", "out of memory");
         abort();
     }
 }
@@ -394,7 +398,8 @@ static int produce_row(relay_t *r, batch_t *b, msg_t *m, const obx_row_t *row) {
     rc = obx_producer_partition(r->producer, topic, row->aggregate_id, strlen(row->aggregate_id),
                                 &m->partition, &kerr);
     if (rc > 0) {
-        OBX_LOG(OBX_LOG_WARN, "produce deferred: the topic's partitions are not known yet", KI("id", row->id),
+        OBX_LOG(OBX_LOG_WARN, "topic_partitions_unknown",
+                "produce deferred: the topic's partitions are not known yet", KI("id", row->id),
                 KS("topic", topic), KS("error", rd_kafka_err2name(kerr)));
         r->deferred++;
         r->retry_at = now_ms() + r->cfg->poll_interval_ms;
@@ -472,7 +477,7 @@ static int produce_batch(relay_t *r, PGresult *res) {
 static void disconnect(relay_t *r, const char *why) {
     int64_t delay = obx_backoff_next(&r->backoff);
     if (r->conn) {
-        OBX_LOG(OBX_LOG_ERROR, "postgres connection lost", KS("error", why),
+        OBX_LOG(OBX_LOG_ERROR, "postgres_connection_lost", "postgres connection lost", KS("error", why),
                 KI("retry_in_ms", delay), KI("inflight", r->inflight));
         PQfinish(r->conn);
         r->conn = NULL;
@@ -480,7 +485,7 @@ static void disconnect(relay_t *r, const char *why) {
             PQfinish(r->mconn);
         r->mconn = NULL;
     } else {
-        OBX_LOG(OBX_LOG_ERROR, "postgres connect failed", KS("error", why),
+        OBX_LOG(OBX_LOG_ERROR, "postgres_connect_failed", "postgres connect failed", KS("error", why),
                 KI("retry_in_ms", delay));
     }
     r->leader = 0;
@@ -524,9 +529,10 @@ static void try_connect(relay_t *r) {
         return;
     }
     if (!r->hz_ok)
-        OBX_LOG(OBX_LOG_WARN, "claims wait for their marks (no pipelining)", KS("reason", err));
+        OBX_LOG(OBX_LOG_WARN, "claims_not_pipelined",
+                "claims wait for their marks (no pipelining)", KS("reason", err));
     r->hz_want = r->hz_ok;
-    OBX_LOG(OBX_LOG_INFO, "postgres connected", KS("host", PQhost(r->conn)),
+    OBX_LOG(OBX_LOG_INFO, "postgres_connected", "postgres connected", KS("host", PQhost(r->conn)),
             KS("db", PQdb(r->conn)), KS("table", r->cfg->pg_table),
             KS("role", lead ? "leader" : "standby"));
     r->leader = lead;
@@ -614,7 +620,7 @@ static void advance_low(relay_t *r, int64_t first) {
     if (!r->op_rescan || !r->op_settled || r->op_low_gen != r->low_gen || to <= r->low)
         return;
     r->low = to;
-    OBX_LOG(OBX_LOG_DEBUG, "low water", KI("id", r->low));
+    OBX_LOG(OBX_LOG_DEBUG, "low_water", "low water", KI("id", r->low));
 }
 
 /* Picks the next query for the idle claiming session. */
@@ -671,15 +677,20 @@ static void send_next(relay_t *r) {
         disconnect(r, PQerrorMessage(r->conn));
 }
 
-/* backlog and age are -1 when they could not be read (standby, no connection). */
+/* backlog and age are -1 when they could not be read (standby, no connection).
+ * The line then says backlog_known=false instead of an age of -1, which an
+ * age alert would take for "nothing waiting"; backlog=-1 stays where log
+ * readers look for it (docs/monitoring.md). */
 static void log_stats(relay_t *r, long long backlog, long long oldest_age_s) {
     int64_t now = now_ms();
     double secs = (double)(now - r->last_stats_ms) / 1000.0;
     obx_gate_stats_t g;
+    obx_kv_t age = backlog >= 0 ? (obx_kv_t)KI("oldest_unsent_age_s", oldest_age_s)
+                                : (obx_kv_t)KS("backlog_known", "false");
     obx_gate_stats(r->gate, now, &g);
-    OBX_LOG(OBX_LOG_INFO, "stats", KI("published", r->published), KI("marked", r->marked),
+    OBX_LOG(OBX_LOG_INFO, "stats", "stats", KI("published", r->published), KI("marked", r->marked),
             KI("parked", r->parked), KI("failed", r->failed), KI("inflight", r->inflight),
-            KI("backlog", backlog), KI("oldest_unsent_age_s", oldest_age_s),
+            KI("backlog", backlog), age,
             KD("rate_per_s", secs > 0 ? (double)(r->published - r->last_published) / secs : 0),
             KI("reconnects", r->reconnects), KI("rescans", r->rescans),
             KI("low_water", r->low), KI("horizon", r->hz),
@@ -697,7 +708,7 @@ static void log_stats(relay_t *r, long long backlog, long long oldest_age_s) {
 static void set_horizon(relay_t *r) {
     if (r->hz_v > r->hz) {
         r->hz = r->hz_v;
-        OBX_LOG(OBX_LOG_DEBUG, "horizon", KI("id", r->hz));
+        OBX_LOG(OBX_LOG_DEBUG, "horizon", "horizon", KI("id", r->hz));
     }
 }
 
@@ -740,7 +751,7 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
         if (n > 0) {
             int64_t last = obx_outbox_row_id(res, n - 1);
             r->last_rows_ms = now_ms();
-            OBX_LOG(OBX_LOG_DEBUG, "claimed", KI("rows", n), KI("after_id", r->op_after),
+            OBX_LOG(OBX_LOG_DEBUG, "claimed", "claimed", KI("rows", n), KI("after_id", r->op_after),
                     KI("inflight", r->inflight));
             if (r->idle == IDLE_RECHECK)
                 r->idle = IDLE_CLEAR;
@@ -823,7 +834,8 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
     case OP_WAITING:
         if (PQntuples(res) == 0 && !r->noflag_warned) {
             /* Writers never or always notify: wake-ups wait for the fallback poll, or cost writers. */
-            OBX_LOG(OBX_LOG_WARN, "no waiting flag: the outbox_notify trigger is missing or older than this relay"
+            OBX_LOG(OBX_LOG_WARN, "notify_flag_missing",
+                    "no waiting flag: the outbox_notify trigger is missing or older than this relay"
                     " (run migrate)", KS("table", r->cfg->pg_table));
             r->noflag_warned = 1;
         }
@@ -874,12 +886,12 @@ static void drain_notifies(relay_t *r) {
             r->low = 0;
             r->low_gen++;
             r->scan_end = 1;
-            OBX_LOG(OBX_LOG_INFO, "rows released, rescanning from the start");
+            OBX_LOG(OBX_LOG_INFO, "rows_released", "rows released, rescanning from the start");
         }
         PQfreemem(n);
         if (r->idle == IDLE_SLEEP) {
             r->idle = IDLE_CLEAR;
-            OBX_LOG(OBX_LOG_DEBUG, "woken by notify");
+            OBX_LOG(OBX_LOG_DEBUG, "notify_woken", "woken by notify");
         }
     }
 }
@@ -922,7 +934,7 @@ static int handle_signals(relay_t *r) {
                 obx_gate_configure(r->gate, r->cfg->partition_stall_ms, r->cfg->partition_cold_ms);
             }
         } else if (r->stopping) {
-            OBX_LOG(OBX_LOG_WARN, "second signal, exiting now", KI("inflight", r->inflight),
+            OBX_LOG(OBX_LOG_WARN, "second_signal", "second signal, exiting now", KI("inflight", r->inflight),
                     KI("unmarked", (long long)r->acks_n));
             return 1;
         } else {
@@ -932,7 +944,8 @@ static int handle_signals(relay_t *r) {
             else if (r->idle != IDLE_RUN)
                 r->idle = IDLE_CLEAR; /* writers must not keep paying NOTIFY */
             r->stop_deadline = now_ms() + r->cfg->shutdown_timeout_ms;
-            OBX_LOG(OBX_LOG_INFO, "shutting down", KS("signal", sig == SIGINT ? "SIGINT" : "SIGTERM"),
+            OBX_LOG(OBX_LOG_INFO, "shutting_down",
+                    "shutting down", KS("signal", sig == SIGINT ? "SIGINT" : "SIGTERM"),
                     KI("inflight", r->inflight), KI("deadline_ms", r->cfg->shutdown_timeout_ms));
         }
     }
@@ -948,7 +961,8 @@ static void recreate_producer(relay_t *r) {
     r->producer = obx_producer_new(r->cfg, on_delivery, r, err, sizeof err);
     obx_gate_new_producer(r->gate);
     if (!r->producer) {
-        OBX_LOG(OBX_LOG_ERROR, "cannot recreate the kafka producer", KS("error", err));
+        OBX_LOG(OBX_LOG_ERROR, "producer_recreate_failed",
+                "cannot recreate the kafka producer", KS("error", err));
         r->stopping = 1;
         r->exit_code = 1;
         r->stop_deadline = now_ms();
@@ -956,14 +970,16 @@ static void recreate_producer(relay_t *r) {
     }
     r->fatal = 0;
     r->scan_end = 1;
-    OBX_LOG(OBX_LOG_INFO, "kafka producer recreated; unmarked rows will be published again");
+    OBX_LOG(OBX_LOG_INFO, "producer_recreated",
+            "kafka producer recreated; unmarked rows will be published again");
 }
 
 static void check_fatal(relay_t *r) {
     char err[512];
     if (r->fatal || !obx_producer_fatal(r->producer, err, sizeof err))
         return;
-    OBX_LOG(OBX_LOG_ERROR, "kafka fatal error, recreating the producer", KS("error", err),
+    OBX_LOG(OBX_LOG_ERROR, "kafka_fatal_error",
+            "kafka fatal error, recreating the producer", KS("error", err),
             KI("inflight", r->inflight));
     r->fatal = 1;
     obx_gate_drop_held(r->gate, drop_held, r);
@@ -1045,26 +1061,28 @@ int obx_relay_run(obx_config_t *cfg) {
     obx_backoff_init(&r.backoff, 100, cfg->reconnect_max_ms,
                      (uint64_t)started ^ ((uint64_t)getpid() << 32));
     if (pipe2(sigpipe_fds, O_NONBLOCK | O_CLOEXEC) != 0) {
-        OBX_LOG(OBX_LOG_ERROR, "pipe failed", KS("error", strerror(errno)));
+        OBX_LOG(OBX_LOG_ERROR, "pipe_failed", "pipe failed", KS("error", strerror(errno)));
         return 1;
     }
     setup_signals();
     r.gate = obx_gate_new(cfg->partition_stall_ms, cfg->partition_cold_ms);
     r.producer = r.gate ? obx_producer_new(cfg, on_delivery, &r, err, sizeof err) : NULL;
     if (!r.producer) {
-        OBX_LOG(OBX_LOG_ERROR, "kafka producer", KS("error", r.gate ? err : "out of memory"));
+        OBX_LOG(OBX_LOG_ERROR, "producer_create_failed",
+                "kafka producer", KS("error", r.gate ? err : "out of memory"));
         obx_gate_destroy(r.gate);
         return 1;
     }
     r.last_stats_ms = started;
     r.stats_at = started + (int64_t)cfg->stats_interval_s * 1000;
-    OBX_LOG(OBX_LOG_INFO, "relay starting", KS("table", cfg->pg_table),
+    OBX_LOG(OBX_LOG_INFO, "relay_starting", "relay starting", KS("table", cfg->pg_table),
             KS("channel", cfg->pg_channel), KI("batch_size", cfg->batch_size),
             KI("max_inflight", cfg->max_inflight),
             KS("on_failure", cfg->on_failure == OBX_FAIL_PARK ? "park" : "block"),
             KS("librdkafka", rd_kafka_version_str()));
     if (rd_kafka_version() < LIBRDKAFKA_SEQ_FIX)
-        OBX_LOG(OBX_LOG_WARN, "librdkafka older than 2.3.0: after requests that may have been written it can"
+        OBX_LOG(OBX_LOG_WARN, "librdkafka_too_old",
+                "librdkafka older than 2.3.0: after requests that may have been written it can"
                 " raise a fatal sequence error; the relay then recreates its producer, which publishes"
                 " duplicates, not losses (KNOWN-ISSUES.md)", KS("librdkafka", rd_kafka_version_str()));
     try_connect(&r);
@@ -1090,7 +1108,7 @@ int obx_relay_run(obx_config_t *cfg) {
                 disconnect(&r, err);
             else if (lead) {
                 r.leader = 1;
-                OBX_LOG(OBX_LOG_INFO, "leadership acquired", KS("role", "leader"));
+                OBX_LOG(OBX_LOG_INFO, "leadership_acquired", "leadership acquired", KS("role", "leader"));
             }
             r.lead_retry_at = now + cfg->poll_interval_ms;
         }
@@ -1123,7 +1141,7 @@ int obx_relay_run(obx_config_t *cfg) {
         rc = poll(fds, (nfds_t)nfds,
                   ready(r.conn, r.op) || ready(r.mconn, r.mop) ? 0 : poll_timeout(&r));
         if (rc < 0 && errno != EINTR) {
-            OBX_LOG(OBX_LOG_ERROR, "poll failed", KS("error", strerror(errno)));
+            OBX_LOG(OBX_LOG_ERROR, "poll_failed", "poll failed", KS("error", strerror(errno)));
             r.exit_code = 1;
             break;
         }
@@ -1138,10 +1156,12 @@ int obx_relay_run(obx_config_t *cfg) {
     }
 
     if (r.stopping && pending_work(&r))
-        OBX_LOG(OBX_LOG_WARN, "shutdown deadline passed; unacknowledged rows will be published again on restart",
+        OBX_LOG(OBX_LOG_WARN, "shutdown_deadline_passed",
+                "shutdown deadline passed; unacknowledged rows will be published again on restart",
                 KI("inflight", r.inflight), KI("unmarked", (long long)r.acks_n));
     drain_batches(&r);
-    OBX_LOG(OBX_LOG_INFO, "relay stopped", KI("published", r.published), KI("marked", r.marked),
+    OBX_LOG(OBX_LOG_INFO, "relay_stopped",
+            "relay stopped", KI("published", r.published), KI("marked", r.marked),
             KI("parked", r.parked), KI("exit_code", r.exit_code));
     obx_producer_destroy(r.producer);
     obx_gate_destroy(r.gate);

@@ -101,7 +101,8 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     printf("%s\n", rd_kafka_mock_cluster_bootstraps(mc));
     fflush(stdout);
-    OBX_LOG(OBX_LOG_INFO, "mock kafka serving", KS("bootstrap", rd_kafka_mock_cluster_bootstraps(mc)),
+    OBX_LOG(OBX_LOG_INFO, "mock_kafka_serving",
+            "mock kafka serving", KS("bootstrap", rd_kafka_mock_cluster_bootstraps(mc)),
             KI("brokers", brokers));
     /* Block the signals, then wait for them atomically: no lost wake-up. */
     sigemptyset(&block);
@@ -110,7 +111,7 @@ int main(int argc, char **argv) {
     sigprocmask(SIG_BLOCK, &block, &old);
     while (run)
         sigsuspend(&old);
-    OBX_LOG(OBX_LOG_INFO, "mock kafka stopping");
+    OBX_LOG(OBX_LOG_INFO, "mock_kafka_stopping", "mock kafka stopping");
     rc = 0;
 out_mc:
     rd_kafka_mock_cluster_destroy(mc);

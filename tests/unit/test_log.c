@@ -1,11 +1,14 @@
 /* Unit tests of relay/core/log.c: logfmt and JSON line formatting, quoting,
- * truncation, levels, emission and secret scrubbing. */
+ * event names, truncation, levels, emission, journald priorities and secret
+ * scrubbing; and that every event the sources can log is documented. */
 #include <check.h>
 #include <ctype.h>
+#include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -123,6 +126,37 @@ static int json_object_members(const char *line) {
     }
 }
 
+/* Returns the field count of a logfmt line (key=value pairs, one space
+ * apart, values bare or quoted with JSON's escapes), or -1. */
+static int logfmt_fields(const char *p) {
+    int n = 0;
+    if (!*p)
+        return 0;
+    for (;;) {
+        const char *k = p;
+        while (*p && *p != '=' && *p != ' ' && *p != '"')
+            p++;
+        if (p == k || *p++ != '=')
+            return -1;
+        if (*p == '"') {
+            if (!(p = json_string(p)))
+                return -1;
+        } else {
+            const char *v = p;
+            for (; *p && *p != ' '; p++)
+                if (*p == '"' || *p == '=' || *p == '\\' || (unsigned char)*p < 0x20)
+                    return -1;
+            if (p == v)
+                return -1;
+        }
+        n++;
+        if (!*p)
+            return n;
+        if (*p++ != ' ')
+            return -1;
+    }
+}
+
 START_TEST(test_json_checker_self_test) {
     /* The checker must be able to fail. */
     ck_assert_int_eq(json_object_members("{\"a\":\"b\",\"n\":-1.5e3}"), 2);
@@ -135,6 +169,11 @@ START_TEST(test_json_checker_self_test) {
     ck_assert_int_eq(json_object_members("{\"a\":nan}"), -1);
     ck_assert_int_eq(json_object_members("{\"a\":01}"), -1);
     ck_assert_int_eq(json_object_members("{\"a\":1,}"), -1);
+    ck_assert_int_eq(logfmt_fields("a=b c=\"d e\" n=1"), 3);
+    ck_assert_int_eq(logfmt_fields("a=b c=\"d"), -1);
+    ck_assert_int_eq(logfmt_fields("a=b c"), -1);
+    ck_assert_int_eq(logfmt_fields("a=b  c=d"), -1);
+    ck_assert_int_eq(logfmt_fields("a=b\\"), -1);
 }
 END_TEST
 
@@ -284,30 +323,72 @@ START_TEST(test_json_escapes_keys_and_msg) {
 }
 END_TEST
 
+/* ---- event names ---------------------------------------------------------- */
+
+START_TEST(test_event_field) {
+    char line[512];
+    obx_log_configure(OBX_LOG_INFO, OBX_LOG_LOGFMT);
+    obx_log_set_component("relay");
+    obx_log_format_event(line, sizeof line, OBX_LOG_ERROR, "row_parked", "event parked",
+                         (obx_kv_t[]){KI("id", 7), {0}});
+    ck_assert_str_eq(logfmt_rest(line), "level=error component=relay event=row_parked msg=\"event parked\" id=7");
+    obx_log_configure(OBX_LOG_INFO, OBX_LOG_JSON);
+    obx_log_format_event(line, sizeof line, OBX_LOG_INFO, "stats", "stats", NULL);
+    ck_assert_str_eq(json_rest(line), "\"level\":\"info\",\"component\":\"relay\",\"event\":\"stats\","
+                                      "\"msg\":\"stats\"}");
+    ck_assert_int_eq(json_object_members(line), 5);
+    obx_log_set_component(NULL);
+}
+END_TEST
+
 /* ---- truncation --------------------------------------------------------- */
 
+/* Checks that line is one well-formed line of the configured format and
+ * returns its field count. */
+static int fields_of(const char *line, obx_log_format_t format) {
+    /* An empty line: a JSON buffer too small even for "{}". */
+    int n = !*line ? 0 : format == OBX_LOG_JSON ? json_object_members(line) : logfmt_fields(line);
+    ck_assert_msg(n >= 0, "not one %s line: [%s]", format == OBX_LOG_JSON ? "JSON" : "logfmt", line);
+    return n;
+}
+
+/* At every buffer size the line stays well-formed; once it is long enough
+ * for every field with its string values cut, every field is there, and
+ * with room for all of it, it is the full line. */
 static void check_truncation(obx_log_format_t format) {
     char full[1024];
     size_t full_len, ts_at = format == OBX_LOG_JSON ? 7 : 3;
-    const obx_kv_t kvs[] = {KS("error", "connection refused \"x\"\n"), KI("n", 123456), {0}};
+    int all;
+    const obx_kv_t kvs[] = {KS("error", "connection refused \"x\"\n caf\xc3\xa9"), KI("n", 123456),
+                            KS("topic", "outbox.order"), {0}};
 
     obx_log_configure(OBX_LOG_INFO, format);
     full_len = fmt(full, sizeof full, OBX_LOG_ERROR, "produce failed", kvs);
     ck_assert_uint_eq(full_len, strlen(full));
+    all = fields_of(full, format);
+    ck_assert_int_eq(all, 6);
     for (size_t size = 1; size <= full_len + 2; size++) {
         char *buf = malloc(size); /* exact size: ASan catches writes past it */
-        size_t n, want = size - 1 < full_len ? size - 1 : full_len;
+        size_t n;
+        int fields;
         ck_assert_ptr_nonnull(buf);
         memset(buf, '#', size);
-        n = obx_log_format_line(buf, size, OBX_LOG_ERROR, "produce failed", kvs);
+        n = obx_log_format_event(buf, size, OBX_LOG_ERROR, NULL, "produce failed", kvs);
         ck_assert_msg(memchr(buf, '\0', size) != NULL, "size %zu: not NUL-terminated", size);
         ck_assert_uint_eq(n, strlen(buf));
-        ck_assert_msg(n == want, "size %zu: length %zu, want %zu", size, n, want);
-        /* A prefix of the full line (the timestamp may differ between calls). */
-        for (size_t i = 0; i < n; i++)
-            if (i < ts_at || i >= ts_at + TS_LEN)
-                ck_assert_msg(buf[i] == full[i], "size %zu: byte %zu is %c, want %c", size, i,
-                              buf[i], full[i]);
+        ck_assert_msg(n < size, "size %zu: length %zu", size, n);
+        fields = fields_of(buf, format);
+        if (size > full_len) {
+            ck_assert_uint_eq(n, full_len);
+            for (size_t i = 0; i < n; i++)
+                if (i < ts_at || i >= ts_at + TS_LEN)
+                    ck_assert_msg(buf[i] == full[i], "size %zu: byte %zu is %c, want %c", size, i,
+                                  buf[i], full[i]);
+        } else if (size > 200) {
+            ck_assert_msg(fields == all, "size %zu: %d fields: [%s]", size, fields, buf);
+            ck_assert_msg(strstr(buf, OBX_LOG_TRUNCATED) != NULL, "size %zu: [%s]", size, buf);
+            ck_assert_msg(strstr(buf, "123456") != NULL, "size %zu: numbers are not cut [%s]", size, buf);
+        }
         free(buf);
     }
 }
@@ -316,6 +397,35 @@ START_TEST(test_truncation_logfmt) { check_truncation(OBX_LOG_LOGFMT); }
 END_TEST
 
 START_TEST(test_truncation_json) { check_truncation(OBX_LOG_JSON); }
+END_TEST
+
+/* A value far longer than the line is cut inside the value, on a character
+ * boundary, and marked; the fields after it survive. */
+START_TEST(test_long_value_cut_inside) {
+    char line[1024], *big = malloc(20001);
+    const char *key, *at, *end;
+    ck_assert_ptr_nonnull(big);
+    for (int i = 0; i < 20000; i += 2)
+        memcpy(big + i, "\xc3\xa9", 2); /* e-acute: a cut must not split it */
+    big[20000] = '\0';
+    for (int f = 0; f < 2; f++) {
+        obx_log_format_t format = f ? OBX_LOG_JSON : OBX_LOG_LOGFMT;
+        obx_log_configure(OBX_LOG_INFO, format);
+        size_t n = obx_log_format_event(line, sizeof line, OBX_LOG_WARN, "kafka_error", "m",
+                                        (obx_kv_t[]){KS("detail", big), KI("after", 5), {0}});
+        ck_assert_int_eq(fields_of(line, format), 6);
+        ck_assert_msg(n > sizeof line - 8, "the cut wastes room: %zu bytes", n);
+        key = f ? "\"detail\":\"" : "detail=\"";
+        at = strstr(line, key);
+        ck_assert_ptr_nonnull(at);
+        at += strlen(key);
+        end = strstr(at, OBX_LOG_TRUNCATED "\"");
+        ck_assert_ptr_nonnull(end);
+        ck_assert_msg((end - at) % 2 == 0, "a UTF-8 sequence was split: [%.40s]", end - 10);
+        ck_assert_msg(strstr(line, f ? "\"after\":5}" : " after=5") != NULL, "[%s]", line);
+    }
+    free(big);
+}
 END_TEST
 
 /* ---- levels and formats -------------------------------------------------- */
@@ -405,15 +515,15 @@ START_TEST(test_emit_filters_and_terminates) {
 
     obx_log_configure(OBX_LOG_WARN, OBX_LOG_LOGFMT);
     capture_begin(&saved, path, sizeof path);
-    obx_log_emit(OBX_LOG_INFO, "hidden-info", NULL);
-    OBX_LOG(OBX_LOG_DEBUG, "hidden-debug", KI("n", 1));
-    obx_log_emit(OBX_LOG_WARN, "shown-warn", (obx_kv_t[]){KI("n", 1), {0}});
-    OBX_LOG(OBX_LOG_ERROR, "shown-error", KS("k", "v"), KI("n", 2));
+    obx_log_emit(OBX_LOG_INFO, "hidden_info", "hidden-info", NULL);
+    OBX_LOG(OBX_LOG_DEBUG, "hidden_debug", "hidden-debug", KI("n", 1));
+    obx_log_emit(OBX_LOG_WARN, "shown_warn", "shown-warn", (obx_kv_t[]){KI("n", 1), {0}});
+    OBX_LOG(OBX_LOG_ERROR, "shown_error", "shown-error", KS("k", "v"), KI("n", 2));
     out = capture_end(saved, path, &len);
 
     ck_assert_msg(strstr(out, "hidden") == NULL, "[%s]", out);
-    ck_assert_msg(strstr(out, "level=warn msg=shown-warn n=1\n") != NULL, "[%s]", out);
-    ck_assert_msg(strstr(out, "level=error msg=shown-error k=v n=2\n") != NULL, "[%s]", out);
+    ck_assert_msg(strstr(out, "level=warn event=shown_warn msg=shown-warn n=1\n") != NULL, "[%s]", out);
+    ck_assert_msg(strstr(out, "level=error event=shown_error msg=shown-error k=v n=2\n") != NULL, "[%s]", out);
     /* Two lines, each newline-terminated. */
     int lines = 0;
     for (size_t i = 0; i < len; i++)
@@ -435,15 +545,182 @@ START_TEST(test_emit_long_line_truncated) {
     msg[20000] = '\0';
     obx_log_configure(OBX_LOG_INFO, OBX_LOG_JSON);
     capture_begin(&saved, path, sizeof path);
-    obx_log_emit(OBX_LOG_INFO, msg, NULL);
+    obx_log_emit(OBX_LOG_INFO, "long_line", msg, (obx_kv_t[]){KI("n", 1), {0}});
     out = capture_end(saved, path, &len);
-    /* At most 8191 characters and the newline, in one line. */
+    /* At most 8191 characters and the newline, in one line, still JSON. */
     ck_assert_uint_eq(len, 8192);
     ck_assert_int_eq(out[len - 1], '\n');
     ck_assert_ptr_eq(strchr(out, '\n'), out + len - 1);
-    ck_assert_int_eq(strncmp(out, "{\"ts\":\"", 7), 0);
+    out[len - 1] = '\0';
+    ck_assert_int_eq(json_object_members(out), 5);
+    ck_assert_msg(strstr(out, OBX_LOG_TRUNCATED "\",\"n\":1}") != NULL, "[%.60s...]", out + len - 60);
     free(out);
     free(msg);
+}
+END_TEST
+
+/* Under journald (JOURNAL_STREAM names stderr's device and inode) each line
+ * starts with its sd-daemon priority; when stderr is something else, no. */
+START_TEST(test_journald_priority) {
+    static const char *const want[] = {"<7>ts=", "<6>ts=", "<4>ts=", "<3>ts=", "<6>{\"ts\":", "ts=", "ts="};
+    char path[64], js[64];
+    int saved, i = 0;
+    size_t len;
+    struct stat st;
+    char *out, *line, *save;
+
+    capture_begin(&saved, path, sizeof path);
+    ck_assert_int_eq(fstat(STDERR_FILENO, &st), 0);
+    snprintf(js, sizeof js, "%llu:%llu", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+    setenv("JOURNAL_STREAM", js, 1);
+    obx_log_configure(OBX_LOG_DEBUG, OBX_LOG_LOGFMT);
+    for (int l = OBX_LOG_DEBUG; l <= OBX_LOG_ERROR; l++)
+        obx_log_emit((obx_log_level_t)l, "level_line", "m", NULL);
+    obx_log_configure(OBX_LOG_DEBUG, OBX_LOG_JSON);
+    obx_log_emit(OBX_LOG_INFO, "json_line", "m", NULL);
+    /* Another stream (stderr redirected after systemd started us). */
+    snprintf(js, sizeof js, "%llu:%llu", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino + 1);
+    setenv("JOURNAL_STREAM", js, 1);
+    obx_log_configure(OBX_LOG_DEBUG, OBX_LOG_LOGFMT);
+    obx_log_emit(OBX_LOG_ERROR, "other_stream", "m", NULL);
+    unsetenv("JOURNAL_STREAM");
+    obx_log_configure(OBX_LOG_DEBUG, OBX_LOG_LOGFMT);
+    obx_log_emit(OBX_LOG_ERROR, "no_journal", "m", NULL);
+    out = capture_end(saved, path, &len);
+    for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save), i++) {
+        ck_assert_int_lt(i, 7);
+        ck_assert_msg(strncmp(line, want[i], strlen(want[i])) == 0, "line %d: [%s], want %s...", i, line, want[i]);
+    }
+    ck_assert_int_eq(i, 7);
+    free(out);
+}
+END_TEST
+
+/* ---- every event the sources can log is documented ------------------------ */
+
+#define MAX_EVENTS 512
+
+static struct {
+    char names[MAX_EVENTS][64];
+    int n, calls;
+} found;
+
+static char *slurp(const char *path) {
+    struct stat st;
+    char *data;
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL && fstat(fileno(f), &st) == 0, "cannot read %s", path);
+    data = malloc((size_t)st.st_size + 1);
+    ck_assert_ptr_nonnull(data);
+    data[fread(data, 1, (size_t)st.st_size, f)] = '\0';
+    fclose(f);
+    return data;
+}
+
+static void add_event(const char *path, int line, const char *name, size_t len) {
+    ck_assert_msg(len > 0 && len < sizeof found.names[0] && islower((unsigned char)name[0]),
+                  "%s:%d: event \"%.*s\" is not a snake_case name", path, line, (int)len, name);
+    for (size_t i = 0; i < len; i++)
+        ck_assert_msg(islower((unsigned char)name[i]) || isdigit((unsigned char)name[i]) || name[i] == '_',
+                      "%s:%d: event \"%.*s\" is not a snake_case name", path, line, (int)len, name);
+    for (int i = 0; i < found.n; i++)
+        if (strlen(found.names[i]) == len && memcmp(found.names[i], name, len) == 0)
+            return;
+    ck_assert_int_lt(found.n, MAX_EVENTS);
+    memcpy(found.names[found.n], name, len);
+    found.names[found.n++][len] = '\0';
+}
+
+/* Collects the string literals of the event argument (the second) of every
+ * OBX_LOG call in a source: the event must be one literal, or a choice
+ * between literals. */
+static void scan_source(const char *path, const char *src) {
+    for (const char *p = src; (p = strstr(p, "OBX_LOG(")) != NULL;) {
+        int depth = 1, arg = 0, literals = 0, line = 1;
+        if (p > src && (isalnum((unsigned char)p[-1]) || p[-1] == '_')) {
+            p++;
+            continue;
+        }
+        for (const char *q = src; q < p; q++)
+            line += *q == '\n';
+        found.calls++;
+        for (p += strlen("OBX_LOG("); *p && depth > 0; p++) {
+            if (*p == '"') {
+                const char *lit = ++p;
+                while (*p && *p != '"')
+                    p += *p == '\\' && p[1] ? 2 : 1;
+                if (arg == 1) {
+                    add_event(path, line, lit, (size_t)(p - lit));
+                    literals++;
+                }
+            } else if (*p == '\'') {
+                p += p[1] == '\\' ? 3 : 2; /* to the closing quote */
+            } else if (*p == '(') {
+                depth++;
+            } else if (*p == ')') {
+                depth--;
+            } else if (*p == ',' && depth == 1) {
+                arg++;
+            }
+        }
+        ck_assert_msg(literals > 0, "%s:%d: OBX_LOG without a literal event name", path, line);
+    }
+}
+
+static int scan_entry(const char *path, const struct stat *st, int type, struct FTW *ftw) {
+    size_t len = strlen(path);
+    (void)st;
+    (void)ftw;
+    if (type == FTW_F && len > 2 && strcmp(path + len - 2, ".c") == 0) {
+        char *src = slurp(path);
+        scan_source(path, src);
+        free(src);
+    }
+    return 0;
+}
+
+static const char *source_root(void) {
+    const char *root = getenv("OBX_SOURCE_ROOT");
+    return root && *root ? root : OBX_SOURCE_ROOT;
+}
+
+/* docs/monitoring.md has a row "| `name` | ..." in a table headed
+ * "| event |" for every event of every OBX_LOG call under relay/, and no
+ * row for an event that no call logs. */
+START_TEST(test_every_event_documented) {
+    char path[1024], row[96], missing[4096] = "";
+    char *doc, *line, *save;
+    int in_events = 0;
+
+    snprintf(path, sizeof path, "%s/relay", source_root());
+    ck_assert_int_eq(nftw(path, scan_entry, 16, FTW_PHYS), 0);
+    ck_assert_msg(found.calls >= 50 && found.n >= 40, "found only %d calls, %d events under %s",
+                  found.calls, found.n, path);
+    snprintf(path, sizeof path, "%s/docs/monitoring.md", source_root());
+    doc = slurp(path);
+    for (int i = 0; i < found.n; i++) {
+        snprintf(row, sizeof row, "\n| `%s` |", found.names[i]);
+        if (!strstr(doc, row) && strlen(missing) + strlen(found.names[i]) + 2 < sizeof missing) {
+            strcat(missing, " ");
+            strcat(missing, found.names[i]);
+        }
+    }
+    ck_assert_msg(!missing[0], "events not documented in docs/monitoring.md:%s", missing);
+    for (line = strtok_r(doc, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (strncmp(line, "| event |", 9) == 0) {
+            in_events = 1;
+        } else if (line[0] != '|') {
+            in_events = 0;
+        } else if (in_events && strncmp(line, "| `", 3) == 0) {
+            size_t len = strcspn(line + 3, "`");
+            int known = 0;
+            for (int i = 0; i < found.n && !known; i++)
+                known = strlen(found.names[i]) == len && memcmp(found.names[i], line + 3, len) == 0;
+            ck_assert_msg(known, "docs/monitoring.md documents \"%.*s\", which no OBX_LOG call logs",
+                          (int)len, line + 3);
+        }
+    }
+    free(doc);
 }
 END_TEST
 
@@ -561,6 +838,7 @@ static Suite *log_suite(void) {
     tcase_add_loop_test(tc, test_logfmt_quoting, 0, (int)(sizeof quoting / sizeof quoting[0]));
     tcase_add_test(tc, test_logfmt_msg_quoting);
     tcase_add_test(tc, test_utf8_passes_through);
+    tcase_add_test(tc, test_event_field);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("json");
@@ -574,6 +852,7 @@ static Suite *log_suite(void) {
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_truncation_logfmt);
     tcase_add_test(tc, test_truncation_json);
+    tcase_add_test(tc, test_long_value_cut_inside);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("levels");
@@ -586,6 +865,11 @@ static Suite *log_suite(void) {
     tc = tcase_create("emit");
     tcase_add_test(tc, test_emit_filters_and_terminates);
     tcase_add_test(tc, test_emit_long_line_truncated);
+    tcase_add_test(tc, test_journald_priority);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("events");
+    tcase_add_test(tc, test_every_event_documented);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("secrets");
