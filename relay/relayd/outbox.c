@@ -150,9 +150,14 @@ PGconn *obx_outbox_connect(const obx_config_t *cfg, const char *name, int claims
     }
     {
         /* A lost mark only causes a re-publish, so the relay's own commits
-         * need not wait for fsync. */
+         * need not wait for fsync. Without statistics (a new or never
+         * analyzed outbox holding a backlog) the planner took a bitmap scan
+         * of the whole id range and a sort for every claim (115 ms per
+         * 500-row claim on 100,000 rows, 0.5 ms on the primary key): a
+         * claim must walk the primary key in order and stop at its limit. */
         const setup_t claiming[] = {
             {NULL, "SET synchronous_commit = %s", "off"},
+            {NULL, "SET enable_bitmapscan = %s", "off"},
             {NULL, "LISTEN %s", chan},
             {"claim", claim_sql, cfg->pg_table_sql},
             {"stats", stats_sql, cfg->pg_table_sql},
