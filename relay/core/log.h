@@ -38,6 +38,8 @@ typedef struct {
 #define KS(k, v) {.key = (k), .type = OBX_KV_STR, .s = (v)}
 #define KI(k, v) {.key = (k), .type = OBX_KV_INT, .i = (int64_t)(v)}
 #define KD(k, v) {.key = (k), .type = OBX_KV_DBL, .d = (double)(v)}
+/* No field: the place of one that a line carries only sometimes. */
+#define KNONE {.key = "", .type = OBX_KV_END}
 
 #define OBX_LOG_TRUNCATED "...[truncated]"
 

@@ -678,19 +678,18 @@ static void send_next(relay_t *r) {
 }
 
 /* backlog and age are -1 when they could not be read (standby, no connection).
- * The line then says backlog_known=false instead of an age of -1, which an
- * age alert would take for "nothing waiting"; backlog=-1 stays where log
- * readers look for it (docs/monitoring.md). */
+ * The line then says backlog_known=false in their place: a -1 would read as
+ * "nothing waiting" to an age alert (docs/monitoring.md). */
 static void log_stats(relay_t *r, long long backlog, long long oldest_age_s) {
     int64_t now = now_ms();
     double secs = (double)(now - r->last_stats_ms) / 1000.0;
     obx_gate_stats_t g;
-    obx_kv_t age = backlog >= 0 ? (obx_kv_t)KI("oldest_unsent_age_s", oldest_age_s)
-                                : (obx_kv_t)KS("backlog_known", "false");
+    obx_kv_t known = backlog >= 0 ? (obx_kv_t)KI("backlog", backlog) : (obx_kv_t)KS("backlog_known", "false");
+    obx_kv_t age = backlog >= 0 ? (obx_kv_t)KI("oldest_unsent_age_s", oldest_age_s) : (obx_kv_t)KNONE;
     obx_gate_stats(r->gate, now, &g);
     OBX_LOG(OBX_LOG_INFO, "stats", "stats", KI("published", r->published), KI("marked", r->marked),
             KI("parked", r->parked), KI("failed", r->failed), KI("inflight", r->inflight),
-            KI("backlog", backlog), age,
+            known, age,
             KD("rate_per_s", secs > 0 ? (double)(r->published - r->last_published) / secs : 0),
             KI("reconnects", r->reconnects), KI("rescans", r->rescans),
             KI("low_water", r->low), KI("horizon", r->hz),
