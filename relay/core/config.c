@@ -8,14 +8,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* An enum key whose values are names[0..], NULL-terminated, in enum order. */
+static int parse_named(const char *s, const char *const *names, int *out) {
+    for (int i = 0; names[i]; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    return -1;
+}
+
 static int parse_failure(const char *s, int *out) {
-    if (strcmp(s, "park") == 0)
-        *out = OBX_FAIL_PARK;
-    else if (strcmp(s, "block") == 0)
-        *out = OBX_FAIL_BLOCK;
-    else
-        return -1;
-    return 0;
+    static const char *const names[] = {[OBX_FAIL_PARK] = "park", [OBX_FAIL_BLOCK] = "block", NULL};
+    return parse_named(s, names, out);
+}
+
+static int parse_from(const char *s, int *out) {
+    static const char *const names[] = {[OBX_FROM_EARLIEST] = "earliest", [OBX_FROM_LATEST] = "latest", NULL};
+    return parse_named(s, names, out);
 }
 
 static int parse_level(const char *s, int *out) {
@@ -97,6 +107,9 @@ static const obx_config_key_t keys[] = {
      .doc = "messages applied per transaction"},
     {.group = "consumer", .name = "batch_timeout_ms", INT(consumer_batch_timeout_ms, 20, 0, 60000), CONSUMER,
      .reload = 1, .doc = "wait this long to fill a batch"},
+    {.group = "consumer", .name = "from", ENUM(consumer_from, "earliest", parse_from, "earliest, latest"), CONSUMER,
+     .doc = "a partition with no stored offset starts at its first message or at its end (latest: "
+            "events published before the first start are never applied)"},
     {.group = "inbox", .name = "retention_s", INT(inbox_retention_s, 604800, 60, 315360000), CONSUMER, .reload = 1,
      .doc = "inbox rows older than this are deleted: longer than a duplicate can still arrive"},
     {.group = "inbox", .name = "cleanup_interval_s", INT(inbox_cleanup_interval_s, 3600, 0, 86400), CONSUMER,

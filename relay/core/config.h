@@ -16,6 +16,9 @@
 
 typedef enum { OBX_FAIL_PARK = 0, OBX_FAIL_BLOCK } obx_fail_policy_t;
 
+/* consumer.from: where a partition without a stored offset starts. */
+typedef enum { OBX_FROM_EARLIEST = 0, OBX_FROM_LATEST } obx_consumer_from_t;
+
 /* The program that loads a config; bits of obx_config_key_t.programs. */
 typedef enum { OBX_PROG_RELAY = 1, OBX_PROG_CONSUMER = 2 } obx_program_t;
 #define OBX_PROG_BOTH (OBX_PROG_RELAY | OBX_PROG_CONSUMER)
@@ -62,6 +65,7 @@ typedef struct {
     size_t consumer_topics_n;
     int consumer_batch_size;
     int consumer_batch_timeout_ms;
+    int consumer_from;        /* obx_consumer_from_t */
     int inbox_retention_s;
     int inbox_cleanup_interval_s;
     int inbox_cleanup_batch;

@@ -19,6 +19,8 @@
 
 #define HDR_MAX 128
 #define WARM_TIMEOUT_MS 1000 /* per subscribed topic, at start-up */
+#define END_TIMEOUT_MS 5000  /* a partition's high watermark, consumer.from = latest */
+#define CHECK_TIMEOUT_MS 10000 /* each broker request of --check */
 
 /* Where an event's header values live while its batch is applied. */
 typedef struct {
@@ -295,6 +297,42 @@ static int flush_batch(runner_t *r) {
     return -1;
 }
 
+/* consumer.from = latest, for a partition without a stored offset: its
+ * high watermark now, stored at once so that a restart before the first
+ * event resumes there instead of at a later end. RD_KAFKA_OFFSET_END when
+ * the broker does not say (librdkafka then finds the end itself). */
+static int64_t start_at_end(runner_t *r, const char *topic, int32_t partition) {
+    char e[512];
+    int64_t lo = -1, hi = -1;
+    rd_kafka_resp_err_t kerr = rd_kafka_query_watermark_offsets(r->rk, topic, partition, &lo, &hi,
+                                                                END_TIMEOUT_MS);
+    if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR || hi < 0) {
+        OBX_LOG(OBX_LOG_WARN, "partition_end_unknown",
+                "no stored offset and the partition's end is unknown, starting at its end as the broker finds it",
+                KS("topic", topic), KI("partition", partition), KS("error", rd_kafka_err2str(kerr)));
+        return RD_KAFKA_OFFSET_END;
+    }
+    while (db_ok(r)) {
+        if (exec_simple(r->conn, "BEGIN", e, sizeof e) == 0 &&
+            obx_dedup_store_offset_tx(r->conn, r->cfg->consumer_name, topic, partition, hi, e, sizeof e) == 0 &&
+            exec_simple(r->conn, "COMMIT", e, sizeof e) == 0)
+            break;
+        {
+            char ignored[64];
+            int64_t delay = obx_backoff_next(&r->backoff);
+            exec_simple(r->conn, "ROLLBACK", ignored, sizeof ignored);
+            OBX_LOG(OBX_LOG_WARN, "offset_store_failed", "cannot store the start offset, retrying",
+                    KS("topic", topic), KI("partition", partition), KS("error", e), KI("retry_in_ms", delay));
+            nap(delay);
+        }
+    }
+    obx_backoff_reset(&r->backoff);
+    OBX_LOG(OBX_LOG_INFO, "partition_start_latest",
+            "no stored offset, starting at the partition's end (consumer.from = latest)",
+            KS("topic", topic), KI("partition", partition), KI("next_offset", hi), KI("skipped", hi - lo));
+    return hi;
+}
+
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
     runner_t *r = opaque;
@@ -311,7 +349,10 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 PQfinish(r->conn);
                 r->conn = NULL;
             }
-            parts->elems[i].offset = next >= 0 ? next : RD_KAFKA_OFFSET_BEGINNING;
+            if (next < 0 && r->cfg->consumer_from == OBX_FROM_LATEST)
+                parts->elems[i].offset = start_at_end(r, parts->elems[i].topic, parts->elems[i].partition);
+            else
+                parts->elems[i].offset = next >= 0 ? next : RD_KAFKA_OFFSET_BEGINNING;
             OBX_LOG(OBX_LOG_INFO, "partition_assigned",
                     "partition assigned", KS("topic", parts->elems[i].topic),
                     KI("partition", parts->elems[i].partition), KI("next_offset", next));
@@ -498,9 +539,126 @@ out:
     return rc;
 }
 
+/* --check, the inbox part: each table the dedup module writes, with the
+ * privileges its statements need. Returns the number of failed checks. */
+static int check_inbox(PGconn *conn) {
+    static const char *const tables[][2] = {
+        {"processed_events", "SELECT,INSERT,UPDATE,DELETE"},
+        {"consumer_offsets", "SELECT,INSERT,UPDATE"},
+        {"dead_letters", "INSERT"},
+    };
+    int failed = 0;
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
+        const char *params[2] = {tables[i][0], tables[i][1]};
+        PGresult *res = PQexecParams(conn,
+            "SELECT to_regclass($1) IS NOT NULL,"
+            " (SELECT string_agg(p, ', ') FROM unnest(string_to_array($2, ',')) p"
+            "  WHERE to_regclass($1) IS NOT NULL AND NOT has_table_privilege(to_regclass($1)::oid, p))",
+            2, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            char e[512];
+            snprintf(e, sizeof e, "%s", PQresultErrorMessage(res));
+            e[strcspn(e, "\n")] = '\0';
+            printf("inbox: FAILED: table %s: %s\n", tables[i][0], e);
+            failed++;
+        } else if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+            printf("inbox: FAILED: table %s does not exist (outbox-relay migrate or schema/002_inbox.sql "
+                   "creates it)\n", tables[i][0]);
+            failed++;
+        } else if (!PQgetisnull(res, 0, 1)) {
+            printf("inbox: FAILED: table %s: %s not granted to %s\n", tables[i][0], PQgetvalue(res, 0, 1),
+                   PQuser(conn));
+            failed++;
+        } else {
+            printf("inbox: table %s ok, %s granted\n", tables[i][0], tables[i][1]);
+        }
+        PQclear(res);
+    }
+    return failed;
+}
+
+/* --check, the Kafka part: the brokers answer, and each subscribed topic
+ * exists. All topics' metadata in one request: a request naming a topic
+ * may create it (a broker or mock with auto-creation on). A topic that
+ * the principal may not Describe is not listed either. Returns the number
+ * of failed checks. */
+static int check_kafka(obx_config_t *cfg) {
+    runner_t r;
+    char err[512];
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_resp_err_t kerr;
+    int failed = 0;
+
+    memset(&r, 0, sizeof r);
+    r.cfg = cfg;
+    r.rk = consumer_new(&r, err, sizeof err);
+    if (!r.rk) {
+        printf("kafka: FAILED: %s\n", err);
+        return 1;
+    }
+    kerr = rd_kafka_metadata(r.rk, 1, NULL, &md, CHECK_TIMEOUT_MS);
+    if (kerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        printf("kafka: FAILED: cannot reach the brokers: %s\n", rd_kafka_err2str(kerr));
+        rd_kafka_destroy(r.rk);
+        return 1;
+    }
+    printf("kafka: %d broker(s) reachable\n", md->broker_cnt);
+    for (size_t i = 0; i < cfg->consumer_topics_n; i++) {
+        const char *tn = cfg->consumer_topics[i];
+        const rd_kafka_metadata_topic_t *mt = NULL;
+        for (int j = 0; j < md->topic_cnt && !mt; j++)
+            if (strcmp(md->topics[j].topic, tn) == 0)
+                mt = &md->topics[j];
+        if (mt && mt->err == RD_KAFKA_RESP_ERR_NO_ERROR && mt->partition_cnt > 0) {
+            printf("topic %s: ok, %d partition(s)\n", tn, mt->partition_cnt);
+            continue;
+        }
+        failed++;
+        if (!mt || mt->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+            printf("topic %s: FAILED: the topic does not exist (or Describe on it is not granted)\n", tn);
+        else if (mt->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
+            printf("topic %s: FAILED: not authorized (grant Describe and Read on the topic)\n", tn);
+        else
+            printf("topic %s: FAILED: %s\n", tn, mt->err ? rd_kafka_err2str(mt->err) : "no partitions");
+    }
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_destroy(r.rk);
+    return failed;
+}
+
+/* --check: one line per check on stdout, then "check: ok" (0) or
+ * "check: FAILED" (1). Every check runs, so that one run names every
+ * problem. */
+static int check(obx_config_t *cfg) {
+    PGconn *conn;
+    int failed = 0;
+
+    printf("config: %s ok (consumer %s, %zu topic(s), from %s, %zu kafka setting(s))\n", cfg->path,
+           cfg->consumer_name, cfg->consumer_topics_n,
+           cfg->consumer_from == OBX_FROM_LATEST ? "latest" : "earliest", cfg->kafka_n);
+    conn = obx_pgconn_open(cfg->pg_conninfo, cfg->consumer_name);
+    if (PQstatus(conn) != CONNECTION_OK) {
+        char e[512];
+        snprintf(e, sizeof e, "%s", PQerrorMessage(conn));
+        e[strcspn(e, "\n")] = '\0';
+        printf("postgres: FAILED: %s\n", e);
+        failed++;
+    } else {
+        printf("postgres: connected to %s as %s (server %d)\n", PQdb(conn), PQuser(conn),
+               PQserverVersion(conn));
+        failed += check_inbox(conn);
+    }
+    PQfinish(conn);
+    fflush(stdout);
+    failed += check_kafka(cfg);
+    printf("%s\n", failed ? "check: FAILED" : "check: ok");
+    return failed ? 1 : 0;
+}
+
 int obx_runner_main(int argc, char **argv, const char *program, const obx_handler_t *h) {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
+        {"check", no_argument, NULL, 'k'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -509,24 +667,37 @@ int obx_runner_main(int argc, char **argv, const char *program, const obx_handle
     obx_config_t cfg;
     char err[1024];
     struct sigaction sa;
-    int opt, rc;
+    int opt, rc, do_check = 0;
 
     obx_log_set_component(program);
     while ((opt = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
         switch (opt) {
         case 'c': path = optarg; break;
+        case 'k': do_check = 1; break;
         case 'h':
-            printf("Usage: %s -c FILE\nApplies events from Kafka exactly once per event id "
-                   "(outbox-relay dedup module).\n  -c, --config FILE  configuration "
-                   "(postgres, kafka, consumer, inbox, log groups)\n  -h, --help\n  -V, --version\n",
+            printf("Usage: %s -c FILE [--check]\n"
+                   "\n"
+                   "Applies events from Kafka exactly once per event id (outbox-relay dedup module).\n"
+                   "\n"
+                   "  -c, --config FILE  configuration (postgres, kafka, consumer, inbox, log groups)\n"
+                   "      --check        validate the config, connect to PostgreSQL and check the inbox\n"
+                   "                     tables and privileges, connect to Kafka and check that every\n"
+                   "                     subscribed topic exists; one line per check, then exit 0 or 1\n"
+                   "  -h, --help         this help\n"
+                   "  -V, --version      print the version\n"
+                   "\n"
+                   "Signals: SIGTERM/SIGINT stop gracefully (a second one exits at once),\n"
+                   "SIGHUP reloads log level and intervals.\n"
+                   "Exit codes: 0 ok, 1 runtime error or a failed check, 2 bad config or usage.\n",
                    program);
             return 0;
         case 'V': printf("%s %s (librdkafka %s)\n", program, OBX_VERSION, rd_kafka_version_str()); return 0;
         default: return 2;
         }
     }
-    if (!path) {
-        fprintf(stderr, "%s: -c FILE is required (see --help)\n", program);
+    if (!path || optind < argc) {
+        fprintf(stderr, "%s: %s (see --help)\n", program,
+                path ? "unexpected argument" : "-c FILE is required");
         return 2;
     }
     if (obx_config_load(path, OBX_PROG_CONSUMER, &cfg, err, sizeof err) != 0) {
@@ -534,6 +705,12 @@ int obx_runner_main(int argc, char **argv, const char *program, const obx_handle
         return 2;
     }
     obx_log_configure((obx_log_level_t)cfg.log_level, (obx_log_format_t)cfg.log_format);
+    if (do_check) {
+        rc = check(&cfg);
+        obx_config_free(&cfg);
+        obx_log_clear_secrets();
+        return rc;
+    }
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);

@@ -10,7 +10,9 @@
  *       static const obx_handler_t h = {.apply = my_effect};
  *       return obx_runner_main(argc, argv, "obx-stock-consumer", &h);
  *   }
- * Command line: -c FILE (libconfig, see config/consumer.conf), --help, --version. */
+ * Command line: -c FILE (libconfig, see config/consumer.conf), --check (config,
+ * PostgreSQL and the inbox tables, the brokers and the subscribed topics; one
+ * line per check on stdout, exit 0 or 1), --help, --version. */
 #ifndef OBX_RUNNER_H
 #define OBX_RUNNER_H
 

@@ -195,5 +195,125 @@ START_TEST(batch_decides_like_one_at_a_time) {
 }
 END_TEST
 
+/* th_consumer_conf with consumer.from set (from NULL: the key left out). */
+static const char *from_conf(th_ctx_t *t, const char *file, const char *bootstrap, const char *topic,
+                             const char *from) {
+    static char path[512];
+    FILE *f;
+    snprintf(path, sizeof path, "%s/%s", t->dir, file);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f,
+            "postgres: { conninfo = \"%s\"; };\n"
+            "kafka: { bootstrap_servers = \"%s\"; group_id = \"stock\"; session_timeout_ms = 6000;"
+            " heartbeat_interval_ms = 500; max_poll_interval_ms = 20000; };\n"
+            "consumer: { name = \"stock\"; topics = [\"%s.%s\"]; batch_size = 200;\n"
+            "  from = \"%s\"; };\n"
+            "log: { stats_interval_s = 1; };\n",
+            t->conninfo, bootstrap, t->topic_prefix, topic, from);
+    fclose(f);
+    return path;
+}
+
+/* Orders first..last of 3 units of sku-1 into the outbox, one per key. */
+static void insert_orders(PGconn *c, int first, int last) {
+    char sql[1024];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+             " SELECT 'order', o::text, 'OrderPlaced', convert_to(jsonb_build_object('order_id', o, 'sku', 'sku-1',"
+             " 'qty', 3, 'amount_cents', 100)::text, 'UTF8') FROM generate_series(%d, %d) o ORDER BY o",
+             first, last);
+    th_exec(c, sql);
+}
+
+/* The stock consumer with consumer.from = "latest", log in stock.log. */
+static pid_t spawn_latest(th_ctx_t *t, const th_mock_t *m) {
+    return th_spawn(t, "obx-stock-consumer", from_conf(t, "stock.conf", m->bootstrap, "order", "latest"),
+                    "stock.log");
+}
+
+/* consumer.from = "latest": a new consumer group does not apply what was
+ * published before its partitions were assigned, stores their end at once,
+ * and applies everything published after. */
+START_TEST(from_latest_skips_history) {
+    th_ctx_t t;
+    th_mock_t m;
+    pid_t relay, stock;
+    PGconn *c = shop_setup(&t, &m, "from_latest", 2);
+
+    th_exec(c, "INSERT INTO shop_stock VALUES ('sku-1', 100000, 100000)");
+    relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ""));
+    insert_orders(c, 1, 40);
+    ck_assert_int_eq(th_wait_drained(&t, 30000), 1);
+    stock = spawn_latest(&t, &m);
+    /* Both partitions assigned: their ends stored before anything is applied. */
+    th_wait_count(&t, "SELECT count(*) FROM consumer_offsets WHERE consumer = 'stock'", 2, 60000);
+    ck_assert_int_eq(th_int(c, "SELECT sum(next_offset) FROM consumer_offsets WHERE consumer = 'stock'"), 40);
+    ck_assert_int_eq(th_file_count(&t, "stock.log", "event=partition_start_latest"), 2);
+    insert_orders(c, 101, 130);
+    th_wait_count(&t, "SELECT count(*) FROM shop_stock_moves", 30, 60000);
+    th_wait_count(&t, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets WHERE consumer = 'stock'", 70,
+                  30000);
+    ck_assert_int_eq(th_relay_stop(stock, SIGTERM, 20000), 0);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM shop_stock_moves WHERE order_id <= 40"), 0);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM shop_stock_moves WHERE order_id > 100"), 30);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM processed_events WHERE consumer = 'stock'"), 30);
+    /* A restart resumes at the stored offsets: nothing skipped, nothing again. */
+    insert_orders(c, 201, 210);
+    ck_assert_int_eq(th_wait_drained(&t, 30000), 1);
+    stock = spawn_latest(&t, &m);
+    th_wait_count(&t, "SELECT count(*) FROM shop_stock_moves", 40, 60000);
+    ck_assert_int_eq(th_relay_stop(stock, SIGTERM, 20000) | th_relay_stop(relay, SIGTERM, 20000), 0);
+    ck_assert_int_eq(th_file_count(&t, "stock.log", "event=partition_start_latest"), 2);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM processed_events WHERE consumer = 'stock'"), 40);
+    PQfinish(c);
+    th_mock_stop(&m);
+}
+END_TEST
+
+/* Runs obx-stock-consumer --check -c conf, its output in DIR/out; returns its exit code. */
+static int run_check(th_ctx_t *t, const char *conf, const char *out) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s' --check -c '%s' >'%s/%s' 2>&1", th_bin("obx-stock-consumer"), conf, t->dir,
+             out);
+    return th_run(cmd);
+}
+
+/* --check: 0 and "check: ok" on a good setup; 1 naming a missing topic or
+ * inbox table; 2 on a bad config value. */
+START_TEST(check_names_missing_topic_and_table) {
+    th_ctx_t t;
+    th_mock_t m;
+    char line[256], conf[512];
+    PGconn *c = shop_setup(&t, &m, "consumer_check", 2);
+
+    snprintf(conf, sizeof conf, "%s", th_consumer_conf(&t, "stock.conf", m.bootstrap, "stock", "order"));
+    ck_assert_int_eq(run_check(&t, conf, "ok.out"), 0);
+    ck_assert_int_eq(th_file_count(&t, "ok.out", "check: ok"), 1);
+    ck_assert_int_eq(th_file_count(&t, "ok.out", "inbox: table consumer_offsets ok"), 1);
+    snprintf(line, sizeof line, "topic %s.order: ok, 2 partition(s)", t.topic_prefix);
+    ck_assert_int_eq(th_file_count(&t, "ok.out", line), 1);
+    ck_assert_int_eq(th_file_count(&t, "ok.out", "FAILED"), 0);
+
+    ck_assert_int_eq(run_check(&t, th_consumer_conf(&t, "nosuch.conf", m.bootstrap, "stock", "nosuch"),
+                               "topic.out"), 1);
+    snprintf(line, sizeof line, "topic %s.nosuch: FAILED: the topic does not exist", t.topic_prefix);
+    ck_assert_int_eq(th_file_count(&t, "topic.out", line), 1);
+    ck_assert_int_eq(th_file_count(&t, "topic.out", "check: FAILED"), 1);
+
+    th_exec(c, "DROP TABLE consumer_offsets");
+    ck_assert_int_eq(run_check(&t, conf, "table.out"), 1);
+    ck_assert_int_eq(th_file_count(&t, "table.out", "inbox: FAILED: table consumer_offsets does not exist"), 1);
+    ck_assert_int_eq(th_file_count(&t, "table.out", "inbox: table processed_events ok"), 1);
+    ck_assert_int_eq(th_file_count(&t, "table.out", "check: FAILED"), 1);
+
+    ck_assert_int_eq(run_check(&t, from_conf(&t, "bad.conf", m.bootstrap, "order", "newest"), "bad.out"), 2);
+    ck_assert_int_eq(th_file_count(&t, "bad.out", "bad.conf:4: consumer.from = \"newest\" is not one of: earliest, latest"),
+                     1);
+    PQfinish(c);
+    th_mock_stop(&m);
+}
+END_TEST
+
 TH_MAIN("consumer_input", 120, bad_messages_parked_good_ones_flow, compensation_through_the_flow,
-        batch_decides_like_one_at_a_time)
+        batch_decides_like_one_at_a_time, from_latest_skips_history, check_names_missing_topic_and_table)

@@ -581,6 +581,34 @@ START_TEST(test_err_bad_enum) {
 }
 END_TEST
 
+/* consumer.from: earliest by default, latest on request, anything else
+ * refused at its line; the relay does not read it. */
+START_TEST(test_consumer_from) {
+    obx_config_t cfg;
+    load_ok_as(OBX_PROG_CONSUMER, CONSUMER_MINIMAL, &cfg);
+    ck_assert_int_eq(cfg.consumer_from, OBX_FROM_EARLIEST);
+    obx_config_free(&cfg);
+    load_ok_as(OBX_PROG_CONSUMER,
+               "postgres = { conninfo = \"dbname=stock\"; }; kafka = { bootstrap_servers = \"k:9092\"; };\n"
+               "consumer = { name = \"stock\"; topics = [\"t\"]; from = \"latest\"; };\n",
+               &cfg);
+    ck_assert_int_eq(cfg.consumer_from, OBX_FROM_LATEST);
+    obx_config_free(&cfg);
+    expect_error_as(OBX_PROG_CONSUMER,
+                    "postgres = { conninfo = \"dbname=stock\"; }; kafka = { bootstrap_servers = \"k:9092\"; };\n"
+                    "consumer = {\n  name = \"stock\"; topics = [\"t\"];\n  from = \"newest\";\n};\n",
+                    4, "consumer.from = \"newest\" is not one of: earliest, latest");
+    expect_error_as(OBX_PROG_CONSUMER,
+                    "postgres = { conninfo = \"dbname=stock\"; }; kafka = { bootstrap_servers = \"k:9092\"; };\n"
+                    "consumer = { name = \"stock\"; topics = [\"t\"];\n  from = 0; };\n",
+                    3, "consumer.from must be a string, not an integer");
+    expect_error_as(OBX_PROG_CONSUMER,
+                    "postgres = { conninfo = \"dbname=stock\"; }; kafka = { bootstrap_servers = \"k:9092\"; };\n"
+                    "consumer = { name = \"stock\"; topics = [\"t\"];\n  from = \"Latest\"; };\n",
+                    3, "consumer.from = \"Latest\" is not one of: earliest, latest");
+}
+END_TEST
+
 START_TEST(test_err_bad_log_level) {
     expect_error(MINIMAL "log:\n{\n  level = \"verbose\";\n};\n", 4,
                  "log.level = \"verbose\" is not one of: debug, info, warn, error");
@@ -1062,6 +1090,7 @@ static Suite *config_suite(void) {
     tcase_add_loop_test(tc, test_int_bounds, 0, (int)(sizeof int_keys / sizeof int_keys[0]));
     tcase_add_test(tc, test_err_out_of_range);
     tcase_add_test(tc, test_err_bad_enum);
+    tcase_add_test(tc, test_consumer_from);
     tcase_add_test(tc, test_err_bad_log_level);
     tcase_add_test(tc, test_err_bad_conninfo);
     tcase_add_test(tc, test_err_missing_conninfo);
