@@ -17,3 +17,17 @@ rd_kafka_resp_err_t obx_rkmeta_fetch(rd_kafka_t *rk, rd_kafka_topic_t *rkt, int 
     }
     return err;
 }
+
+rd_kafka_resp_err_t obx_rkmeta_fetch_name(rd_kafka_t *rk, const char *topic, int timeout_ms,
+                                          int *partitions) {
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    rd_kafka_resp_err_t err;
+
+    if (partitions)
+        *partitions = 0;
+    if (!rkt)
+        return rd_kafka_last_error();
+    err = obx_rkmeta_fetch(rk, rkt, timeout_ms, partitions);
+    rd_kafka_topic_destroy(rkt);
+    return err;
+}

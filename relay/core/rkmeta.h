@@ -14,4 +14,10 @@
 rd_kafka_resp_err_t obx_rkmeta_fetch(rd_kafka_t *rk, rd_kafka_topic_t *rkt, int timeout_ms,
                                      int *partitions);
 
+/* obx_rkmeta_fetch for a topic by name, through a topic handle of its own.
+ * Whether the request lets the broker create a missing topic follows rk's
+ * allow.auto.create.topics (a producer's default is true). */
+rd_kafka_resp_err_t obx_rkmeta_fetch_name(rd_kafka_t *rk, const char *topic, int timeout_ms,
+                                          int *partitions);
+
 #endif

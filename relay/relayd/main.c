@@ -13,6 +13,8 @@
 #include "outbox.h"
 #include "producer.h"
 #include "relay.h"
+#include "rkmeta.h"
+#include "route.h"
 
 #define EXIT_CONFIG 2
 
@@ -25,7 +27,8 @@ static void usage(FILE *f) {
         "\n"
         "  -c, --config FILE   configuration file (libconfig syntax; see config/)\n"
         "      --check         validate the config, connect to PostgreSQL and Kafka,\n"
-        "                      check the schema and privileges, then exit 0 or 1\n"
+        "                      check the schema and privileges and that every routed\n"
+        "                      topic exists and may be written, then exit 0 or 1\n"
         "  migrate             apply the schema (idempotent) and exit\n"
         "  -h, --help          this help\n"
         "  -V, --version       print the version\n"
@@ -45,6 +48,140 @@ static void warn_permissions(const obx_config_t *cfg) {
         OBX_LOG(OBX_LOG_WARN, "config_file_readable",
                 "config file holds a secret and is readable by other users; chmod 600 it",
                 KS("file", cfg->path));
+}
+
+#define CHECK_TOPICS_MAX 100     /* topics --check asks the brokers about */
+#define CHECK_SCAN_ROWS 100000   /* newest outbox rows it reads for their topics */
+#define CHECK_META_TIMEOUT_MS 10000
+
+typedef struct {
+    char name[256];
+    char from[192];
+} check_topic_t;
+
+typedef struct {
+    check_topic_t t[CHECK_TOPICS_MAX];
+    size_t n;
+    int more; /* topics beyond CHECK_TOPICS_MAX were left out */
+} check_topics_t;
+
+static void topics_add(check_topics_t *ts, const char *name, const char *from) {
+    for (size_t i = 0; i < ts->n; i++)
+        if (strcmp(ts->t[i].name, name) == 0)
+            return;
+    if (ts->n == CHECK_TOPICS_MAX) {
+        ts->more = 1;
+        return;
+    }
+    snprintf(ts->t[ts->n].name, sizeof ts->t[ts->n].name, "%s", name);
+    snprintf(ts->t[ts->n].from, sizeof ts->t[ts->n].from, "%s", from);
+    ts->n++;
+}
+
+/* The topics the relay would publish to: every route's, then those the
+ * newest rows resolve to (their own topic column, a route, or the pattern). */
+static int topics_collect(const obx_config_t *cfg, PGconn *conn, check_topics_t *ts) {
+    char err[512], topic[256], from[192];
+    int bad = 0;
+    PGresult *res;
+
+    for (size_t i = 0; i < cfg->routes_n; i++) {
+        snprintf(from, sizeof from, "route aggregate_type=%.100s", cfg->routes[i].aggregate_type);
+        topics_add(ts, cfg->routes[i].topic, from);
+    }
+    res = obx_outbox_topic_sample(conn, cfg, CHECK_SCAN_ROWS, 10 * CHECK_TOPICS_MAX,
+                                  strstr(cfg->topic_pattern, "${event_type}") != NULL, err, sizeof err);
+    if (!res) {
+        printf("topics: FAILED: cannot read the rows' topics: %s\n", err);
+        return -1;
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *row_topic = PQgetisnull(res, i, 0) ? NULL : PQgetvalue(res, i, 0);
+        const char *agg = PQgetisnull(res, i, 1) ? "" : PQgetvalue(res, i, 1);
+        const char *ev = PQgetisnull(res, i, 2) ? "" : PQgetvalue(res, i, 2);
+        if (obx_route_resolve(cfg->routes, cfg->routes_n, cfg->topic_pattern, row_topic, agg, ev,
+                              topic, sizeof topic, err, sizeof err) != 0) {
+            printf("topics: rows with aggregate_type=%.100s cannot be routed: %s\n",
+                   row_topic ? "(own topic)" : agg, err);
+            bad = 1;
+            continue;
+        }
+        if (row_topic)
+            snprintf(from, sizeof from, "rows' topic column");
+        else
+            snprintf(from, sizeof from, "topic_pattern, aggregate_type=%.100s%s%.60s", agg,
+                     *ev ? " event_type=" : "", ev);
+        topics_add(ts, topic, from);
+    }
+    PQclear(res);
+    return bad ? -1 : 0;
+}
+
+/* Asks the brokers about every topic the relay would publish to, one at a
+ * time; prints one line each. Returns 0 when all exist and are allowed. */
+static int check_topics(const obx_config_t *cfg, PGconn *conn, rd_kafka_t *rk) {
+    static check_topics_t ts;
+    int failed = 0;
+
+    memset(&ts, 0, sizeof ts);
+    if (topics_collect(cfg, conn, &ts) != 0)
+        failed = 1;
+    if (ts.n == 0)
+        printf("topics: none to check yet (no routes, no rows in %s)\n", cfg->pg_table);
+    for (size_t i = 0; i < ts.n; i++) {
+        const char *name = ts.t[i].name;
+        int parts = 0;
+        rd_kafka_resp_err_t err = obx_rkmeta_fetch_name(rk, name, CHECK_META_TIMEOUT_MS, &parts);
+        switch (err) {
+        case RD_KAFKA_RESP_ERR_NO_ERROR:
+            printf("topic %s: ok (partitions %d; %s)\n", name, parts, ts.t[i].from);
+            break;
+        case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+            printf("topic %s: FAILED: missing (UNKNOWN_TOPIC_OR_PART; %s): create it"
+                   " (kafka-topics.sh --create --topic %s); a broker with"
+                   " auto.create.topics.enable=true would create it on the first produce,"
+                   " with its default partitions and replication\n", name, ts.t[i].from, name);
+            failed = 1;
+            break;
+        case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+            printf("topic %s: FAILED: denied (TOPIC_AUTHORIZATION_FAILED; %s): grant the relay's"
+                   " principal Write and Describe on it (kafka-acls.sh --add --allow-principal"
+                   " User:NAME --operation Write --operation Describe --topic %s)\n",
+                   name, ts.t[i].from, name);
+            failed = 1;
+            break;
+        default:
+            printf("topic %s: FAILED: %s (%s; %s)\n", name, rd_kafka_err2str(err),
+                   rd_kafka_err2name(err), ts.t[i].from);
+            failed = 1;
+            break;
+        }
+    }
+    if (ts.more)
+        printf("topics: only the first %d were checked\n", CHECK_TOPICS_MAX);
+    return failed ? -1 : 0;
+}
+
+/* The check's producer never creates a topic by asking for it: the
+ * check must see a missing one, and leave nothing behind. */
+static obx_producer_t *check_producer(const obx_config_t *cfg, char *errstr, size_t errsize) {
+    static char key[] = "allow.auto.create.topics", value[] = "false";
+    obx_config_t c = *cfg;
+    obx_producer_t *p;
+
+    c.kafka = calloc(cfg->kafka_n + 1, sizeof *c.kafka);
+    if (!c.kafka) {
+        snprintf(errstr, errsize, "out of memory");
+        return NULL;
+    }
+    if (cfg->kafka_n)
+        memcpy(c.kafka, cfg->kafka, cfg->kafka_n * sizeof *c.kafka);
+    c.kafka[c.kafka_n].key = key;
+    c.kafka[c.kafka_n].value = value;
+    c.kafka_n++;
+    p = obx_producer_new(&c, dr_ignore, NULL, errstr, errsize);
+    free(c.kafka);
+    return p;
 }
 
 static int check(const obx_config_t *cfg) {
@@ -68,7 +205,7 @@ static int check(const obx_config_t *cfg) {
         goto out;
     }
     printf("schema: table %s ok, SELECT and UPDATE granted\n", cfg->pg_table);
-    p = obx_producer_new(cfg, dr_ignore, NULL, err, sizeof err);
+    p = check_producer(cfg, err, sizeof err);
     if (!p) {
         printf("kafka: FAILED: %s\n", err);
         goto out;
@@ -81,7 +218,7 @@ static int check(const obx_config_t *cfg) {
         } else {
             printf("kafka: %d broker(s) reachable, idempotent producer ok\n", md->broker_cnt);
             rd_kafka_metadata_destroy(md);
-            rc = 0;
+            rc = check_topics(cfg, conn, obx_producer_handle(p)) == 0 ? 0 : 1;
         }
     }
     obx_producer_destroy(p);

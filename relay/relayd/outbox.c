@@ -369,3 +369,25 @@ int obx_outbox_check(PGconn *conn, const obx_config_t *cfg, char *errstr, size_t
                 KS("reason", msg));
     return 0;
 }
+
+PGresult *obx_outbox_topic_sample(PGconn *conn, const obx_config_t *cfg, int scan, int limit,
+                                  int with_event_type, char *errstr, size_t errsize) {
+    char sql[1024];
+    PGresult *res;
+
+    /* The newest rows by primary key: a backward index scan, however large the table. */
+    snprintf(sql, sizeof sql,
+             "SELECT DISTINCT topic, CASE WHEN topic IS NULL THEN aggregate_type END,"
+             " CASE WHEN topic IS NULL AND %s THEN event_type END"
+             " FROM (SELECT topic, aggregate_type, event_type FROM %s ORDER BY id DESC LIMIT %d) s"
+             " LIMIT %d",
+             with_event_type ? "true" : "false", cfg->pg_table_sql, scan, limit);
+    res = PQexec(conn, sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        snprintf(errstr, errsize, "%s", PQresultErrorMessage(res));
+        chomp(errstr);
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}

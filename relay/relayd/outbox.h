@@ -76,4 +76,12 @@ void obx_outbox_row(const PGresult *res, int i, obx_row_t *row);
  * Returns 0 when the relay can run. */
 int obx_outbox_check(PGconn *conn, const obx_config_t *cfg, char *errstr, size_t errsize);
 
+/* For --check: the distinct (topic, aggregate_type, event_type) of the
+ * newest scan rows, at most limit of them, as a three-column text result the
+ * caller clears. aggregate_type and event_type are NULL when the row has its
+ * own topic; event_type is NULL too unless with_event_type. NULL with
+ * errstr on error. Blocking. */
+PGresult *obx_outbox_topic_sample(PGconn *conn, const obx_config_t *cfg, int scan, int limit,
+                                  int with_event_type, char *errstr, size_t errsize);
+
 #endif

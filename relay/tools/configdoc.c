@@ -32,7 +32,10 @@ static const struct {
 } options[] = {
     {"-c, --config", "FILE", "The configuration file (libconfig syntax; see outbox-relay.conf(5)). Required."},
     {"--check", NULL, "Validate the configuration, connect to PostgreSQL and Kafka, check the outbox "
-                      "table and the role's privileges, then exit 0 (ok) or 1."},
+                      "table and the role's privileges, fetch the metadata of every topic the relay "
+                      "would publish to (each route's, and those the newest rows resolve to: their "
+                      "topic column or relay.topic_pattern) and report each as ok, missing or denied "
+                      "(no topic is created by asking), then exit 0 (ok) or 1."},
     {"migrate", NULL, "Apply the schema (the outbox and the consumers' inbox tables; idempotent) and exit."},
     {"-h, --help", NULL, "Print the usage and exit."},
     {"-V, --version", NULL, "Print the version and those of librdkafka and libpq, and exit."},
