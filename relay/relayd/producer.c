@@ -301,10 +301,14 @@ int obx_producer_partition(obx_producer_t *p, const char *topic, const char *key
         return 0;
     }
     *err = t->err;
-    /* Refused, or still unknown after the creation window: the row fails.
-     * Otherwise (no answer, no leader yet, being created) it waits: failing
-     * it would publish it after later rows of its key. */
-    if (t->err == RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION || t->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
+    /* Refused (an invalid topic; TOPIC_AUTHORIZATION_FAILED, which the
+     * relay holds rather than fails, issue 14), or still unknown after the
+     * creation window: -1. Otherwise (no answer, no leader yet, being
+     * created) it waits: failing it would publish it after later rows of
+     * its key. Until partitions are known the metadata is asked for again
+     * every META_RETRY_MS, so a granted ACL is seen within a second. */
+    if (t->err == RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION || t->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ||
+        t->err == RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED)
         return -1;
     if (t->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART && now_ms() - t->unknown_since >= UNKNOWN_TOPIC_WAIT_MS)
         return -1;

@@ -29,6 +29,8 @@
  * are marked: following writers at 5,000 events/s, marks went out 2 per
  * claim, 6 rows each, and each was a transaction of its own. */
 #define MARK_WAIT_MS 2
+#define NOT_AUTHORIZED_LOG_MS 10000 /* a topic_not_authorized line per topic at most this often */
+#define NOT_AUTHORIZED_TOPICS 16
 
 typedef struct batch batch_t;
 
@@ -150,6 +152,12 @@ typedef struct {
     long long published, marked, parked, failed, claimed, reconnects, rescans, skipped, deferred;
     long long last_published;
     int64_t last_stats_ms;
+
+    /* topic_not_authorized lines: when each topic last logged one */
+    struct {
+        char topic[256];
+        int64_t at;
+    } denied[NOT_AUTHORIZED_TOPICS];
 } relay_t;
 
 static int sigpipe_fds[2] = {-1, -1};
@@ -193,8 +201,6 @@ static int is_permanent(rd_kafka_resp_err_t err) {
     case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
     case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
     case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
-    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
-    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
     case RD_KAFKA_RESP_ERR_INVALID_RECORD:
     case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
     case RD_KAFKA_RESP_ERR__INVALID_ARG:
@@ -202,6 +208,45 @@ static int is_permanent(rd_kafka_resp_err_t err) {
     default:
         return 0;
     }
+}
+
+/* The broker refuses the relay's principal (a missing ACL): the deployment's
+ * fault, not the row's. The row is not failed, it holds its place (issue 14). */
+static int is_unauthorized(rd_kafka_resp_err_t err) {
+    return err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ||
+           err == RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED;
+}
+
+/* A row of topic waits for an ACL: rescan after poll_interval_ms (the
+ * producer asks for the topic's metadata again, so publishing resumes by
+ * itself once the ACL exists), and say so at most once per
+ * NOT_AUTHORIZED_LOG_MS per topic. */
+static void not_authorized(relay_t *r, const char *topic, rd_kafka_resp_err_t err, int64_t id) {
+    int64_t now = now_ms();
+    int slot = 0;
+
+    r->deferred++;
+    r->scan_end = 1;
+    r->retry_at = now + r->cfg->poll_interval_ms;
+    for (int i = 0; i < NOT_AUTHORIZED_TOPICS; i++) {
+        if (strcmp(r->denied[i].topic, topic) == 0) {
+            slot = i;
+            break;
+        }
+        if (r->denied[i].at < r->denied[slot].at)
+            slot = i; /* the least recently logged, if topic has no slot */
+    }
+    if (strcmp(r->denied[slot].topic, topic) == 0 && r->denied[slot].at != 0 &&
+        now - r->denied[slot].at < NOT_AUTHORIZED_LOG_MS)
+        return;
+    snprintf(r->denied[slot].topic, sizeof r->denied[slot].topic, "%s", topic);
+    r->denied[slot].at = now;
+    OBX_LOG(OBX_LOG_ERROR, "topic_not_authorized",
+            "the broker refuses the relay access to the topic: its rows wait, none is failed",
+            KS("topic", topic), KS("error", rd_kafka_err2name(err)), KI("id", id),
+            KS("remedy", err == RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED
+                             ? "grant the relay's principal IdempotentWrite on the cluster"
+                             : "grant the relay's principal Write and Describe on the topic"));
 }
 
 /* A row could not be published: queue the attempt (and maybe the parking)
@@ -288,6 +333,11 @@ static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, int32_
         obx_idset_del(&r->owned, m->id);
         OBX_LOG(OBX_LOG_DEBUG, "delivery_abandoned", "delivery abandoned", KI("id", m->id),
                 KS("error", rd_kafka_err2name(err)));
+    } else if (is_unauthorized(err)) {
+        /* A missing ACL: the row stays unsent and is claimed again. */
+        obx_idset_del(&r->owned, m->id);
+        if (!r->stopping)
+            not_authorized(r, m->topic, err, m->id);
     } else {
         char msg[256], eid[OBX_PGBIN_UUID_SIZE];
         obx_outbox_row_event_id(m->batch->res, m->row, eid);
@@ -315,11 +365,15 @@ static int send_msg(relay_t *r, msg_t *m) {
     r->inflight--;
     rd_kafka_headers_destroy(m->hdrs);
     m->hdrs = NULL;
-    if (kerr == RD_KAFKA_RESP_ERR__QUEUE_FULL || kerr == RD_KAFKA_RESP_ERR__FATAL) {
+    if (kerr == RD_KAFKA_RESP_ERR__QUEUE_FULL || kerr == RD_KAFKA_RESP_ERR__FATAL ||
+        is_unauthorized(kerr)) {
         /* Not the row's fault: claim it again later. */
         obx_idset_del(&r->owned, m->id);
-        OBX_LOG(OBX_LOG_WARN, "produce_deferred",
-                "produce deferred", KI("id", row.id), KS("error", rd_kafka_err2name(kerr)));
+        if (is_unauthorized(kerr))
+            not_authorized(r, m->topic, kerr, row.id);
+        else
+            OBX_LOG(OBX_LOG_WARN, "produce_deferred",
+                    "produce deferred", KI("id", row.id), KS("error", rd_kafka_err2name(kerr)));
         batch_release(m->batch);
         return -1;
     }
@@ -378,7 +432,8 @@ static void own(relay_t *r, int64_t id) {
 
 /* Routes one row and hands it to the gate. Returns 1 when the gate skipped
  * it, -1 when the row (and so the rest of the batch) must wait: the topic's
- * partitions are not known yet, or the producer is full; else 0. */
+ * partitions are not known yet, the broker refuses the relay the topic (a
+ * missing ACL), or the producer is full; else 0. */
 static int produce_row(relay_t *r, batch_t *b, msg_t *m, const obx_row_t *row) {
     char topic[256], err[512];
     rd_kafka_resp_err_t kerr = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -403,6 +458,11 @@ static int produce_row(relay_t *r, batch_t *b, msg_t *m, const obx_row_t *row) {
                 KS("topic", topic), KS("error", rd_kafka_err2name(kerr)));
         r->deferred++;
         r->retry_at = now_ms() + r->cfg->poll_interval_ms;
+        return -1;
+    }
+    if (rc < 0 && is_unauthorized(kerr)) {
+        /* Held like unknown partitions: the rest of the batch waits. */
+        not_authorized(r, topic, kerr, row->id);
         return -1;
     }
     if (rc < 0) {

@@ -44,10 +44,21 @@ static void assert_parked(PGconn *c, const th_ctx_t *t, const char *event_id, co
     ck_assert_int_eq(th_log_count(t, needle), 1); /* logged once, with its id */
 }
 
+/* Reads topic back: exactly n events, none lost, duplicated or out of
+ * order; then stops the relay and the mock. */
+static void verify_and_stop(th_ctx_t *t, th_mock_t *m, const char *topic, size_t n, pid_t relay) {
+    th_msgs_t msgs;
+    th_consume(m->bootstrap, topic, n, 30000, &msgs);
+    ck_assert_int_eq(th_verify(t, &msgs, "order"), 0);
+    ck_assert_int_eq(msgs.n, n);
+    th_msgs_free(&msgs);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_mock_stop(m);
+}
+
 START_TEST(bad_rows_parked_rest_flows) {
     th_ctx_t t;
     th_mock_t m;
-    th_msgs_t msgs;
     char topic[128], big[64], nullkey[64], emptykey[64], arrhdr[64], numhdr[64], badtopic[64];
     char needle[64], sql[256];
     pid_t relay;
@@ -87,12 +98,7 @@ START_TEST(bad_rows_parked_rest_flows) {
     ck_assert(th_wait_drained(&t, 20000));
     ck_assert_int_eq(th_log_count(&t, "rows released, rescanning from the start"), 1);
     PQfinish(c);
-    th_consume(m.bootstrap, topic, 201, 30000, &msgs);
-    ck_assert_int_eq(th_verify(&t, &msgs, "order"), 0);
-    ck_assert_int_eq(msgs.n, 201);
-    th_msgs_free(&msgs);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
-    th_mock_stop(&m);
+    verify_and_stop(&t, &m, topic, 201, relay);
 }
 END_TEST
 
@@ -373,6 +379,50 @@ START_TEST(stop_while_setting_waiting_flag) {
 }
 END_TEST
 
+/* A missing topic ACL is the deployment's fault, not the rows': none is
+ * parked or failed, the relay holds its place and says so once per interval
+ * naming the topic and the remedy, and publishes in order once it is granted
+ * (issue 14). */
+static int deferred_many(void *arg) {
+    return th_file_field(arg, "relay.log", "event=stats", "deferred") >= 10;
+}
+
+START_TEST(missing_acl_holds_rows_until_granted) {
+    th_ctx_t t;
+    th_mock_t m;
+    char topic[128], needle[256];
+
+    th_mock_start(&m, 1);
+    th_setup(&t, "acl");
+    mock_topic(&m, &t, "order");
+    snprintf(topic, sizeof topic, "%s.order", t.topic_prefix);
+    /* The relay's principal may not write the topic (its metadata says so). */
+    rd_kafka_mock_topic_set_error(m.mc, topic, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+    pid_t relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "poll_interval_ms = 100;", ""));
+    ck_assert_int_eq(th_write(&t, 2, 100, 10, 100, "order"), 100);
+    snprintf(needle, sizeof needle, "topic=%s ", topic);
+    th_wait_log(&t, "event=topic_not_authorized", 20000);
+    /* Several rescans found the topic still refused. */
+    ck_assert(th_wait(deferred_many, &t, 30000));
+    PGconn *c = th_connect(&t);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL"), 0);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL"), 0);
+    ck_assert_int_eq(th_int(c, "SELECT COALESCE(sum(attempts), 0) FROM outbox"), 0);
+    ck_assert_int_eq(th_log_count(&t, "event=row_parked"), 0);
+    ck_assert_int_eq(th_log_count(&t, "event=publish_failed"), 0);
+    ck_assert_int_ge(th_log_count(&t, "event=topic_not_authorized"), 1);
+    ck_assert_int_ge(th_log_count(&t, needle), 1);
+    ck_assert_int_ge(th_log_count(&t, "Write and Describe on the topic"), 1);
+    /* The ACL is granted: the relay resumes by itself. */
+    rd_kafka_mock_topic_set_error(m.mc, topic, RD_KAFKA_RESP_ERR_NO_ERROR);
+    ck_assert(th_wait_drained(&t, 30000));
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL"), 100);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL"), 0);
+    PQfinish(c);
+    verify_and_stop(&t, &m, topic, 100, relay);
+}
+END_TEST
+
 TH_MAIN("rows", 120, bad_rows_parked_rest_flows, one_megabyte_payload_flows, block_policy_stops_at_bad_row,
         idle_wake_on_notify, busy_writers_pay_no_notify, long_transaction_keeps_key_order,
-        stop_while_setting_waiting_flag)
+        stop_while_setting_waiting_flag, missing_acl_holds_rows_until_granted)
