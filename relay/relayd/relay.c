@@ -303,6 +303,8 @@ static void resume_skipped(relay_t *r) {
         r->sleep_until = now_ms();
 }
 
+static void drop_held(void *ctx, void *msg);
+
 static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, int32_t partition,
                         int64_t offset) {
     relay_t *r = ctx;
@@ -334,10 +336,18 @@ static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, int32_
         OBX_LOG(OBX_LOG_DEBUG, "delivery_abandoned", "delivery abandoned", KI("id", m->id),
                 KS("error", rd_kafka_err2name(err)));
     } else if (is_unauthorized(err)) {
-        /* A missing ACL: the row stays unsent and is claimed again. */
+        /* A missing ACL: the row stays unsent and is claimed again. The
+         * producer is replaced as after a fatal error: librdkafka would send
+         * the partition's next messages after this one failed, and once the
+         * ACL exists they would go out ahead of it. */
         obx_idset_del(&r->owned, m->id);
         if (!r->stopping)
             not_authorized(r, m->topic, err, m->id);
+        if (!r->fatal) {
+            r->fatal = 1;
+            obx_gate_drop_held(r->gate, drop_held, r);
+            obx_producer_purge(r->producer);
+        }
     } else {
         char msg[256], eid[OBX_PGBIN_UUID_SIZE];
         obx_outbox_row_event_id(m->batch->res, m->row, eid);
@@ -1044,9 +1054,6 @@ static void check_fatal(relay_t *r) {
     obx_gate_drop_held(r->gate, drop_held, r);
     obx_producer_purge(r->producer);
 }
-
-
-
 
 /* A deadline whose work may have to wait for a query (or for room in
  * flight): once due it must not end every poll at once (the loop would
