@@ -21,6 +21,7 @@
 #define WARM_TIMEOUT_MS 1000 /* per subscribed topic, at start-up */
 #define END_TIMEOUT_MS 5000  /* a partition's high watermark, consumer.from = latest */
 #define CHECK_TIMEOUT_MS 10000 /* each broker request of --check */
+#define ASSIGNED_MAX 1024      /* the stats line's assigned= value; a longer list is cut */
 
 /* Where an event's header values live while its batch is applied. */
 typedef struct {
@@ -39,6 +40,10 @@ typedef struct {
     hdrs_t *hdrs;
     obx_apply_status_t *status;
     obx_backoff_t backoff;
+    /* The assignment, sorted; each offset is the next one to apply, as
+     * loaded at assignment and then committed (or OFFSET_BEGINNING/END). */
+    rd_kafka_topic_partition_list_t *assigned;
+    int64_t newest_ts_ms;        /* newest message timestamp applied, -1: none yet */
     long long applied, rejected, duplicates, parked, compensations, batches, retries, cleaned;
     long long last_done;
     int64_t last_stats_ms, next_stats_ms, next_cleanup_ms;
@@ -54,10 +59,14 @@ static void on_signal(int sig) {
 }
 
 
-static int64_t now_ms(void) {
+static int64_t clock_ms(clockid_t clock) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t now_ms(void) {
+    return clock_ms(CLOCK_MONOTONIC);
 }
 
 /* Sleeps up to ms, waking early when a stop signal arrives. */
@@ -235,6 +244,111 @@ fail:
     return rc;
 }
 
+/* "orders:0,1,2 payments:0" from the sorted assignment, cut after a
+ * whole item with "..." when the rest would not fit. */
+static void assigned_list(const rd_kafka_topic_partition_list_t *a, char *buf, size_t size) {
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int i = 0; a && i < a->cnt; i++) {
+        char item[300]; /* a topic name has at most 249 characters */
+        const rd_kafka_topic_partition_t *p = &a->elems[i];
+        int n = i > 0 && strcmp(a->elems[i - 1].topic, p->topic) == 0
+                    ? snprintf(item, sizeof item, ",%d", p->partition)
+                    : snprintf(item, sizeof item, "%s%s:%d", i > 0 ? " " : "", p->topic, p->partition);
+        if (n < 0 || len + (size_t)n + sizeof "..." > size) {
+            memcpy(buf + len, "...", sizeof "...");
+            return;
+        }
+        memcpy(buf + len, item, (size_t)n + 1);
+        len += (size_t)n;
+    }
+}
+
+/* A partition's lag: its high watermark minus the next offset to apply, or
+ * -1 while either is unknown. The watermarks are librdkafka's cache, filled
+ * by fetch responses: no broker request. */
+static int64_t partition_lag(const runner_t *r, const rd_kafka_topic_partition_t *p) {
+    int64_t lo, hi, next = p->offset;
+    if (rd_kafka_get_watermark_offsets(r->rk, p->topic, p->partition, &lo, &hi) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return -1;
+    /* Consuming from the beginning, or from an offset retention deleted,
+     * starts at the log's start. */
+    if (lo >= 0 && (next == RD_KAFKA_OFFSET_BEGINNING || (next >= 0 && next < lo)))
+        next = lo;
+    if (next < 0 || hi < 0)
+        return -1;
+    return hi > next ? hi - next : 0;
+}
+
+typedef struct {
+    int known;                              /* every assigned partition's lag is known */
+    int64_t total, max;
+    const rd_kafka_topic_partition_t *worst; /* NULL: no partition lags */
+} lag_t;
+
+/* Unknown between a revocation and the next assignment (or the first):
+ * the group is deciding. An empty assignment has no lag. */
+static lag_t lag_of(const runner_t *r) {
+    lag_t l = {r->assigned != NULL, 0, 0, NULL};
+    for (int i = 0; l.known && i < r->assigned->cnt; i++) {
+        int64_t n = partition_lag(r, &r->assigned->elems[i]);
+        if (n < 0)
+            return (lag_t){0, 0, 0, NULL};
+        l.total += n;
+        if (n > l.max) {
+            l.max = n;
+            l.worst = &r->assigned->elems[i];
+        }
+    }
+    return l;
+}
+
+/* The stats line, when it is due. Also called between a batch's retries:
+ * a consumer stuck on its database keeps showing its lag. */
+static void stats_if_due(runner_t *r) {
+    int64_t now = now_ms();
+    char assigned[ASSIGNED_MAX], worst[300];
+    if (r->cfg->stats_interval_s <= 0 || now < r->next_stats_ms)
+        return;
+    long long done = r->applied + r->rejected + r->duplicates + r->parked + r->compensations;
+    double secs = (double)(now - r->last_stats_ms) / 1000.0;
+    lag_t l = lag_of(r);
+    int64_t age_ms = clock_ms(CLOCK_REALTIME) - r->newest_ts_ms;
+    assigned_list(r->assigned, assigned, sizeof assigned);
+    if (l.worst)
+        snprintf(worst, sizeof worst, "%s:%d", l.worst->topic, l.worst->partition);
+    OBX_LOG(OBX_LOG_INFO, "stats",
+            "stats", KS("consumer", r->cfg->consumer_name), KI("applied", r->applied),
+            KI("rejected", r->rejected), KI("duplicates", r->duplicates), KI("parked", r->parked),
+            KI("compensations", r->compensations), KI("batches", r->batches), KI("retries", r->retries),
+            KD("rate_per_s", secs > 0 ? (double)(done - r->last_done) / secs : 0),
+            KI("partitions", r->assigned ? r->assigned->cnt : 0), KS("assigned", assigned),
+            l.known ? (obx_kv_t)KI("lag", l.total) : (obx_kv_t)KS("lag_known", "false"),
+            l.known ? (obx_kv_t)KI("max_lag", l.max) : (obx_kv_t)KNONE,
+            l.worst ? (obx_kv_t)KS("max_lag_partition", worst) : (obx_kv_t)KNONE,
+            r->newest_ts_ms >= 0 ? (obx_kv_t)KI("last_applied_age_s", age_ms > 0 ? age_ms / 1000 : 0)
+                                 : (obx_kv_t)KNONE);
+    r->last_done = done;
+    r->last_stats_ms = now;
+    r->next_stats_ms = now + (int64_t)r->cfg->stats_interval_s * 1000;
+}
+
+/* What a committed batch moved: each partition's next offset, the newest
+ * message timestamp. */
+static void track_batch(runner_t *r, const rd_kafka_topic_partition_list_t *offs) {
+    for (int i = 0; r->assigned && i < offs->cnt; i++) {
+        rd_kafka_topic_partition_t *p =
+            rd_kafka_topic_partition_list_find(r->assigned, offs->elems[i].topic, offs->elems[i].partition);
+        if (p)
+            p->offset = offs->elems[i].offset;
+    }
+    for (int i = 0; i < r->batch_n; i++) {
+        int64_t ts = rd_kafka_message_timestamp(r->batch[i], NULL);
+        if (ts > r->newest_ts_ms)
+            r->newest_ts_ms = ts;
+    }
+}
+
 /* Applies the pending batch, retrying until it commits or a stop signal. */
 static int flush_batch(runner_t *r) {
     char err[512];
@@ -276,6 +390,7 @@ static int flush_batch(runner_t *r) {
                 p->offset = r->batch[i]->offset + 1;
             }
             rd_kafka_commit(r->rk, offs, 1);
+            track_batch(r, offs);
             rd_kafka_topic_partition_list_destroy(offs);
             for (int i = 0; i < r->batch_n; i++)
                 rd_kafka_message_destroy(r->batch[i]);
@@ -288,6 +403,7 @@ static int flush_batch(runner_t *r) {
             OBX_LOG(OBX_LOG_WARN, "batch_rolled_back", "batch rolled back, retrying", KS("error", err),
                     KI("messages", r->batch_n), KI("retry_in_ms", delay));
             nap(delay);
+            stats_if_due(r);
         }
     }
     /* Stopping: the batch was not committed and will be delivered again. */
@@ -333,6 +449,15 @@ static int64_t start_at_end(runner_t *r, const char *topic, int32_t partition) {
     return hi;
 }
 
+/* Keeps a sorted copy of the assignment (NULL: none) for the stats line. */
+static void set_assigned(runner_t *r, const rd_kafka_topic_partition_list_t *parts) {
+    if (r->assigned)
+        rd_kafka_topic_partition_list_destroy(r->assigned);
+    r->assigned = parts ? rd_kafka_topic_partition_list_copy(parts) : NULL;
+    if (r->assigned)
+        rd_kafka_topic_partition_list_sort(r->assigned, NULL, NULL);
+}
+
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
     runner_t *r = opaque;
@@ -357,9 +482,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                     "partition assigned", KS("topic", parts->elems[i].topic),
                     KI("partition", parts->elems[i].partition), KI("next_offset", next));
         }
+        set_assigned(r, parts);
         rd_kafka_assign(rk, parts);
     } else {
         OBX_LOG(OBX_LOG_INFO, "partitions_revoked", "partitions revoked", KI("count", parts->cnt));
+        set_assigned(r, NULL);
         rd_kafka_assign(rk, NULL);
     }
 }
@@ -420,18 +547,7 @@ fail:
 
 static void periodic(runner_t *r) {
     int64_t now = now_ms();
-    if (r->cfg->stats_interval_s > 0 && now >= r->next_stats_ms) {
-        long long done = r->applied + r->rejected + r->duplicates + r->parked + r->compensations;
-        double secs = (double)(now - r->last_stats_ms) / 1000.0;
-        OBX_LOG(OBX_LOG_INFO, "stats",
-                "stats", KS("consumer", r->cfg->consumer_name), KI("applied", r->applied),
-                KI("rejected", r->rejected), KI("duplicates", r->duplicates), KI("parked", r->parked),
-                KI("compensations", r->compensations), KI("batches", r->batches), KI("retries", r->retries),
-                KD("rate_per_s", secs > 0 ? (double)(done - r->last_done) / secs : 0));
-        r->last_done = done;
-        r->last_stats_ms = now;
-        r->next_stats_ms = now + (int64_t)r->cfg->stats_interval_s * 1000;
-    }
+    stats_if_due(r);
     if (r->cfg->inbox_cleanup_interval_s > 0 && now >= r->next_cleanup_ms && db_ok(r)) {
         char err[512];
         long n = obx_dedup_cleanup(r->conn, r->cfg->consumer_name, r->cfg->inbox_retention_s,
@@ -454,6 +570,7 @@ static int run(obx_config_t *cfg, const obx_handler_t *h) {
     memset(&r, 0, sizeof r);
     r.cfg = cfg;
     r.h = h;
+    r.newest_ts_ms = -1;
     r.batch = calloc((size_t)cfg->consumer_batch_size, sizeof *r.batch);
     r.evs = calloc((size_t)cfg->consumer_batch_size, sizeof *r.evs);
     r.hdrs = calloc((size_t)cfg->consumer_batch_size, sizeof *r.hdrs);
@@ -525,6 +642,7 @@ out:
         free(r.rkts);
         rd_kafka_destroy(r.rk);
     }
+    set_assigned(&r, NULL);
     for (int i = 0; i < r.batch_n; i++)
         rd_kafka_message_destroy(r.batch[i]);
     OBX_LOG(OBX_LOG_INFO, "consumer_stopped",

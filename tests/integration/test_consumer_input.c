@@ -271,6 +271,72 @@ START_TEST(from_latest_skips_history) {
 }
 END_TEST
 
+typedef struct {
+    const th_ctx_t *t;
+    const char *needle, *key;
+    long long value;
+} stats_field_t;
+
+static int stats_field_is(void *p) {
+    const stats_field_t *a = p;
+    return th_file_field(a->t, "stock.log", a->needle, a->key) == a->value;
+}
+
+/* Waits until the last stats line of stock.log holding needle has key=value. */
+static void wait_stats_field(const th_ctx_t *t, const char *needle, const char *key, long long value) {
+    stats_field_t a = {t, needle, key, value};
+    ck_assert_msg(th_wait(stats_field_is, &a, 60000), "no stats line with %s and %s=%lld (last: %lld)", needle,
+                  key, value, th_file_field(t, "stock.log", needle, key));
+}
+
+/* The consumer's stats line: its assignment, its lag while applying fails
+ * (consumer_offsets renamed away) and events are published, the lag back
+ * to 0 once the batch commits, and the age of the newest applied event. */
+START_TEST(stats_show_assignment_and_lag) {
+    th_ctx_t t;
+    th_mock_t m;
+    char conf[512], needle[256];
+    pid_t relay, stock;
+    PGconn *c = shop_setup(&t, &m, "consumer_stats", 2);
+
+    th_exec(c, "INSERT INTO shop_stock VALUES ('sku-1', 100000, 100000)");
+    relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ""));
+    snprintf(conf, sizeof conf, "%s", th_consumer_conf(&t, "stock.conf", m.bootstrap, "stock", "order"));
+    stock = th_spawn(&t, "obx-stock-consumer", conf, "stock.log");
+    insert_orders(c, 1, 10);
+    th_wait_count(&t, "SELECT count(*) FROM shop_stock_moves", 10, 60000);
+    wait_stats_field(&t, " applied=10 ", "lag", 0);
+    /* Before its first assignment the group is deciding: no lag claimed. */
+    ck_assert_int_eq(th_file_count(&t, "stock.log", "partitions=0 assigned=\"\" lag="), 0);
+    ck_assert_int_eq(th_file_field(&t, "stock.log", "event=stats", "partitions"), 2);
+    snprintf(needle, sizeof needle, " assigned=%s.order:0,1 ", t.topic_prefix);
+    ck_assert_int_ge(th_file_count(&t, "stock.log", needle), 1);
+    ck_assert_int_eq(th_file_field(&t, "stock.log", "event=stats", "max_lag"), 0);
+    ck_assert_int_eq(th_file_field(&t, "stock.log", "event=stats", "max_lag_partition"), -1);
+
+    /* Behind: every batch rolls back, and the stats line goes on. */
+    th_exec(c, "ALTER TABLE consumer_offsets RENAME TO consumer_offsets_away");
+    insert_orders(c, 11, 40);
+    wait_stats_field(&t, "event=stats", "lag", 30);
+    ck_assert_int_ge(th_file_field(&t, "stock.log", "event=stats", "max_lag"), 15);
+    snprintf(needle, sizeof needle, " max_lag_partition=%s.order:", t.topic_prefix);
+    ck_assert_int_ge(th_file_count(&t, "stock.log", needle), 1);
+    ck_assert_int_ge(th_file_count(&t, "stock.log", "event=batch_rolled_back"), 1);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM shop_stock_moves"), 10);
+
+    /* Caught up. */
+    th_exec(c, "ALTER TABLE consumer_offsets_away RENAME TO consumer_offsets");
+    th_wait_count(&t, "SELECT count(*) FROM shop_stock_moves", 40, 60000);
+    wait_stats_field(&t, " applied=40 ", "lag", 0);
+    ck_assert_int_ge(th_file_field(&t, "stock.log", "event=stats", "last_applied_age_s"), 0);
+    ck_assert_int_lt(th_file_field(&t, "stock.log", "event=stats", "last_applied_age_s"), 60);
+    ck_assert_int_eq(th_file_count(&t, "stock.log", "lag=-"), 0);
+    ck_assert_int_eq(th_relay_stop(stock, SIGTERM, 20000) | th_relay_stop(relay, SIGTERM, 20000), 0);
+    PQfinish(c);
+    th_mock_stop(&m);
+}
+END_TEST
+
 /* Runs obx-stock-consumer --check -c conf, its output in DIR/out; returns its exit code. */
 static int run_check(th_ctx_t *t, const char *conf, const char *out) {
     char cmd[2048];
@@ -316,4 +382,5 @@ START_TEST(check_names_missing_topic_and_table) {
 END_TEST
 
 TH_MAIN("consumer_input", 120, bad_messages_parked_good_ones_flow, compensation_through_the_flow,
-        batch_decides_like_one_at_a_time, from_latest_skips_history, check_names_missing_topic_and_table)
+        batch_decides_like_one_at_a_time, from_latest_skips_history, check_names_missing_topic_and_table,
+        stats_show_assignment_and_lag)
