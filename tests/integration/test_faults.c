@@ -65,15 +65,7 @@ static void mock_topic(th_mock_t *m, const th_ctx_t *t) {
 }
 
 static long check_all(th_ctx_t *t, const char *bootstrap, long rows) {
-    th_msgs_t msgs;
-    char topic[128];
-    long dups;
-    snprintf(topic, sizeof topic, "%s.order", t->topic_prefix);
-    ck_assert_msg(th_wait_drained(t, 60000), "rows left unsent");
-    th_consume(bootstrap, topic, (size_t)rows, 60000, &msgs);
-    dups = th_verify(t, &msgs, "order");
-    th_msgs_free(&msgs);
-    return dups;
+    return th_check_published(t, bootstrap, "order", rows);
 }
 
 START_TEST(relay_sigkill_twice) {

@@ -594,6 +594,18 @@ long th_verify(const th_ctx_t *t, const th_msgs_t *msgs, const char *aggregate_t
     return v.duplicates;
 }
 
+long th_check_published(const th_ctx_t *t, const char *bootstrap, const char *aggregate_type, long rows) {
+    th_msgs_t msgs;
+    char topic[128];
+    long dups;
+    snprintf(topic, sizeof topic, "%s.%s", t->topic_prefix, aggregate_type);
+    ck_assert_msg(th_wait_drained(t, 60000), "rows left unsent in %s", t->db);
+    th_consume(bootstrap, topic, (size_t)rows, 60000, &msgs);
+    dups = th_verify(t, &msgs, aggregate_type);
+    th_msgs_free(&msgs);
+    return dups;
+}
+
 int th_main(const char *suite, int timeout_s, const TTest *const *tests, size_t n) {
     Suite *s = suite_create(suite);
     TCase *tc = tcase_create(suite);

@@ -119,6 +119,10 @@ th_verify_t th_verify_counts(const th_ctx_t *t, const th_msgs_t *msgs, const cha
  * mislabelled event. Returns the duplicates seen. */
 long th_verify(const th_ctx_t *t, const th_msgs_t *msgs, const char *aggregate_type);
 
+/* Waits until no row is unsent, reads TOPIC_PREFIX.aggregate_type back
+ * (at least rows messages) and th_verify-s it. Returns the duplicates. */
+long th_check_published(const th_ctx_t *t, const char *bootstrap, const char *aggregate_type, long rows);
+
 /* Runs one suite of the given tests with a per-test timeout (scaled);
  * returns the process exit code. Every test program's main calls it. */
 #include <check.h>

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "backoff.h"
+#include "harness.h"
 
 /* The cap for attempt k: min(max, base * 2^k). */
 static int64_t cap_for(int64_t base, int64_t max, int k) {
@@ -178,27 +179,5 @@ START_TEST(test_init_normalises) {
 }
 END_TEST
 
-static Suite *backoff_suite(void) {
-    Suite *s = suite_create("backoff");
-    TCase *tc = tcase_create("backoff");
-    tcase_set_timeout(tc, 30);
-    tcase_add_test(tc, test_delays_within_cap_range);
-    tcase_add_test(tc, test_cap_doubles_then_stays_at_max);
-    tcase_add_test(tc, test_many_attempts_stay_at_max);
-    tcase_add_test(tc, test_reset);
-    tcase_add_test(tc, test_same_seed_same_sequence);
-    tcase_add_test(tc, test_different_seeds_differ);
-    tcase_add_test(tc, test_jitter_varies);
-    tcase_add_test(tc, test_init_normalises);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
-int main(void) {
-    SRunner *sr = srunner_create(backoff_suite());
-    int failed;
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TH_MAIN("backoff", 30, test_delays_within_cap_range, test_cap_doubles_then_stays_at_max, test_many_attempts_stay_at_max,
+        test_reset, test_same_seed_same_sequence, test_different_seeds_differ, test_jitter_varies, test_init_normalises)

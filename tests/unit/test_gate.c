@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "gate.h"
+#include "harness.h"
 
 static int m[64]; /* messages: their addresses are all the gate sees */
 
@@ -173,24 +174,4 @@ START_TEST(test_unassigned_partition_and_bad_reports) {
 }
 END_TEST
 
-int main(void) {
-    Suite *s = suite_create("gate");
-    TCase *tc = tcase_create("core");
-    SRunner *sr;
-    int failed;
-
-    tcase_add_test(tc, test_cold_partition_lets_one_message_through);
-    tcase_add_test(tc, test_failed_first_message_keeps_the_partition_cold);
-    tcase_add_test(tc, test_new_producer_id_cools_every_partition);
-    tcase_add_test(tc, test_partition_idle_past_cold_ms_is_cold_again);
-    tcase_add_test(tc, test_stalled_partition_skips_until_rescan);
-    tcase_add_test(tc, test_held_messages_of_a_stalled_cold_partition_leave_the_budget);
-    tcase_add_test(tc, test_drop_held_hands_back_in_order);
-    tcase_add_test(tc, test_unassigned_partition_and_bad_reports);
-    suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TH_MAIN("gate", 60, test_cold_partition_lets_one_message_through, test_failed_first_message_keeps_the_partition_cold, test_new_producer_id_cools_every_partition, test_partition_idle_past_cold_ms_is_cold_again, test_stalled_partition_skips_until_rescan, test_held_messages_of_a_stalled_cold_partition_leave_the_budget, test_drop_held_hands_back_in_order, test_unassigned_partition_and_bad_reports)

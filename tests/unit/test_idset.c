@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "idset.h"
+#include "harness.h"
 
 START_TEST(test_add_has_del) {
     obx_idset_t s = {0};
@@ -64,19 +65,4 @@ START_TEST(test_random_against_an_array) {
 }
 END_TEST
 
-int main(void) {
-    Suite *su = suite_create("idset");
-    TCase *tc = tcase_create("core");
-    SRunner *sr;
-    int failed;
-
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_add_has_del);
-    tcase_add_test(tc, test_random_against_an_array);
-    suite_add_tcase(su, tc);
-    sr = srunner_create(su);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TH_MAIN("idset", 60, test_add_has_del, test_random_against_an_array)

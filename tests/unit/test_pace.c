@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "pace.h"
+#include "harness.h"
 
 START_TEST(test_few_rows_keep_the_minimum) {
     ck_assert_int_eq(obx_pace_next(5, 0, 5, 20), 5);
@@ -34,19 +35,4 @@ START_TEST(test_settings_changed_by_reload) {
 }
 END_TEST
 
-int main(void) {
-    Suite *s = suite_create("pace");
-    TCase *tc = tcase_create("core");
-    SRunner *sr;
-    int failed;
-
-    tcase_add_test(tc, test_few_rows_keep_the_minimum);
-    tcase_add_test(tc, test_many_rows_double_up_to_the_maximum);
-    tcase_add_test(tc, test_settings_changed_by_reload);
-    suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TH_MAIN("pace", 60, test_few_rows_keep_the_minimum, test_many_rows_double_up_to_the_maximum, test_settings_changed_by_reload)
