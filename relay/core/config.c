@@ -97,6 +97,13 @@ static const obx_config_key_t keys[] = {
      .doc = "wait this long for in-flight acknowledgements on SIGTERM"},
     {.group = "relay", .name = "reconnect_max_ms", INT(reconnect_max_ms, 30000, 100, 600000), RELAY, .reload = 1,
      .doc = "cap of the PostgreSQL reconnect backoff"},
+    {.group = "health", .name = "file", STR(health_file, ""), RELAY,
+     .doc = "the relay rewrites this file about once a second for `outbox-relay health` (\"\" = none)"},
+    {.group = "health", .name = "max_age_s", INT(health_max_age_s, 30, 1, 3600), RELAY,
+     .doc = "`outbox-relay health` fails when the loop, PostgreSQL or (leader) every broker was silent this long"},
+    {.group = "health", .name = "stuck_timeout_s", INT(health_stuck_timeout_s, 60, 0, 3600), RELAY,
+     .doc = "a loop stuck this long exits the process (status 1); a query unanswered this long "
+            "reconnects (0 = never)"},
     {.group = "routes", .type = OBX_KEY_ROUTES, RELAY,
      .doc = "( { aggregate_type = \"...\"; topic = \"...\"; }, ... ): first match wins; a row's topic column wins over it"},
     {.group = "consumer", .name = "name", STR(consumer_name, ""), CONSUMER, .required = 1,

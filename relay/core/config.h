@@ -56,6 +56,10 @@ typedef struct {
     int shutdown_timeout_ms;
     int reconnect_max_ms;
 
+    char *health_file;        /* "" = none */
+    int health_max_age_s;
+    int health_stuck_timeout_s; /* 0 = no watchdog */
+
     obx_route_t *routes;
     size_t routes_n;
 

@@ -1,5 +1,7 @@
 /* outbox-relay: command line. */
+#include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <librdkafka/rdkafka.h>
 #include <malloc.h>
 #include <stdio.h>
@@ -8,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "health.h"
 #include "log.h"
 #include "migrate.h"
 #include "outbox.h"
@@ -20,7 +23,7 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-        "Usage: outbox-relay -c FILE [--check | migrate]\n"
+        "Usage: outbox-relay -c FILE [--check | migrate | health [--live | --ready]]\n"
         "\n"
         "Publishes the rows of a PostgreSQL outbox table to Kafka, at least once,\n"
         "in per-aggregate order, and marks each row sent once the broker acknowledged it.\n"
@@ -30,6 +33,11 @@ static void usage(FILE *f) {
         "                      check the schema and privileges and that every routed\n"
         "                      topic exists and may be written, then exit 0 or 1\n"
         "  migrate             apply the schema (idempotent) and exit\n"
+        "  health              judge the running relay by its health.file: exit 0 when\n"
+        "                      its loop turned, PostgreSQL answered and, if it leads,\n"
+        "                      a Kafka broker was up within health.max_age_s; else 1\n"
+        "      --live          only that the loop turns (a liveness probe)\n"
+        "      --ready         the loop and PostgreSQL, not Kafka (a readiness probe)\n"
         "  -h, --help          this help\n"
         "  -V, --version       print the version\n"
         "\n"
@@ -184,6 +192,31 @@ static obx_producer_t *check_producer(const obx_config_t *cfg, char *errstr, siz
     return p;
 }
 
+/* outbox-relay health: one line on stdout, exit 0 healthy, 1 not. */
+static int health(const obx_config_t *cfg, obx_health_mode_t mode) {
+    obx_health_t h;
+    char why[512];
+    int rc;
+
+    if (!*cfg->health_file) {
+        fprintf(stderr, "outbox-relay: %s: health.file is not set; the relay keeps no health record\n",
+                cfg->path);
+        return EXIT_CONFIG;
+    }
+    if (obx_health_read(cfg->health_file, &h, why, sizeof why) != 0) {
+        printf("health: FAILED: %s\n", why);
+        return 1;
+    }
+    if (h.pid <= 0 || (kill((pid_t)h.pid, 0) != 0 && errno == ESRCH)) {
+        printf("health: FAILED: the relay (pid %ld) is not running\n", h.pid);
+        return 1;
+    }
+    rc = obx_health_judge(&h, obx_health_now_ms(), (int64_t)cfg->health_max_age_s * 1000, mode, why,
+                          sizeof why);
+    printf("health: %s: %s\n", rc == 0 ? "ok" : "FAILED", why);
+    return rc;
+}
+
 static int check(const obx_config_t *cfg) {
     char err[1024];
     PGconn *conn;
@@ -234,10 +267,14 @@ int main(int argc, char **argv) {
         {"check", no_argument, NULL, 'k'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
+        {"live", no_argument, NULL, 'L'},
+        {"ready", no_argument, NULL, 'R'},
         {NULL, 0, NULL, 0},
     };
-    const char *path = NULL;
+    const char *path = NULL, *cmd;
     int do_check = 0, opt, rc;
+    obx_health_mode_t mode = OBX_HEALTH_FULL;
+    int mode_set = 0;
     obx_config_t cfg;
     char err[1024];
 
@@ -254,6 +291,8 @@ int main(int argc, char **argv) {
         switch (opt) {
         case 'c': path = optarg; break;
         case 'k': do_check = 1; break;
+        case 'L': mode = OBX_HEALTH_LIVE; mode_set++; break;
+        case 'R': mode = OBX_HEALTH_READY; mode_set++; break;
         case 'h': usage(stdout); return 0;
         case 'V':
             printf("outbox-relay %s (librdkafka %s, libpq %d)\n", OBX_VERSION, rd_kafka_version_str(),
@@ -262,7 +301,9 @@ int main(int argc, char **argv) {
         default: usage(stderr); return EXIT_CONFIG;
         }
     }
-    if (!path || (optind < argc && strcmp(argv[optind], "migrate") != 0) || optind + 1 < argc) {
+    cmd = optind < argc ? argv[optind] : NULL;
+    if (!path || optind + 1 < argc || (cmd && strcmp(cmd, "migrate") != 0 && strcmp(cmd, "health") != 0) ||
+        (cmd && do_check) || mode_set > 1 || (mode_set && (!cmd || strcmp(cmd, "health") != 0))) {
         usage(stderr);
         return EXIT_CONFIG;
     }
@@ -274,7 +315,9 @@ int main(int argc, char **argv) {
     warn_permissions(&cfg);
     if (do_check) {
         rc = check(&cfg);
-    } else if (optind < argc) {
+    } else if (cmd && strcmp(cmd, "health") == 0) {
+        rc = health(&cfg, mode);
+    } else if (cmd) {
         rc = obx_migrate_run(&cfg, err, sizeof err);
         if (rc != 0)
             OBX_LOG(OBX_LOG_ERROR, "migrate_failed", "migrate failed", KS("error", err));

@@ -13,6 +13,8 @@
 
 /* Topics are few (routes, or one per aggregate type), so a short list with
  * the last hit first is enough; past TOPICS_MAX the least recent is dropped. */
+/* librdkafka statistics, for obx_producer_broker_up_ms: a few KB a second. */
+#define STATS_INTERVAL_MS "1000"
 #define TOPICS_MAX 256
 /* A topic's metadata is asked for with this timeout, four times longer
  * after each ask that timed out (a slow broker) up to META_TIMEOUT_MAX_MS;
@@ -66,6 +68,7 @@ struct obx_producer {
     int pids;                /* producer ids acquired */
     char pid_lost[256];      /* set when a second one was: see log_cb */
     long long implicit_acks;
+    int64_t broker_up_ms;    /* when statistics last showed a broker up */
     topic_t topics[TOPICS_MAX];
     int topics_n;
 };
@@ -117,6 +120,18 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
      * and librdkafka retries them itself. */
     OBX_LOG(err == RD_KAFKA_RESP_ERR__FATAL ? OBX_LOG_ERROR : OBX_LOG_WARN, "kafka_error", "kafka error",
             KS("error", rd_kafka_err2name((rd_kafka_resp_err_t)err)), KS("reason", reason));
+}
+
+/* librdkafka says nothing when a broker comes back, only when all went
+ * down; its statistics (JSON, compact) give each broker's state. */
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+    obx_producer_t *p = opaque;
+    const char *brokers = strstr(json, "\"brokers\":");
+    (void)rk;
+    (void)len;
+    if (brokers && strstr(brokers, "\"state\":\"UP\""))
+        p->broker_up_ms = now_ms();
+    return 0; /* librdkafka frees json */
 }
 
 static int set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr, size_t errsize) {
@@ -181,7 +196,8 @@ obx_producer_t *obx_producer_new(const obx_config_t *cfg, obx_dr_fn dr, void *ct
         set(conf, "linger.ms", "0", errstr, errsize) ||
         set(conf, "socket.nagle.disable", "true", errstr, errsize) ||
         set(conf, "queue.buffering.max.messages", qmax, errstr, errsize) ||
-        set(conf, "log.queue", "true", errstr, errsize))
+        set(conf, "log.queue", "true", errstr, errsize) ||
+        set(conf, "statistics.interval.ms", STATS_INTERVAL_MS, errstr, errsize))
         goto fail;
     for (size_t i = 0; i < cfg->kafka_n; i++)
         if (set(conf, cfg->kafka[i].key, cfg->kafka[i].value, errstr, errsize))
@@ -196,6 +212,7 @@ obx_producer_t *obx_producer_new(const obx_config_t *cfg, obx_dr_fn dr, void *ct
     rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
     rd_kafka_conf_set_log_cb(conf, log_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
+    rd_kafka_conf_set_stats_cb(conf, stats_cb);
     /* rd_kafka_new takes ownership of conf only on success. */
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errsize);
     if (!p->rk)
@@ -217,6 +234,8 @@ fail:
 }
 
 int obx_producer_fd(const obx_producer_t *p) { return p->pipefd[0]; }
+
+int64_t obx_producer_broker_up_ms(const obx_producer_t *p) { return p->broker_up_ms; }
 
 void obx_producer_serve(obx_producer_t *p) {
     char buf[64];

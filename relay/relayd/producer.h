@@ -20,6 +20,10 @@ obx_producer_t *obx_producer_new(const obx_config_t *cfg, obx_dr_fn dr, void *ct
                                  char *errstr, size_t errsize);
 /* Readable when librdkafka has events for us. */
 int obx_producer_fd(const obx_producer_t *p);
+/* When librdkafka's statistics (every second) last showed a broker up
+ * (CLOCK_MONOTONIC ms; 0: not yet): a broker outage shows in no other way
+ * while nothing is produced. */
+int64_t obx_producer_broker_up_ms(const obx_producer_t *p);
 /* Drains the pipe and serves queued events (delivery reports, logs, errors). */
 void obx_producer_serve(obx_producer_t *p);
 /* The partition of key in topic, chosen by the configured partitioner

@@ -12,6 +12,7 @@
 
 #include "backoff.h"
 #include "gate.h"
+#include "health.h"
 #include "idset.h"
 #include "headers.h"
 #include "log.h"
@@ -19,6 +20,7 @@
 #include "pace.h"
 #include "producer.h"
 #include "route.h"
+#include "sdnotify.h"
 
 #define MARK_MAX 10000 /* ids per UPDATE */
 /* librdkafka 2.3.0 (PR 4438) stopped raising a fatal "sequence
@@ -31,6 +33,7 @@
 #define MARK_WAIT_MS 2
 #define NOT_AUTHORIZED_LOG_MS 10000 /* a topic_not_authorized line per topic at most this often */
 #define NOT_AUTHORIZED_TOPICS 16
+#define HEALTH_TICK_MS 1000 /* health record, systemd status and watchdog ping, at most this far apart */
 
 typedef struct batch batch_t;
 
@@ -152,6 +155,17 @@ typedef struct {
     long long published, marked, parked, failed, claimed, reconnects, rescans, skipped, deferred;
     long long last_published;
     int64_t last_stats_ms;
+
+    /* Health (health.h): what the record and systemd are told once a tick. */
+    obx_health_watchdog_t *watchdog; /* ends the process when the loop stops turning */
+    int64_t pg_answer_ms;    /* PostgreSQL's last answer */
+    int64_t pg_waiting_since; /* a query is pending and nothing was answered since */
+    int64_t kafka_up_ms;     /* a broker last up or acknowledging */
+    int64_t health_at;
+    int64_t health_tick_ms;
+    int sd_watchdog;         /* systemd expects WATCHDOG=1 pings */
+    char sd_status[64];      /* the last STATUS= sent */
+    int health_file_failing; /* the failure is logged once, not every tick */
 
     /* topic_not_authorized lines: when each topic last logged one */
     struct {
@@ -309,12 +323,13 @@ static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, int32_
                         int64_t offset) {
     relay_t *r = ctx;
     msg_t *m = opaque;
+    int64_t now = now_ms();
     int gate;
 
     (void)partition; /* the one the relay chose: m->partition */
     (void)offset;
     r->inflight--;
-    gate = obx_gate_report(r->gate, m->topic, m->partition, err == RD_KAFKA_RESP_ERR_NO_ERROR, now_ms());
+    gate = obx_gate_report(r->gate, m->topic, m->partition, err == RD_KAFKA_RESP_ERR_NO_ERROR, now);
     if (gate < 0)
         OBX_LOG(OBX_LOG_ERROR, "unexpected_delivery_report",
                 "delivery report for a message the gate did not let through",
@@ -323,6 +338,7 @@ static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, int32_
         resume_skipped(r);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         r->published++;
+        r->kafka_up_ms = now;
         push_ack(r, m->id);
         if (r->blocked && r->cfg->on_failure == OBX_FAIL_BLOCK) {
             r->blocked = 0;
@@ -606,7 +622,8 @@ static void try_connect(relay_t *r) {
             KS("db", PQdb(r->conn)), KS("table", r->cfg->pg_table),
             KS("role", lead ? "leader" : "standby"));
     r->leader = lead;
-    r->lead_retry_at = now_ms() + r->cfg->poll_interval_ms;
+    r->pg_answer_ms = now_ms();
+    r->lead_retry_at = r->pg_answer_ms + r->cfg->poll_interval_ms;
     r->cursor = 0;
     r->scan_end = 0;
     /* A relay killed while idle leaves the flag set; clear it first. */
@@ -747,6 +764,11 @@ static void send_next(relay_t *r) {
         disconnect(r, PQerrorMessage(r->conn));
 }
 
+static const char *state_name(const relay_t *r) {
+    return !r->conn ? "disconnected" : r->stopping ? "stopping" : r->blocked ? "blocked"
+           : r->idle == IDLE_SLEEP ? "idle" : "running";
+}
+
 /* backlog and age are -1 when they could not be read (standby, no connection).
  * The line then says backlog_known=false in their place: a -1 would read as
  * "nothing waiting" to an age alert (docs/monitoring.md). */
@@ -767,8 +789,7 @@ static void log_stats(relay_t *r, long long backlog, long long oldest_age_s) {
             KI("skipped", r->skipped), KI("deferred", r->deferred),
             KI("implicit_acks", obx_producer_implicit_acks(r->producer)),
             KS("role", r->leader ? "leader" : "standby"),
-            KS("state", !r->conn ? "disconnected" : r->stopping ? "stopping" : r->blocked ? "blocked"
-                        : r->idle == IDLE_SLEEP ? "idle" : "running"));
+            KS("state", state_name(r)));
     r->last_published = r->published;
     r->last_stats_ms = now;
     r->stats_at = now + (int64_t)r->cfg->stats_interval_s * 1000;
@@ -985,6 +1006,8 @@ static void pg_input(relay_t *r, PGconn *conn, op_t *op) {
         while ((extra = PQgetResult(conn)) != NULL)
             PQclear(extra);
         *op = OP_NONE;
+        r->pg_answer_ms = now_ms();
+        r->pg_waiting_since = r->pg_answer_ms;
         on_result(r, res, done);
     }
     if (r->conn && conn == r->conn)
@@ -1013,6 +1036,7 @@ static int handle_signals(relay_t *r) {
             else if (r->idle != IDLE_RUN)
                 r->idle = IDLE_CLEAR; /* writers must not keep paying NOTIFY */
             r->stop_deadline = now_ms() + r->cfg->shutdown_timeout_ms;
+            obx_sdnotify("STOPPING=1");
             OBX_LOG(OBX_LOG_INFO, "shutting_down",
                     "shutting down", KS("signal", sig == SIGINT ? "SIGINT" : "SIGTERM"),
                     KI("inflight", r->inflight), KI("deadline_ms", r->cfg->shutdown_timeout_ms));
@@ -1081,6 +1105,7 @@ static int poll_timeout(const relay_t *r) {
         next = sooner(next, r->hz_retry_at, now);
     if (r->cfg->stats_interval_s > 0)
         next = sooner(next, r->stats_at, now);
+    next = due(next, r->health_at, now);
     if (r->stopping)
         next = due(next, r->stop_deadline, now);
     /* Only when marks can go out: a standby or a relay between reconnects
@@ -1101,6 +1126,59 @@ static void setup_signals(void) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+}
+
+/* Once a tick, from the top of the loop (so that a loop that stops turning
+ * stops them): the health record and systemd's status and watchdog ping. */
+static void health_tick(relay_t *r, int64_t now) {
+    const char *role = !r->conn ? "disconnected" : r->leader ? "leader" : "standby";
+    char err[512], status[64];
+
+    obx_health_watchdog_tick(r->watchdog, now);
+    if (now < r->health_at)
+        return;
+    r->health_at = now + r->health_tick_ms;
+    if (obx_producer_broker_up_ms(r->producer) > r->kafka_up_ms)
+        r->kafka_up_ms = obx_producer_broker_up_ms(r->producer);
+    if (*r->cfg->health_file) {
+        obx_health_t h = {.pid = (long)getpid(), .tick_ms = now, .pg_ms = r->pg_answer_ms,
+                          .kafka_ms = r->kafka_up_ms};
+        snprintf(h.role, sizeof h.role, "%s", role);
+        snprintf(h.state, sizeof h.state, "%s", state_name(r));
+        if (obx_health_write(r->cfg->health_file, &h, err, sizeof err) != 0) {
+            if (!r->health_file_failing)
+                OBX_LOG(OBX_LOG_WARN, "health_file_failed", "cannot write the health file; probes will fail",
+                        KS("error", err));
+            r->health_file_failing = 1;
+        } else {
+            r->health_file_failing = 0;
+        }
+    }
+    snprintf(status, sizeof status, "STATUS=%s, %s", role, state_name(r));
+    if (strcmp(status, r->sd_status) != 0) {
+        obx_sdnotify(status);
+        snprintf(r->sd_status, sizeof r->sd_status, "%s", status);
+    }
+    if (r->sd_watchdog)
+        obx_sdnotify("WATCHDOG=1");
+}
+
+/* A query that PostgreSQL does not answer (a frozen server, a dropped
+ * network path that TCP has not noticed) would hold the leader lock's
+ * session forever: give the sessions up and connect again. */
+static void check_unanswered(relay_t *r, int64_t now) {
+    int64_t limit = (int64_t)r->cfg->health_stuck_timeout_s * 1000;
+    if (!r->conn || (r->op == OP_NONE && r->mop == OP_NONE)) {
+        r->pg_waiting_since = 0;
+        return;
+    }
+    if (!r->pg_waiting_since)
+        r->pg_waiting_since = now;
+    if (limit > 0 && now - r->pg_waiting_since > limit) {
+        OBX_LOG(OBX_LOG_ERROR, "postgres_unresponsive", "no answer from PostgreSQL; reconnecting",
+                KI("waited_ms", now - r->pg_waiting_since), KI("stuck_timeout_s", r->cfg->health_stuck_timeout_s));
+        disconnect(r, "no answer from PostgreSQL within health.stuck_timeout_s");
+    }
 }
 
 static void drain_batches(relay_t *r) {
@@ -1141,6 +1219,17 @@ int obx_relay_run(obx_config_t *cfg) {
     }
     r.last_stats_ms = started;
     r.stats_at = started + (int64_t)cfg->stats_interval_s * 1000;
+    r.health_tick_ms = HEALTH_TICK_MS;
+    if (obx_sdnotify_watchdog_ms() > 0) {
+        r.sd_watchdog = 1;
+        if (obx_sdnotify_watchdog_ms() / 2 < r.health_tick_ms)
+            r.health_tick_ms = obx_sdnotify_watchdog_ms() / 2;
+    }
+    if (cfg->health_stuck_timeout_s > 0) {
+        r.watchdog = obx_health_watchdog_start((int64_t)cfg->health_stuck_timeout_s * 1000, err, sizeof err);
+        if (!r.watchdog)
+            OBX_LOG(OBX_LOG_WARN, "watchdog_failed", "cannot start the stuck-loop watchdog", KS("error", err));
+    }
     OBX_LOG(OBX_LOG_INFO, "relay_starting", "relay starting", KS("table", cfg->pg_table),
             KS("channel", cfg->pg_channel), KI("batch_size", cfg->batch_size),
             KI("max_inflight", cfg->max_inflight),
@@ -1152,6 +1241,8 @@ int obx_relay_run(obx_config_t *cfg) {
                 " raise a fatal sequence error; the relay then recreates its producer, which publishes"
                 " duplicates, not losses (KNOWN-ISSUES.md)", KS("librdkafka", rd_kafka_version_str()));
     try_connect(&r);
+    health_tick(&r, now_ms());
+    obx_sdnotify("READY=1");
 
     for (;;) {
         struct pollfd fds[4];
@@ -1164,12 +1255,16 @@ int obx_relay_run(obx_config_t *cfg) {
         if (r.fatal)
             recreate_producer(&r);
         now = now_ms();
+        health_tick(&r, now);
+        check_unanswered(&r, now);
         if (!r.conn && now >= r.reconnect_at) {
             r.reconnects++;
             try_connect(&r);
         }
         if (r.conn && !r.leader && now >= r.lead_retry_at) {
             int lead = obx_outbox_try_lead(r.conn, cfg, err, sizeof err);
+            if (lead >= 0)
+                r.pg_answer_ms = now_ms();
             if (lead < 0)
                 disconnect(&r, err);
             else if (lead) {
@@ -1225,6 +1320,7 @@ int obx_relay_run(obx_config_t *cfg) {
         OBX_LOG(OBX_LOG_WARN, "shutdown_deadline_passed",
                 "shutdown deadline passed; unacknowledged rows will be published again on restart",
                 KI("inflight", r.inflight), KI("unmarked", (long long)r.acks_n));
+    obx_health_watchdog_stop(r.watchdog);
     drain_batches(&r);
     OBX_LOG(OBX_LOG_INFO, "relay_stopped",
             "relay stopped", KI("published", r.published), KI("marked", r.marked),

@@ -37,6 +37,13 @@ static const struct {
                       "topic column or relay.topic_pattern) and report each as ok, missing or denied "
                       "(no topic is created by asking), then exit 0 (ok) or 1."},
     {"migrate", NULL, "Apply the schema (the outbox and the consumers' inbox tables; idempotent) and exit."},
+    {"health", NULL, "Judge the running relay by the record it rewrites about once a second in health.file: "
+                     "print one line and exit 0 when its loop turned, PostgreSQL answered and, for the "
+                     "leader, a Kafka broker was up within health.max_age_s; exit 1 when not (or when the "
+                     "relay is not running), 2 when health.file is not set."},
+    {"health --live", NULL, "Only that the loop turns: a liveness probe (a restart can help)."},
+    {"health --ready", NULL, "The loop and PostgreSQL, not Kafka: a readiness probe that a broker outage "
+                             "does not fail (the service keeps writing its outbox meanwhile)."},
     {"-h, --help", NULL, "Print the usage and exit."},
     {"-V, --version", NULL, "Print the version and those of librdkafka and libpq, and exit."},
 };
@@ -178,7 +185,7 @@ static void roff_header(FILE *f, const char *name, int section, const char *what
 
 static void write_relay_1(FILE *f) {
     roff_header(f, "outbox-relay", 1, "publish the rows of a PostgreSQL outbox table to Kafka");
-    fputs(".SH SYNOPSIS\n.B outbox-relay\n.B \\-c\n.I FILE\n.RB [ \\-\\-check | migrate ]\n"
+    fputs(".SH SYNOPSIS\n.B outbox-relay\n.B \\-c\n.I FILE\n.RB [ \\-\\-check | migrate | \"health \" [ \\-\\-live | \\-\\-ready ]]\n"
           ".br\n.B outbox-relay\n.RB \\-\\-help | \\-\\-version\n.SH DESCRIPTION\n", f);
     roff_line(f, "outbox-relay publishes the rows of a PostgreSQL outbox table to Kafka, at least once and "
                  "in per-aggregate order, and marks each row sent once the broker acknowledged it. "
@@ -193,9 +200,12 @@ static void write_relay_1(FILE *f) {
     fputs(".SH SIGNALS\n", f);
     roff_line(f, "SIGTERM and SIGINT stop gracefully, waiting up to relay.shutdown_timeout_ms for "
                  "acknowledgements; a second one exits at once. SIGHUP reloads the keys marked "
-                 "reloadable in outbox-relay.conf(5).");
+                 "reloadable in outbox-relay.conf(5). Under systemd (Type=notify) the relay sends READY=1 once "
+                 "started, STATUS= with its role and state, STOPPING=1 on shutdown and, when WatchdogSec= "
+                 "is set, WATCHDOG=1 pings from its loop.");
     fputs(".SH EXIT STATUS\n", f);
-    roff_line(f, "0 ok, 1 runtime error (or a failed --check), 2 bad configuration or usage "
+    roff_line(f, "0 ok, 1 runtime error (or a failed --check or health, or a loop stuck for "
+                 "health.stuck_timeout_s), 2 bad configuration or usage "
                  "(configuration errors are printed as FILE:LINE: reason).");
     fputs(".SH FILES\n.I /etc/outbox-relay/outbox-relay.conf\n.SH SEE ALSO\n"
           ".BR outbox-relay.conf (5),\n.BR obx-consumer.conf (5)\n", f);
