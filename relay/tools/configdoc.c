@@ -254,6 +254,15 @@ static void write_conf_5(FILE *f, obx_program_t program) {
                  "Unknown keys, wrong types, values out of range, missing required keys and the keys "
                  "of the other program are refused with FILE:LINE: reason and exit code 2. Keys marked "
                  "reloadable are applied on SIGHUP; the others need a restart.");
+    if (!relay) {
+        fputs(".SH COMMAND LINE\n", f);
+        roff_line(f, "A consuming service built on obx_runner_main takes: -c FILE (this file; required); "
+                     "--check (validate the file, connect to PostgreSQL and check the inbox tables and "
+                     "privileges, connect to Kafka and check that every subscribed topic exists; one line "
+                     "per check on stdout, then exit 0 or 1); -h, --help; -V, --version. SIGTERM and SIGINT "
+                     "stop it gracefully, SIGHUP reloads the reloadable keys. Exit status: 0 ok, 1 runtime "
+                     "error or a failed check, 2 bad configuration or usage.");
+    }
     fputs(".SH KEYS\n", f);
     roff_keys(f, program);
     fputs(".SH SEE ALSO\n", f);

@@ -82,6 +82,7 @@ START_TEST(installed_tree_is_the_documented_layout) {
         OBX_INST_DATADIR "/outbox-relay/schema/002_inbox.sql",
         OBX_INST_DATADIR "/doc/outbox-relay/LICENSE",
         OBX_INST_DATADIR "/doc/outbox-relay/consumer.conf",
+        OBX_INST_DATADIR "/doc/outbox-relay/outbox-relay.conf",
         OBX_INST_MANDIR "/man1/outbox-relay.1",
         OBX_INST_MANDIR "/man5/outbox-relay.conf.5",
         OBX_INST_MANDIR "/man5/obx-consumer.conf.5",
@@ -144,6 +145,12 @@ START_TEST(installed_tree_is_the_documented_layout) {
     ck_assert_msg(run_logged(cmd, log) != 2, "the installed config does not parse, see %s", log);
     put(cmd, sizeof cmd, "grep -qF 'config: %s ok' '%s'", conf, log);
     ck_assert_msg(th_run(cmd) == 0, "no 'config: ... ok' line, see %s", log);
+
+    /* Installing again keeps an edited config. */
+    put(log, sizeof log, "%s/reinstall.log", dir);
+    put(cmd, sizeof cmd, "echo '# edited' >>'%s' && meson install -C '%s' --no-rebuild --quiet --destdir '%s' && "
+        "tail -1 '%s' | grep -qxF '# edited'", conf, th_bin(""), dest, conf);
+    ck_assert_msg(run_logged(cmd, log) == 0, "a second meson install replaced the edited %s, see %s", conf, log);
 
     /* docs/consumer.md: cc -o loyalty loyalty.c $(pkg-config --cflags --libs obx-dedup),
      * with a copy of the .pc whose prefix is under the destdir. */
