@@ -126,6 +126,16 @@ const char *th_config_level(th_ctx_t *t, const char *file, const char *bootstrap
     return path;
 }
 
+const char *th_config_group(th_ctx_t *t, const char *file, const char *bootstrap, const char *relay_extra,
+                            const char *group, const char *body) {
+    const char *path = th_config(t, file, bootstrap, relay_extra, "");
+    FILE *f = fopen(path, "a");
+    ck_assert_msg(f != NULL, "append to %s", path);
+    fprintf(f, "%s: { %s };\n", group, body);
+    fclose(f);
+    return path;
+}
+
 pid_t th_spawn(const th_ctx_t *t, const char *bin, const char *conf, const char *logname) {
     char log[512];
     pid_t pid;

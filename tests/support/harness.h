@@ -55,6 +55,10 @@ const char *th_config(th_ctx_t *t, const char *file, const char *bootstrap,
 /* th_config with the relay's log level (debug shows librdkafka's debug lines). */
 const char *th_config_level(th_ctx_t *t, const char *file, const char *bootstrap,
                             const char *relay_extra, const char *kafka_extra, const char *level);
+/* th_config with one more top-level group, "group: { body };" (health,
+ * retention). Returns th_config's path. */
+const char *th_config_group(th_ctx_t *t, const char *file, const char *bootstrap, const char *relay_extra,
+                            const char *group, const char *body);
 /* Starts outbox-relay -c conf with stderr appended to DIR/relay.log. */
 pid_t th_relay_start(const th_ctx_t *t, const char *conf);
 /* Starts build-dir program bin with -c conf, stderr appended to DIR/log. */
