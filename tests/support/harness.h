@@ -119,6 +119,11 @@ typedef struct {
  * lost events, duplicates, unsent rows, per-key order of first occurrences,
  * keys and headers. Counts only; th_verify asserts. */
 th_verify_t th_verify_counts(const th_ctx_t *t, const th_msgs_t *msgs, const char *aggregate_type);
+/* th_verify_counts over relation (a table, or a parenthesised SELECT with an
+ * alias) with outbox's columns: id, event_id, aggregate_type, aggregate_id,
+ * event_type, headers, created_at, sent_at, parked_at. */
+th_verify_t th_verify_from(const th_ctx_t *t, const th_msgs_t *msgs, const char *aggregate_type,
+                           const char *relation);
 /* th_verify_counts, failing the test on any lost, unsent, misordered or
  * mislabelled event. Returns the duplicates seen. */
 long th_verify(const th_ctx_t *t, const th_msgs_t *msgs, const char *aggregate_type);
