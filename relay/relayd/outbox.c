@@ -57,10 +57,12 @@ static const char fail_sql[] =
 
 /* The WHERE on o, not on c, is what decides: PostgreSQL re-evaluates it
  * on the row's newest version, so a row released (made unsent) after c
- * read it is kept. */
+ * read it is kept. The ids go to the delete as an array: joined with c,
+ * the generic plan hashed a sequential scan of the whole table for every
+ * batch (81 ms per 1,000 rows of 100,000, against 7 ms on the primary key). */
 static const char retain_sql[] =
     "WITH c AS (SELECT id, sent_at, parked_at FROM %1$s WHERE id > $1 ORDER BY id LIMIT $2),"
-    " d AS (DELETE FROM %1$s o USING c WHERE o.id = c.id AND o.parked_at IS NULL"
+    " d AS (DELETE FROM %1$s o WHERE o.id = ANY (ARRAY(SELECT id FROM c)) AND o.parked_at IS NULL"
     "       AND o.sent_at < now() - make_interval(secs => $3) RETURNING o.sent_at)"
     " SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM c), (SELECT COALESCE(max(id), $1) FROM c),"
     " EXISTS (SELECT 1 FROM c WHERE c.parked_at IS NULL"
