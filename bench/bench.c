@@ -19,12 +19,13 @@
  *   leaves Nagle on, which a real broker does not, and would add ~40 ms
  *   stalls to every latency. --pg-host/--pg-port and --bootstrap use given
  *   servers instead (the bench creates and drops database obx_bench there;
- *   the broker must auto-create topics). The writers scenario runs pgbench
- *   (PG_BINDIR, else the newest /usr/lib/postgresql/N/bin). Logs, configs
- *   and pgbench output stay in the temporary directory when a scenario fails
- *   or with --keep. Binaries and schema come from the build and source trees
- *   it was built in (OBX_BUILD_ROOT, OBX_SOURCE_ROOT override). All scenarios
- *   at default sizes take about four minutes on 2 cores. Run it on a quiet
+ *   the broker must auto-create topics). The writers and retention
+ *   scenarios run pgbench (PG_BINDIR, else the newest
+ *   /usr/lib/postgresql/N/bin). Logs, configs and pgbench output stay in
+ *   the temporary directory when a scenario fails or with --keep. Binaries
+ *   and schema come from the build and source trees it was built in
+ *   (OBX_BUILD_ROOT, OBX_SOURCE_ROOT override). All scenarios at default
+ *   sizes take about five minutes on 2 cores. Run it on a quiet
  *   machine: a load probe before each scenario and a repeated reference run
  *   report noise in the notes.
  *
@@ -43,7 +44,7 @@
  *              and acknowledged; the sum of their medians is the latency
  *              floor of one event. (b0): the bare producer's rd_kafka_new ->
  *              first acknowledgement on a new topic. Runs with any scenario
- *              but writers.
+ *              but writers and retention.
  *   drain      three pairs, each loop (a) again and then a relay draining
  *              --events pre-filled rows (--payload bytes, --aggregates
  *              keys): a drain lasts under a second, and single pairs swing
@@ -113,6 +114,22 @@
  *              publisher's and its PostgreSQL backends' CPU while it runs,
  *              the times its threads went to sleep (each a wake-up) per
  *              event, and the mock broker's CPU.
+ *   retention  the writers scenario's method (warm-up, reference runs around
+ *              each variant, --writers-rounds) with two variants, both its
+ *              relay-idle one (the relay following the writers): retention
+ *              off, and retention deleting with keep_s 0 and a pass every
+ *              second (interval_s 1). In steady state retention deletes as
+ *              many rows as the writers insert, whatever keep_s; keep_s 0
+ *              reaches that state from the run's first second, where the
+ *              default keep_s and interval_s would delete nothing in a run
+ *              (--relay-set retention.KEY=V overrides either). Beside each,
+ *              as in writers, and: its retention session's backend's CPU
+ *              per writer event (counted in the backends'), the rows
+ *              deleted during the run against those written, the outbox's
+ *              pg_total_relation_size and n_dead_tup (statistics: up to a
+ *              second late) at the run's end (means over the rounds); then
+ *              the deleting variant's share of the writers' tps against the
+ *              off one's, and its extra CPU (relay and backends) per event.
  *   consumer   --consumer-events orders written by obx-order-gen, published
  *              by the relay, then applied by one obx-stock-consumer (default
  *              batch size); the apply rate from its first applied batch to
@@ -149,6 +166,7 @@ static const struct {
 } scenario_names[] = {
     {"drain", SC_DRAIN}, {"footprint", SC_FOOTPRINT}, {"steady", SC_STEADY},
     {"idle", SC_IDLE},   {"writers", SC_WRITERS},     {"consumer", SC_CONSUMER},
+    {"retention", SC_RETENTION},
 };
 
 static void usage(FILE *f) {
@@ -164,16 +182,18 @@ static void usage(FILE *f) {
         "  --rates LIST          steady insert rates, events/s (default 1000,10000)\n"
         "  --duration S          length of each steady and pgbench run (default 10)\n"
         "  --writers N           concurrent writers, steady and pgbench (default 8)\n"
-        "  --writers-rounds N    rounds of the writers scenario's publisher variants, each\n"
-        "                        between two reference runs (default 1, at most 10)\n"
+        "  --writers-rounds N    rounds of the writers and retention scenarios' publisher\n"
+        "                        variants, each between two reference runs (default 1,\n"
+        "                        at most 10)\n"
         "  --idle-samples N      single inserts of the idle scenario (default 200)\n"
         "  --consumer-events N   orders for the consumer scenario (default 20000)\n"
-        "  --scenario NAME       drain, footprint, steady, idle, writers, consumer;\n"
-        "                        repeatable (default: all). The raw limits run with\n"
-        "                        any but writers.\n"
+        "  --scenario NAME       drain, footprint, steady, idle, writers, retention,\n"
+        "                        consumer; repeatable (default: all). The raw limits run\n"
+        "                        with any but writers and retention.\n"
         "  --relay-set G.KEY=V   extra setting in group G of the relay's config, V as\n"
         "                        libconfig text (kafka.linger_ms=0, relay.batch_size=1000);\n"
-        "                        kafka.* settings also apply to raw producer (b)\n"
+        "                        kafka.* settings also apply to raw producer (b); they win\n"
+        "                        over the retention scenario's (retention.keep_s=5)\n"
         "  --json                one JSON object instead of the table\n"
         "  --pg-host HOST        use this PostgreSQL (socket dir or host) instead of\n"
         "                        starting one; creates and drops database obx_bench\n"
@@ -234,7 +254,7 @@ static int parse_scenario(bench_t *b, const char *arg) {
 }
 
 static int parse_set(bench_t *b, const char *arg) {
-    static const char *const groups[] = {"postgres.", "kafka.", "relay.", "log."};
+    static const char *const groups[] = {"postgres.", "kafka.", "relay.", "retention.", "log."};
     const char *eq = strchr(arg, '=');
     int known = 0;
 
@@ -242,7 +262,7 @@ static int parse_set(bench_t *b, const char *arg) {
         known |= strncmp(arg, groups[i], strlen(groups[i])) == 0;
     if (!known || !eq || eq[1] == '\0' || eq == strchr(arg, '.') + 1 || b->nsets == BENCH_MAX_SETS) {
         fprintf(stderr, "obx-bench: --relay-set wants GROUP.KEY=VALUE with GROUP one of postgres, kafka,"
-                        " relay, log (at most %d)\n", BENCH_MAX_SETS);
+                        " relay, retention, log (at most %d)\n", BENCH_MAX_SETS);
         return -1;
     }
     b->sets[b->nsets++] = arg;
@@ -352,13 +372,13 @@ static int check_bin(const bench_t *b, const char *name) {
 
 static int check_bins(const bench_t *b) {
     int bad = 0;
-    if (b->scenarios & (SC_DRAIN | SC_STEADY | SC_IDLE | SC_WRITERS | SC_CONSUMER))
+    if (b->scenarios & (SC_DRAIN | SC_STEADY | SC_IDLE | SC_WRITERS | SC_RETENTION | SC_CONSUMER))
         bad |= check_bin(b, "outbox-relay");
     if (!b->bootstrap_opt)
         bad |= check_bin(b, "obx-mock-kafka");
     if (b->scenarios & SC_CONSUMER)
         bad |= check_bin(b, "obx-order-gen") | check_bin(b, "obx-stock-consumer");
-    if (b->scenarios & SC_WRITERS) {
+    if (b->scenarios & (SC_WRITERS | SC_RETENTION)) {
         char path[600];
         snprintf(path, sizeof path, "%s/pgbench", b->pg_bindir);
         if (access(path, X_OK) != 0) {
@@ -494,7 +514,7 @@ int main(int argc, char **argv) {
     } order[] = {
         {"drain", SC_DRAIN, scenario_drain},       {"steady", SC_STEADY, scenario_steady},
         {"idle", SC_IDLE, scenario_idle},          {"writers", SC_WRITERS, scenario_writers},
-        {"consumer", SC_CONSUMER, scenario_consumer},
+        {"retention", SC_RETENTION, scenario_retention}, {"consumer", SC_CONSUMER, scenario_consumer},
     };
     bench_t *b = &bench;
     struct sigaction sa;

@@ -14,9 +14,11 @@
 #define BENCH_WAITING_SQL "SELECT COALESCE(pg_sequence_last_value('outbox_relay_waiting'), 0)"
 /* application_name of raw.c's bare follower's session. */
 #define BENCH_FOLLOWER "obx-bare-follower"
+/* application_name of the relay's retention session (relay/relayd/retention.c). */
+#define BENCH_RETENTION_APP "outbox-relay retention"
 #define BENCH_MAX_RATES 8
 #define BENCH_MAX_SETS 32
-#define BENCH_MAX_ROWS 160
+#define BENCH_MAX_ROWS 200
 #define BENCH_MAX_NOTES 48
 #define BENCH_MAX_STARTS 32
 #define BENCH_MAX_ROUNDS 10
@@ -28,6 +30,7 @@ enum {
     SC_WRITERS = 1 << 3,
     SC_CONSUMER = 1 << 4,
     SC_FOOTPRINT = 1 << 5,
+    SC_RETENTION = 1 << 6,
 };
 
 /* One line of the report. value or ref is NAN when not measured. */
@@ -62,7 +65,9 @@ typedef struct {
     int json, keep;
     const char *pg_host_opt, *bootstrap_opt;
     int pg_port;
-    const char *sets[BENCH_MAX_SETS]; /* GROUP.KEY=VALUE for the relay config */
+    /* GROUP.KEY=VALUE for the relay config: --relay-set's, then, past nsets
+     * while a scenario starts a relay, up to 3 of the scenario's own */
+    const char *sets[BENCH_MAX_SETS + 3];
     int nsets;
 
     /* environment */
@@ -78,6 +83,7 @@ typedef struct {
     char server_version[32], fsync[16];
     int commit_ts;         /* track_commit_timestamp is on */
     int relay_seq;         /* numbers the relay configs and logs */
+    int pgbench_seq;       /* numbers the pgbench outputs */
     int checkpoint_warned;
     double busy_cores_max, busy_disk_max; /* of every probe */
 
@@ -157,6 +163,8 @@ double db_backend_cpu_s(const bench_t *b, const pid_t *pids, int n);
 
 /* util.c: the relay and the mock broker */
 int relay_start(bench_t *b, bench_child_t *r);
+/* Likewise with up to 3 more GROUP.KEY=VALUE settings (--relay-set's win). */
+int relay_start_with(bench_t *b, bench_child_t *r, const char *const *sets, int nsets);
 int relay_stop(bench_child_t *r);
 int mock_start(bench_t *b);
 
@@ -174,6 +182,7 @@ int scenario_drain(bench_t *b);
 int scenario_steady(bench_t *b);
 int scenario_idle(bench_t *b);
 int scenario_writers(bench_t *b);
+int scenario_retention(bench_t *b);
 int scenario_consumer(bench_t *b);
 
 /* report.c */

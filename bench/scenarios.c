@@ -609,7 +609,8 @@ typedef struct {
     double flag_share;     /* share of samples with the waiting flag set */
     double wal_per_txn;    /* bytes of WAL per writer transaction, everyone's */
     double relay_cores;    /* relay process CPU / run time; NAN without relay */
-    double backend_cores;  /* its backend's, likewise */
+    double backend_cores;  /* its backends', likewise (the retention session's included) */
+    double retention_cores; /* the relay's retention session's backend's, likewise; NAN without one */
     double relay_sleeps;   /* times its threads went to sleep, likewise per second */
     double mock_cores;     /* the bench's mock broker's CPU / run time; NAN without */
 } pgb_out_t;
@@ -663,15 +664,17 @@ static int pgbench_run(bench_t *b, PGconn *mon, const bench_child_t *relay, cons
     char out[600], lsn[64] = "", what[64];
     const char *lsnp[1] = {lsn};
     char *text;
-    double deadline, v, t0, cpu0 = NAN, bcpu0 = NAN, sl0 = NAN, mcpu0, wal, txns, secs;
-    pid_t backends[4];
+    double deadline, v, t0, cpu0 = NAN, bcpu0 = NAN, rcpu0 = NAN, sl0 = NAN, mcpu0, wal, txns, secs;
+    pid_t backends[4], retention;
     int nb = relay ? db_backend_pids(mon, app, backends, 4) : 0;
+    int nr = relay ? db_backend_pids(mon, BENCH_RETENTION_APP, &retention, 1) : 0;
     long samples = 0, set = 0;
     PGresult *res;
     int st;
     pid_t pid;
 
-    snprintf(out, sizeof out, "%s/pgbench-%s.out", b->workdir, tag);
+    /* Numbered: the writers and retention scenarios use the same tags. */
+    snprintf(out, sizeof out, "%s/pgbench-%02d-%s.out", b->workdir, ++b->pgbench_seq, tag);
     res = PQexec(mon, "SELECT pg_current_wal_lsn()");
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
         snprintf(lsn, sizeof lsn, "%s", PQgetvalue(res, 0, 0));
@@ -685,6 +688,7 @@ static int pgbench_run(bench_t *b, PGconn *mon, const bench_child_t *relay, cons
     if (relay) {
         cpu0 = proc_cpu_s(relay->pid);
         bcpu0 = db_backend_cpu_s(b, backends, nb);
+        rcpu0 = db_backend_cpu_s(b, &retention, nr);
         sl0 = proc_sleeps(relay->pid);
     }
     mcpu0 = b->mock_pid > 0 ? proc_cpu_s(b->mock_pid) : NAN;
@@ -701,6 +705,7 @@ static int pgbench_run(bench_t *b, PGconn *mon, const bench_child_t *relay, cons
     secs = bench_now() - t0;
     o->relay_cores = relay ? (proc_cpu_s(relay->pid) - cpu0) / secs : NAN;
     o->backend_cores = relay ? (db_backend_cpu_s(b, backends, nb) - bcpu0) / secs : NAN;
+    o->retention_cores = (db_backend_cpu_s(b, &retention, nr) - rcpu0) / secs;
     o->relay_sleeps = relay ? (proc_sleeps(relay->pid) - sl0) / secs : NAN;
     o->mock_cores = b->mock_pid > 0 ? (proc_cpu_s(b->mock_pid) - mcpu0) / secs : NAN;
     st = bench_reap(pid, bench_exited(pid) ? 0 : SIGINT, 5);
@@ -738,40 +743,49 @@ static int write_pgbench_script(const bench_t *b) {
     return 0;
 }
 
+/* What publishing costs per writer event: the relay's and its backends' CPU. */
+static double us_per_event(const pgb_out_t *o) {
+    return (o->relay_cores + o->backend_cores) / o->tps * 1e6;
+}
+
 /* The rows of one pgbench run measured against the no-trigger reference. */
-static bench_row_t *writers_rows(bench_t *b, const char *key, const char *figure, const pgb_out_t *o,
-                                 const pgb_out_t *alone, double ref_tps) {
+static bench_row_t *writers_rows(bench_t *b, const char *sc, const char *key, const char *figure,
+                                 const pgb_out_t *o, const pgb_out_t *alone, double ref_tps) {
     char k[48];
-    bench_row_t *r = bench_row(b, "writers", key, figure, o->tps, "tps"), *w;
+    bench_row_t *r = bench_row(b, sc, key, figure, o->tps, "tps"), *w;
 
     bench_row_ref(r, "tps alone (runs around it)", ref_tps);
     snprintf(k, sizeof k, "%s_wal_per_txn", key);
-    w = bench_row(b, "writers", k, "  WAL per writer transaction (all sessions)", o->wal_per_txn, "B");
+    w = bench_row(b, sc, k, "  WAL per writer transaction (all sessions)", o->wal_per_txn, "B");
     bench_row_ref(w, "B alone", alone->wal_per_txn);
     if (!isnan(o->relay_cores)) {
         snprintf(k, sizeof k, "%s_relay_cores", key);
-        bench_row(b, "writers", k, "  its process CPU during the run", o->relay_cores, "cores");
+        bench_row(b, sc, k, "  its process CPU during the run", o->relay_cores, "cores");
         if (!isnan(o->relay_sleeps)) {
             snprintf(k, sizeof k, "%s_relay_sleeps", key);
-            bench_row(b, "writers", k, "  its threads' sleeps (wake-ups) per writer event", o->relay_sleeps / o->tps,
+            bench_row(b, sc, k, "  its threads' sleeps (wake-ups) per writer event", o->relay_sleeps / o->tps,
                       "");
         }
         snprintf(k, sizeof k, "%s_backend_cores", key);
-        bench_row(b, "writers", k, "  its PostgreSQL backends' CPU during the run", o->backend_cores, "cores");
+        bench_row(b, sc, k, "  its PostgreSQL backends' CPU during the run", o->backend_cores, "cores");
         /* What publishing costs per event beside busy writers, and the share
          * of the machine it takes from them. */
         snprintf(k, sizeof k, "%s_relay_us_per_event", key);
-        bench_row(b, "writers", k, "  it + backends CPU per writer event",
-                  (o->relay_cores + o->backend_cores) / o->tps * 1e6, "us");
+        bench_row(b, sc, k, "  it + backends CPU per writer event", us_per_event(o), "us");
+        if (!isnan(o->retention_cores)) {
+            snprintf(k, sizeof k, "%s_retention_us_per_event", key);
+            bench_row(b, sc, k, "  of which its retention session's backend", o->retention_cores / o->tps * 1e6,
+                      "us");
+        }
         snprintf(k, sizeof k, "%s_relay_share", key);
-        bench_row(b, "writers", k, "  it + backends share of the machine's CPU",
+        bench_row(b, sc, k, "  it + backends share of the machine's CPU",
                   (o->relay_cores + o->backend_cores) / (double)sysconf(_SC_NPROCESSORS_ONLN) * 100, "%");
         if (!isnan(o->mock_cores)) {
             snprintf(k, sizeof k, "%s_mock_cores", key);
-            bench_row(b, "writers", k, "  mock broker CPU during the run (same box)", o->mock_cores, "cores");
+            bench_row(b, sc, k, "  mock broker CPU during the run (same box)", o->mock_cores, "cores");
         }
         snprintf(k, sizeof k, "%s_flag_share", key);
-        bench_row(b, "writers", k, "  waiting flag set (share of samples)", o->flag_share * 100, "%");
+        bench_row(b, sc, k, "  waiting flag set (share of samples)", o->flag_share * 100, "%");
     }
     return r;
 }
@@ -793,11 +807,17 @@ static int alone_run(bench_t *b, PGconn *c, int i, pgb_out_t *o) {
                    db_exec(c, "TRUNCATE outbox") != 0 ? -1 : 0;
 }
 
-/* A variant's share of the writers' throughput beside that of its floor. */
-static void floor_row(bench_t *b, const char *key, double share, double floor_share) {
-    bench_row_t *r = bench_row(b, "writers", key, "  its share of writers' tps, against its floor's",
-                               share * 100, "%");
-    bench_row_ref(r, "% floor's share", floor_share * 100);
+/* A variant's share of the writers' throughput beside that of another
+ * (than: its floor, or retention off). */
+static void share_row(bench_t *b, const char *sc, const char *key, const char *than, double share,
+                      double than_share) {
+    char fig[72], ref[48];
+    bench_row_t *r;
+
+    snprintf(fig, sizeof fig, "  its share of writers' tps, against %s's", than);
+    snprintf(ref, sizeof ref, "%% %s's share", than);
+    r = bench_row(b, sc, key, fig, share * 100, "%");
+    bench_row_ref(r, ref, than_share * 100);
 }
 
 /* Seconds from t_db0 (PostgreSQL's clock) to the last mark of the rows up
@@ -862,24 +882,58 @@ out:
 }
 
 /* The variants of the writers scenario, in the order of a round. Gate and
- * ungated cost nothing of the relay's and run in the first round only. */
-enum { W_GATE, W_DRAIN, W_IDLE, W_BARE_FOLLOW, W_BARE_DRAIN, W_UNGATED, W_N };
+ * ungated cost nothing of the relay's and run in the first round only.
+ * Then the retention scenario's: the relay following as in W_IDLE, with
+ * retention off, or deleting every row once marked. */
+enum { W_GATE, W_DRAIN, W_IDLE, W_BARE_FOLLOW, W_BARE_DRAIN, W_UNGATED, W_N,
+       W_RET_OFF = W_N, W_RET_DELETE, W_ALL };
 #define ALONE_MAX (1 + W_N * BENCH_MAX_ROUNDS)
+
+/* The outbox at the end of a retention variant's run (outbox_end). */
+enum { END_WRITTEN, END_LEFT, END_BYTES, END_DEAD, END_N };
 
 typedef struct {
     pgb_out_t o[BENCH_MAX_ROUNDS];
     double ref[BENCH_MAX_ROUNDS];  /* mean tps of the reference runs around it */
     double done_s[BENCH_MAX_ROUNDS]; /* backlog all marked after; NAN: not drained */
     double left[BENCH_MAX_ROUNDS]; /* floors: rows left unsent below the last mark */
+    double end[BENCH_MAX_ROUNDS][END_N]; /* retention variants */
     int n;                         /* rounds run */
 } wvar_t;
 
+/* The identity's last value: rows ever inserted into the outbox. */
+#define OUTBOX_IDS_SQL "SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence('outbox', 'id')), 0)"
+
+/* The outbox, emptied before the run, at its end: the rows written since
+ * the identity stood at ids0, the rows left (the rest were deleted), its
+ * size with indexes and TOAST, and its dead tuples (from the statistics,
+ * which backends report up to a second late). */
+static int outbox_end(PGconn *c, double ids0, double out[END_N]) {
+    char ids[32];
+    const char *p[1] = {ids};
+
+    snprintf(ids, sizeof ids, "%.0f", ids0);
+    return read_row(PQexecParams(c, "SELECT (" OUTBOX_IDS_SQL ") - $1::bigint, (SELECT count(*) FROM outbox),"
+                                    " pg_total_relation_size('outbox'), (SELECT n_dead_tup FROM pg_stat_user_tables"
+                                    " WHERE relid = 'outbox'::regclass)",
+                                 1, NULL, p, NULL, NULL, 0),
+                    out, END_N, "the outbox at the end");
+}
+
 /* Runs variant v once, beside the writers; the alone run follows. */
 static int variant_run(bench_t *b, PGconn *c, int v, int round, bench_child_t *relay, wvar_t *w) {
-    static const char *const tags[W_N] = {"gate-only",      "relay-draining", "relay-idle",
-                                          "bare-following", "bare-draining",  "ungated"};
+    static const char *const tags[W_ALL] = {"gate-only",      "relay-draining", "relay-idle",
+                                            "bare-following", "bare-draining",  "ungated",
+                                            "retention-off",  "retention-delete"};
+    /* keep_s 0 and a pass every second: deletes keep pace with the writers
+     * from the run's first second (see bench.c). */
+    static const char *const ret_sets[W_ALL][3] = {
+        [W_RET_OFF] = {"retention.mode=\"off\""},
+        [W_RET_DELETE] = {"retention.mode=\"delete\"", "retention.keep_s=0", "retention.interval_s=1"},
+    };
+    static const int ret_nsets[W_ALL] = {[W_RET_OFF] = 1, [W_RET_DELETE] = 3};
     int i = w->n;
-    double maxid, t_db0, unused;
+    double maxid, t_db0, unused, ids0 = 0;
     char tag[48];
 
     snprintf(tag, sizeof tag, "%s-r%d", tags[v], round);
@@ -900,12 +954,19 @@ static int variant_run(bench_t *b, PGconn *c, int v, int round, bench_child_t *r
             return -1;
         return relay_stop(relay);
     case W_IDLE:
+    case W_RET_OFF:
+    case W_RET_DELETE:
         /* The relay idle (flag set) when the writers start: it wakes on the
-         * first NOTIFY and then follows them, idling whenever it caught up. */
+         * first NOTIFY and then follows them, idling whenever it caught up.
+         * Its retention session must be up for its CPU to be counted. */
         db_checkpoint(b, c);
-        bench_probe(b, "writers relay-idle");
-        if (relay_start(b, relay) != 0 || db_wait_waiting(c, 10) != 0 ||
-            pgbench_run(b, c, relay, "outbox-relay", tag, &w->o[i]) != 0)
+        bench_probe(b, tag);
+        if (relay_start_with(b, relay, ret_sets[v], ret_nsets[v]) != 0 || db_wait_waiting(c, 10) != 0 ||
+            (v == W_RET_DELETE && poll_true(c, "SELECT count(*) FROM pg_stat_activity WHERE application_name = '"
+                                               BENCH_RETENTION_APP "'", 0, NULL, 10) != 0) ||
+            (v != W_IDLE && db_num(c, OUTBOX_IDS_SQL, 0, NULL, &ids0) != 0) ||
+            pgbench_run(b, c, relay, "outbox-relay", tag, &w->o[i]) != 0 ||
+            (v != W_IDLE && outbox_end(c, ids0, w->end[i]) != 0))
             return -1;
         return relay_stop(relay);
     case W_BARE_FOLLOW:
@@ -932,6 +993,7 @@ static pgb_out_t pgb_mean(const wvar_t *w) {
         m.wal_per_txn += w->o[i].wal_per_txn / w->n;
         m.relay_cores += w->o[i].relay_cores / w->n;
         m.backend_cores += w->o[i].backend_cores / w->n;
+        m.retention_cores += w->o[i].retention_cores / w->n;
         m.relay_sleeps += w->o[i].relay_sleeps / w->n;
         m.mock_cores += w->o[i].mock_cores / w->n;
     }
@@ -948,12 +1010,13 @@ static double ref_mean(const wvar_t *w) {
 /* A variant's rows over its rounds: the mean tps against the mean of its
  * references, and with more than one round its rounds' lowest and highest
  * ratio (the noise the mean averages out). Then, for a variant that drains,
- * the slowest round's drain, and for a floor the rows it passed over. */
-static bench_row_t *variant_rows(bench_t *b, const char *key, const char *figure, const wvar_t *w, int v,
-                                 const pgb_out_t *alone) {
+ * the slowest round's drain, for a floor the rows it passed over, and for
+ * a retention variant the outbox at the end (means over the rounds). */
+static bench_row_t *variant_rows(bench_t *b, const char *sc, const char *key, const char *figure,
+                                 const wvar_t *w, int v, const pgb_out_t *alone) {
     pgb_out_t m = pgb_mean(w);
-    bench_row_t *r = writers_rows(b, key, figure, &m, alone, ref_mean(w));
-    double lo = INFINITY, hi = 0, done = 0, left = 0;
+    bench_row_t *r = writers_rows(b, sc, key, figure, &m, alone, ref_mean(w)), *d;
+    double lo = INFINITY, hi = 0, done = 0, left = 0, end[END_N] = {0};
     char k[48];
 
     for (int i = 0; i < w->n; i++) {
@@ -962,12 +1025,14 @@ static bench_row_t *variant_rows(bench_t *b, const char *key, const char *figure
         hi = x > hi ? x : hi;
         done = isnan(w->done_s[i]) || isnan(done) ? NAN : w->done_s[i] > done ? w->done_s[i] : done;
         left += w->left[i];
+        for (int j = 0; j < END_N; j++)
+            end[j] += w->end[i][j] / w->n;
     }
     if (w->n > 1) {
         snprintf(k, sizeof k, "%s_ratio_lowest", key);
-        bench_row(b, "writers", k, "  lowest round's ratio to its alone runs", lo, "x");
+        bench_row(b, sc, k, "  lowest round's ratio to its alone runs", lo, "x");
         snprintf(k, sizeof k, "%s_ratio_highest", key);
-        bench_row(b, "writers", k, "  highest round's ratio", hi, "x");
+        bench_row(b, sc, k, "  highest round's ratio", hi, "x");
     }
     if (v == W_DRAIN || v == W_BARE_DRAIN) {
         snprintf(k, sizeof k, "%s_backlog_s", key);
@@ -975,75 +1040,138 @@ static bench_row_t *variant_rows(bench_t *b, const char *key, const char *figure
     }
     if (v == W_BARE_FOLLOW || v == W_BARE_DRAIN) {
         snprintf(k, sizeof k, "%s_left", key);
-        bench_row(b, "writers", k, "  rows it left unsent below its last mark", left, "");
+        bench_row(b, sc, k, "  rows it left unsent below its last mark", left, "");
+    }
+    if (v >= W_N) {
+        snprintf(k, sizeof k, "%s_deleted", key);
+        d = bench_row(b, sc, k, "  rows deleted during the run", end[END_WRITTEN] - end[END_LEFT], "");
+        bench_row_ref(d, "rows written", end[END_WRITTEN]);
+        snprintf(k, sizeof k, "%s_outbox_mb", key);
+        bench_row(b, sc, k, "  outbox at the end: pg_total_relation_size", end[END_BYTES] / 1048576, "MB");
+        snprintf(k, sizeof k, "%s_dead_tuples", key);
+        bench_row(b, sc, k, "  outbox at the end: n_dead_tup", end[END_DEAD], "");
     }
     return r;
 }
 
-int scenario_writers(bench_t *b) {
-    PGconn *c = db_reset(b);
+/* Runs variants first..end-1 into w[0..], --writers-rounds times (gate and
+ * ungated once), each followed by a reference run, alone[1..*na-1], whose
+ * mean with the one before is the variant's reference. Before: a fresh
+ * database, the writers' script, an unreported warm-up (a fresh cluster
+ * creates, zero-fills and fsyncs its WAL segments during its first run,
+ * which later runs recycle) and the first reference run, alone[0]. */
+static int writers_variants(bench_t *b, int first, int end, wvar_t *w, pgb_out_t *alone, int *na) {
     bench_child_t relay = {.pid = -1};
-    pgb_out_t alone[ALONE_MAX];
-    wvar_t w[W_N];
-    double sum = 0, lo = INFINITY, hi = 0, share[W_N];
-    int na, rc = -1;
-    char fig[72];
-    bench_row_t *r;
+    PGconn *c = db_reset(b);
+    int rc = -1;
 
-    memset(w, 0, sizeof w);
-    if (!c || write_pgbench_script(b) != 0)
-        goto out;
-    /* Not reported: a fresh cluster creates (zero-fills and fsyncs) its WAL
-     * segments during its first run, which later runs recycle. */
-    if (db_exec(c, "DROP TRIGGER outbox_notify ON outbox") != 0 ||
+    memset(w, 0, sizeof *w * (size_t)(end - first));
+    *na = 1;
+    if (!c || write_pgbench_script(b) != 0 || db_exec(c, "DROP TRIGGER outbox_notify ON outbox") != 0 ||
         pgbench_run(b, c, NULL, NULL, "warm-up", &alone[0]) != 0 || alone_run(b, c, 0, &alone[0]) != 0)
         goto out;
-    na = 1;
     for (int round = 0; round < b->rounds; round++) {
-        for (int v = 0; v < W_N; v++) {
+        for (int v = first; v < end; v++) {
+            wvar_t *x = &w[v - first];
             if ((v == W_GATE || v == W_UNGATED) && round > 0)
                 continue;
-            if (variant_run(b, c, v, round, &relay, &w[v]) != 0 || alone_run(b, c, na, &alone[na]) != 0)
+            if (variant_run(b, c, v, round, &relay, x) != 0 || alone_run(b, c, *na, &alone[*na]) != 0)
                 goto out;
-            w[v].ref[w[v].n++] = (alone[na - 1].tps + alone[na].tps) / 2;
-            na++;
+            x->ref[x->n++] = (alone[*na - 1].tps + alone[*na].tps) / 2;
+            ++*na;
         }
     }
-
-    for (int i = 0; i < na; i++) {
-        sum += alone[i].tps;
-        lo = alone[i].tps < lo ? alone[i].tps : lo;
-        hi = alone[i].tps > hi ? alone[i].tps : hi;
-    }
-    for (int v = 0; v < W_N; v++)
-        share[v] = pgb_mean(&w[v]).tps / ref_mean(&w[v]);
-    snprintf(fig, sizeof fig, "alone: no trigger, no relay (mean of %d runs)", na);
-    bench_row(b, "writers", "alone_tps", fig, sum / na, "tps");
-    bench_row(b, "writers", "alone_wal_per_txn", "  WAL per writer transaction (all sessions)",
-              alone[0].wal_per_txn, "B");
-    snprintf(fig, sizeof fig, "  slowest of the %d runs (noise)", na);
-    r = bench_row(b, "writers", "alone_spread", fig, lo, "tps");
-    bench_row_ref(r, "tps fastest", hi);
-    r = bench_row(b, "writers", "gate_only_tps", "gate only: trigger, flag off, no relay", w[W_GATE].o[0].tps, "tps");
-    bench_row_ref(r, "tps alone (runs around it)", w[W_GATE].ref[0]);
-    snprintf(fig, sizeof fig, "relay draining a %ld-row backlog", b->events);
-    r = variant_rows(b, "relay_draining", fig, &w[W_DRAIN], W_DRAIN, &alone[0]);
-    bench_row_target(r, '>', 1, 0.9);
-    floor_row(b, "relay_draining_vs_floor", share[W_DRAIN], share[W_BARE_DRAIN]);
-    r = variant_rows(b, "relay_idle", "relay idle at start, then following", &w[W_IDLE], W_IDLE, &alone[0]);
-    bench_row_target(r, '>', 1, 0.95);
-    floor_row(b, "relay_idle_vs_floor", share[W_IDLE], share[W_BARE_FOLLOW]);
-    variant_rows(b, "bare_following", "floor: loop (a) following, no Kafka", &w[W_BARE_FOLLOW], W_BARE_FOLLOW,
-                 &alone[0]);
-    variant_rows(b, "bare_draining", "floor: loop (a) draining the backlog, no Kafka", &w[W_BARE_DRAIN],
-                 W_BARE_DRAIN, &alone[0]);
-    variant_rows(b, "ungated", "ungated: NOTIFY on every commit, no relay", &w[W_UNGATED], W_UNGATED, &alone[0]);
     rc = 0;
 out:
     if (relay.pid > 0)
         bench_reap(relay.pid, SIGKILL, 5);
     PQfinish(c);
     return rc;
+}
+
+/* The reference runs' rows: their mean, WAL and spread. */
+static void alone_rows(bench_t *b, const char *sc, const pgb_out_t *alone, int na) {
+    double sum = 0, lo = INFINITY, hi = 0;
+    char fig[72];
+    bench_row_t *r;
+
+    for (int i = 0; i < na; i++) {
+        sum += alone[i].tps;
+        lo = alone[i].tps < lo ? alone[i].tps : lo;
+        hi = alone[i].tps > hi ? alone[i].tps : hi;
+    }
+    snprintf(fig, sizeof fig, "alone: no trigger, no relay (mean of %d runs)", na);
+    bench_row(b, sc, "alone_tps", fig, sum / na, "tps");
+    bench_row(b, sc, "alone_wal_per_txn", "  WAL per writer transaction (all sessions)", alone[0].wal_per_txn, "B");
+    snprintf(fig, sizeof fig, "  slowest of the %d runs (noise)", na);
+    r = bench_row(b, sc, "alone_spread", fig, lo, "tps");
+    bench_row_ref(r, "tps fastest", hi);
+}
+
+int scenario_writers(bench_t *b) {
+    pgb_out_t alone[ALONE_MAX];
+    wvar_t w[W_N];
+    double share[W_N];
+    int na;
+    char fig[72];
+    bench_row_t *r;
+
+    if (writers_variants(b, 0, W_N, w, alone, &na) != 0)
+        return -1;
+    for (int v = 0; v < W_N; v++)
+        share[v] = pgb_mean(&w[v]).tps / ref_mean(&w[v]);
+    alone_rows(b, "writers", alone, na);
+    r = bench_row(b, "writers", "gate_only_tps", "gate only: trigger, flag off, no relay", w[W_GATE].o[0].tps, "tps");
+    bench_row_ref(r, "tps alone (runs around it)", w[W_GATE].ref[0]);
+    snprintf(fig, sizeof fig, "relay draining a %ld-row backlog", b->events);
+    r = variant_rows(b, "writers", "relay_draining", fig, &w[W_DRAIN], W_DRAIN, &alone[0]);
+    bench_row_target(r, '>', 1, 0.9);
+    share_row(b, "writers", "relay_draining_vs_floor", "its floor", share[W_DRAIN], share[W_BARE_DRAIN]);
+    r = variant_rows(b, "writers", "relay_idle", "relay idle at start, then following", &w[W_IDLE], W_IDLE,
+                     &alone[0]);
+    bench_row_target(r, '>', 1, 0.95);
+    share_row(b, "writers", "relay_idle_vs_floor", "its floor", share[W_IDLE], share[W_BARE_FOLLOW]);
+    variant_rows(b, "writers", "bare_following", "floor: loop (a) following, no Kafka", &w[W_BARE_FOLLOW],
+                 W_BARE_FOLLOW, &alone[0]);
+    variant_rows(b, "writers", "bare_draining", "floor: loop (a) draining the backlog, no Kafka",
+                 &w[W_BARE_DRAIN], W_BARE_DRAIN, &alone[0]);
+    variant_rows(b, "writers", "ungated", "ungated: NOTIFY on every commit, no relay", &w[W_UNGATED], W_UNGATED,
+                 &alone[0]);
+    return 0;
+}
+
+/* The relay following the writers (the writers scenario's relay-idle
+ * variant) with retention off and with retention deleting, against the
+ * writers alone and against each other. */
+int scenario_retention(bench_t *b) {
+    pgb_out_t alone[ALONE_MAX], off, del;
+    wvar_t w[W_ALL - W_N];
+    const char *keep = "0";
+    char key[16], fig[72];
+    int na;
+    bench_row_t *r;
+
+    if (writers_variants(b, W_RET_OFF, W_ALL, w, alone, &na) != 0)
+        return -1;
+    /* The keep_s it ran with: variant_run's 0 unless --relay-set's (the first wins). */
+    for (int i = 0; i < b->nsets; i++) {
+        const char *v = bench_set(b, i, "retention", key, sizeof key);
+        if (v && strcmp(key, "keep_s") == 0) {
+            keep = v;
+            break;
+        }
+    }
+    off = pgb_mean(&w[0]);
+    del = pgb_mean(&w[1]);
+    alone_rows(b, "retention", alone, na);
+    variant_rows(b, "retention", "off", "relay following, retention off", &w[0], W_RET_OFF, &alone[0]);
+    snprintf(fig, sizeof fig, "relay following, retention delete (keep_s %s)", keep);
+    variant_rows(b, "retention", "delete", fig, &w[1], W_RET_DELETE, &alone[0]);
+    share_row(b, "retention", "delete_vs_off", "retention off", del.tps / ref_mean(&w[1]), off.tps / ref_mean(&w[0]));
+    r = bench_row(b, "retention", "delete_extra_us_per_event", "  extra CPU per writer event (it + backends)",
+                  us_per_event(&del) - us_per_event(&off), "us");
+    bench_row_ref(r, "us retention off", us_per_event(&off));
+    return 0;
 }
 
 static int wait_count(PGconn *c, const char *sql, double want, double timeout_s, const bench_child_t *child,

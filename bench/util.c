@@ -521,21 +521,33 @@ const char *bench_set(const bench_t *b, int i, const char *group, char *key, siz
     return eq + 1;
 }
 
-/* GROUP.KEY=VALUE settings of --relay-set for one group, as libconfig lines. */
-static void write_sets(const bench_t *b, FILE *f, const char *group) {
-    char key[128];
-    for (int i = 0; i < b->nsets; i++) {
+/* GROUP.KEY=VALUE settings for one group, as libconfig lines: the first of
+ * a key wins (libconfig refuses a repeated one), so --relay-set overrides
+ * what a scenario adds after it for one start (n sets in all). */
+static void write_sets(const bench_t *b, FILE *f, const char *group, int n) {
+    char key[128], earlier[128];
+    for (int i = 0; i < n; i++) {
         const char *v = bench_set(b, i, group, key, sizeof key);
-        if (v)
+        int dup = 0;
+        for (int j = 0; j < i && v && !dup; j++)
+            dup = bench_set(b, j, group, earlier, sizeof earlier) && strcmp(key, earlier) == 0;
+        if (v && !dup)
             fprintf(f, " %s = %s;", key, v);
     }
 }
 
 int relay_start(bench_t *b, bench_child_t *r) {
+    return relay_start_with(b, r, NULL, 0);
+}
+
+int relay_start_with(bench_t *b, bench_child_t *r, const char *const *sets, int nsets) {
     char conf[600];
     char *argv[4];
     FILE *f;
-    int seq = ++b->relay_seq;
+    int seq = ++b->relay_seq, n = b->nsets;
+
+    for (int i = 0; i < nsets; i++)
+        b->sets[n++] = sets[i];
 
     memset(r, 0, sizeof *r);
     r->pid = -1;
@@ -548,15 +560,18 @@ int relay_start(bench_t *b, bench_child_t *r) {
     }
     /* Everything not written here keeps the relay's defaults, which are the
      * values of config/outbox-relay.conf (batch 500, 5000 in flight,
-     * linger 0, stats every 10 s), unless --relay-set says otherwise. */
+     * linger 0, stats every 10 s, retention deleting rows sent an hour
+     * ago), unless --relay-set or the scenario says otherwise. */
     fprintf(f, "postgres: { conninfo = \"%s\";", b->conninfo);
-    write_sets(b, f, "postgres");
+    write_sets(b, f, "postgres", n);
     fprintf(f, " };\nkafka: { bootstrap_servers = \"%s\";", b->bootstrap);
-    write_sets(b, f, "kafka");
+    write_sets(b, f, "kafka", n);
     fprintf(f, " };\nrelay: { topic_pattern = \"%s.${aggregate_type}\";", b->topic_prefix);
-    write_sets(b, f, "relay");
+    write_sets(b, f, "relay", n);
+    fprintf(f, " };\nretention: {");
+    write_sets(b, f, "retention", n);
     fprintf(f, " };\nlog: {");
-    write_sets(b, f, "log");
+    write_sets(b, f, "log", n);
     fprintf(f, " };\n");
     fclose(f);
     chmod(conf, 0600);

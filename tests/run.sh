@@ -49,6 +49,7 @@ cleanup() {
     "$root/tests/kafka.sh" stop "$tmp/kafka4" >/dev/null 2>&1 || true
     "$root/tests/kafka.sh" stop "$tmp/kafka" >/dev/null 2>&1 || true
     "$root/tests/pg.sh" stop "$tmp/pg" >/dev/null 2>&1 || true
+    "$root/tests/pg.sh" stop "$tmp/work/pg-soak" >/dev/null 2>&1 || true # the soak suite's own
 }
 trap cleanup EXIT
 

@@ -28,6 +28,11 @@ static int parse_from(const char *s, int *out) {
     return parse_named(s, names, out);
 }
 
+static int parse_retention(const char *s, int *out) {
+    static const char *const names[] = {[OBX_RETENTION_OFF] = "off", [OBX_RETENTION_DELETE] = "delete", NULL};
+    return parse_named(s, names, out);
+}
+
 static int parse_level(const char *s, int *out) {
     obx_log_level_t l;
     if (obx_log_level_parse(s, &l) != 0)
@@ -104,6 +109,17 @@ static const obx_config_key_t keys[] = {
     {.group = "health", .name = "stuck_timeout_s", INT(health_stuck_timeout_s, 60, 0, 3600), RELAY,
      .doc = "a loop stuck this long exits the process (status 1); a query unanswered this long "
             "reconnects (0 = never)"},
+    {.group = "retention", .name = "mode", ENUM(retention_mode, "delete", parse_retention, "off, delete"), RELAY,
+     .doc = "delete: the leader deletes rows sent more than keep_s ago (never unsent or parked ones); "
+            "off: rows stay until you delete them"},
+    {.group = "retention", .name = "keep_s", INT(retention_keep_s, 3600, 0, 315360000), RELAY, .reload = 1,
+     .doc = "how long sent rows are kept, in seconds (0 = delete once marked)"},
+    {.group = "retention", .name = "interval_s", INT(retention_interval_s, 10, 1, 86400), RELAY, .reload = 1,
+     .doc = "a retention pass starts this often (and after an error)"},
+    {.group = "retention", .name = "batch_size", INT(retention_batch_size, 1000, 1, 100000), RELAY, .reload = 1,
+     .doc = "rows scanned per delete, along the primary key"},
+    {.group = "retention", .name = "max_rows_per_s", INT(retention_max_rows_per_s, 20000, 1, 10000000), RELAY,
+     .reload = 1, .doc = "the pace of the deletes: a batch waits as long as its rows take at this rate"},
     {.group = "routes", .type = OBX_KEY_ROUTES, RELAY,
      .doc = "( { aggregate_type = \"...\"; topic = \"...\"; }, ... ): first match wins; a row's topic column wins over it"},
     {.group = "consumer", .name = "name", STR(consumer_name, ""), CONSUMER, .required = 1,

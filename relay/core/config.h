@@ -19,6 +19,9 @@ typedef enum { OBX_FAIL_PARK = 0, OBX_FAIL_BLOCK } obx_fail_policy_t;
 /* consumer.from: where a partition without a stored offset starts. */
 typedef enum { OBX_FROM_EARLIEST = 0, OBX_FROM_LATEST } obx_consumer_from_t;
 
+/* retention.mode: what the leader does with rows sent long enough ago. */
+typedef enum { OBX_RETENTION_OFF = 0, OBX_RETENTION_DELETE } obx_retention_mode_t;
+
 /* The program that loads a config; bits of obx_config_key_t.programs. */
 typedef enum { OBX_PROG_RELAY = 1, OBX_PROG_CONSUMER = 2 } obx_program_t;
 #define OBX_PROG_BOTH (OBX_PROG_RELAY | OBX_PROG_CONSUMER)
@@ -59,6 +62,12 @@ typedef struct {
     char *health_file;        /* "" = none */
     int health_max_age_s;
     int health_stuck_timeout_s; /* 0 = no watchdog */
+
+    int retention_mode;       /* obx_retention_mode_t */
+    int retention_keep_s;
+    int retention_interval_s;
+    int retention_batch_size;
+    int retention_max_rows_per_s;
 
     obx_route_t *routes;
     size_t routes_n;

@@ -226,7 +226,7 @@ static int check(const obx_config_t *cfg) {
 
     printf("config: %s ok (table %s, channel %s, %zu route(s), %zu kafka setting(s))\n",
            cfg->path, cfg->pg_table, cfg->pg_channel, cfg->routes_n, cfg->kafka_n);
-    conn = obx_outbox_connect(cfg, "outbox-relay", 1, err, sizeof err);
+    conn = obx_outbox_connect(cfg, "outbox-relay", OBX_SESSION_CLAIM, err, sizeof err);
     if (!conn) {
         printf("postgres: FAILED: %s\n", err);
         return 1;
@@ -237,7 +237,8 @@ static int check(const obx_config_t *cfg) {
         printf("schema: FAILED: %s\n", err);
         goto out;
     }
-    printf("schema: table %s ok, SELECT and UPDATE granted\n", cfg->pg_table);
+    printf("schema: table %s ok, %s granted\n", cfg->pg_table,
+           cfg->retention_mode == OBX_RETENTION_DELETE ? "SELECT, UPDATE and DELETE (retention)" : "SELECT and UPDATE");
     p = check_producer(cfg, err, sizeof err);
     if (!p) {
         printf("kafka: FAILED: %s\n", err);

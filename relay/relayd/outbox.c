@@ -55,6 +55,24 @@ static const char fail_sql[] =
     "UPDATE %s SET attempts = attempts + 1, last_error = $2,"
     " parked_at = CASE WHEN $3::bool THEN clock_timestamp() END WHERE id = $1";
 
+/* The WHERE on o, not on c, is what decides: PostgreSQL re-evaluates it
+ * on the row's newest version, so a row released (made unsent) after c
+ * read it is kept. The ids go to the delete as an array: joined with c,
+ * the generic plan hashed a sequential scan of the whole table for every
+ * batch (81 ms per 1,000 rows of 100,000, against 7 ms on the primary key). */
+static const char retain_sql[] =
+    "WITH c AS (SELECT id, sent_at, parked_at FROM %1$s WHERE id > $1 ORDER BY id LIMIT $2),"
+    " d AS (DELETE FROM %1$s o WHERE o.id = ANY (ARRAY(SELECT id FROM c)) AND o.parked_at IS NULL"
+    "       AND o.sent_at < now() - make_interval(secs => $3) RETURNING o.sent_at)"
+    " SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM c), (SELECT COALESCE(max(id), $1) FROM c),"
+    " EXISTS (SELECT 1 FROM c WHERE c.parked_at IS NULL"
+    "         AND (c.sent_at IS NULL OR c.sent_at >= now() - make_interval(secs => $3))),"
+    " COALESCE(EXTRACT(EPOCH FROM now() - (SELECT min(sent_at) FROM d)), 0)::bigint";
+
+static const char retain_size_sql[] =
+    "SELECT pg_catalog.pg_total_relation_size($1::regclass),"
+    " COALESCE((SELECT n_dead_tup FROM pg_catalog.pg_stat_user_tables WHERE relid = $1::regclass), 0)";
+
 static const char stats_sql[] =
     "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::bigint"
     " FROM %s WHERE sent_at IS NULL AND parked_at IS NULL AND id > $1";
@@ -133,7 +151,7 @@ static int setup_session(PGconn *conn, const setup_t *st, int n, char *errstr, s
     return rc;
 }
 
-PGconn *obx_outbox_connect(const obx_config_t *cfg, const char *name, int claims,
+PGconn *obx_outbox_connect(const obx_config_t *cfg, const char *name, obx_session_t kind,
                            char *errstr, size_t errsize) {
     char *chan = NULL;
     PGconn *conn = obx_pgconn_open(cfg->pg_conninfo, name);
@@ -168,8 +186,21 @@ PGconn *obx_outbox_connect(const obx_config_t *cfg, const char *name, int claims
             {"mark", mark_sql, cfg->pg_table_sql},
             {"fail", fail_sql, cfg->pg_table_sql},
         };
-        rc = claims ? setup_session(conn, claiming, (int)(sizeof claiming / sizeof claiming[0]), errstr, errsize)
-                    : setup_session(conn, marking, (int)(sizeof marking / sizeof marking[0]), errstr, errsize);
+        /* Retention gives way: a delete that waits for a lock gives up
+         * (and the next pass tries again) rather than queue up. */
+        const setup_t retention[] = {
+            {NULL, "SET synchronous_commit = %s", "off"},
+            {NULL, "SET lock_timeout = %s", "'2s'"},
+            {NULL, "SET statement_timeout = %s", "'60s'"},
+            {"retain", retain_sql, cfg->pg_table_sql},
+            {"retain_size", retain_size_sql, cfg->pg_table_sql},
+        };
+        if (kind == OBX_SESSION_CLAIM)
+            rc = setup_session(conn, claiming, (int)(sizeof claiming / sizeof claiming[0]), errstr, errsize);
+        else if (kind == OBX_SESSION_MARK)
+            rc = setup_session(conn, marking, (int)(sizeof marking / sizeof marking[0]), errstr, errsize);
+        else
+            rc = setup_session(conn, retention, (int)(sizeof retention / sizeof retention[0]), errstr, errsize);
     }
     PQfreemem(chan);
     if (rc != 0)
@@ -271,6 +302,20 @@ int obx_outbox_send_mark(PGconn *conn, const int64_t *ids, size_t n) {
     return rc;
 }
 
+int obx_outbox_send_retain(PGconn *conn, int64_t after_id, int limit, int keep_s) {
+    char a[24], l[16], k[16];
+    const char *vals[3] = {a, l, k};
+    snprintf(a, sizeof a, "%lld", (long long)after_id);
+    snprintf(l, sizeof l, "%d", limit);
+    snprintf(k, sizeof k, "%d", keep_s);
+    return PQsendQueryPrepared(conn, "retain", 3, vals, NULL, NULL, 0) ? 0 : -1;
+}
+
+int obx_outbox_send_retain_size(PGconn *conn, const obx_config_t *cfg) {
+    const char *vals[1] = {cfg->pg_table_sql};
+    return PQsendQueryPrepared(conn, "retain_size", 1, vals, NULL, NULL, 0) ? 0 : -1;
+}
+
 int obx_outbox_send_fail(PGconn *conn, int64_t id, const char *error, int park) {
     char idbuf[24];
     const char *vals[3] = {idbuf, error, park ? "true" : "false"};
@@ -355,6 +400,14 @@ int obx_outbox_check(PGconn *conn, const obx_config_t *cfg, char *errstr, size_t
                     "SELECT COALESCE(bool_and(has_sequence_privilege(f.flag, 'UPDATE')), true)"
                     " FROM (" FLAG_SQL ") f", cfg->pg_table_sql, errstr, errsize) != 0)
         return -1;
+    if (cfg->retention_mode == OBX_RETENTION_DELETE) {
+        snprintf(msg, sizeof msg, "role %s lacks DELETE on %s, which retention.mode = \"delete\" needs"
+                 " (GRANT DELETE ON %s TO %s, or set retention.mode = \"off\")", PQuser(conn), cfg->pg_table,
+                 cfg->pg_table, PQuser(conn));
+        if (check_query(conn, msg, "SELECT has_table_privilege($1, 'DELETE')", cfg->pg_table_sql, errstr,
+                        errsize) != 0)
+            return -1;
+    }
     if (check_query(conn, "the outbox table has no outbox_notify trigger: the relay will only poll",
                     "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass"
                     " AND tgname = 'outbox_notify')", cfg->pg_table_sql, errstr, errsize) != 0)

@@ -33,11 +33,16 @@ typedef struct {
     size_t hvals_len;
 } obx_row_t;
 
-/* Connects and prepares a session, synchronous_commit off: the claiming one
- * (claims != 0: LISTEN on the channel; claim, stats and waiting prepared) or
- * the marking one (mark and fail prepared). name is the application_name.
- * Returns NULL with errstr on failure. */
-PGconn *obx_outbox_connect(const obx_config_t *cfg, const char *name, int claims,
+/* The relay's sessions: each is set up for its own queries. */
+typedef enum {
+    OBX_SESSION_CLAIM,     /* LISTEN on the channel; claim, stats and waiting prepared */
+    OBX_SESSION_MARK,      /* mark and fail prepared */
+    OBX_SESSION_RETENTION, /* retain and retain_size prepared; lock and statement timeouts */
+} obx_session_t;
+
+/* Connects and prepares a session of kind, synchronous_commit off. name is
+ * the application_name. Returns NULL with errstr on failure. */
+PGconn *obx_outbox_connect(const obx_config_t *cfg, const char *name, obx_session_t kind,
                            char *errstr, size_t errsize);
 /* Tries the session advisory lock that makes this relay the outbox's only
  * publisher. Returns 1 leader, 0 standby, -1 error (errstr). Blocking. */
@@ -61,6 +66,15 @@ int obx_outbox_send_mark(PGconn *conn, const int64_t *ids, size_t n);
 /* Records a failed attempt with its error; park != 0 also parks the row. */
 int obx_outbox_send_fail(PGconn *conn, int64_t id, const char *error, int park);
 int obx_outbox_send_waiting(PGconn *conn, const obx_config_t *cfg, int waiting);
+/* Retention (OBX_SESSION_RETENTION): deletes the rows among the first limit
+ * past after_id (by id) that were marked sent more than keep_s ago and are
+ * not parked. One row: deleted, scanned, the last id scanned, whether a
+ * scanned row must stay a while (unsent or sent within keep_s, not
+ * parked), and the age in seconds of the oldest deleted row's mark. */
+int obx_outbox_send_retain(PGconn *conn, int64_t after_id, int limit, int keep_s);
+/* One row: the table's total size in bytes (indexes and TOAST included)
+ * and its dead tuples (pg_stat_user_tables, 0 when not known). */
+int obx_outbox_send_retain_size(PGconn *conn, const obx_config_t *cfg);
 /* Backlog (unsent rows past after_id) and the age of its oldest row, in a
  * two-column text result. */
 int obx_outbox_send_stats(PGconn *conn, int64_t after_id);

@@ -19,6 +19,7 @@
 #include "outbox.h"
 #include "pace.h"
 #include "producer.h"
+#include "retention.h"
 #include "route.h"
 #include "sdnotify.h"
 
@@ -82,6 +83,7 @@ typedef struct {
     PGconn *mconn;
     obx_producer_t *producer;
     obx_gate_t *gate;        /* which messages may go to which partition now */
+    obx_retention_t *retention; /* the leader's deletes of old sent rows, on a session of their own */
     /* Rows handed to the gate and not yet marked sent or given up on: a
      * rescan that runs while a stalled partition has rows out reads them
      * again, and must not publish them twice. */
@@ -592,12 +594,12 @@ static void try_connect(relay_t *r) {
     char err[512];
     int lead;
 
-    r->conn = obx_outbox_connect(r->cfg, "outbox-relay", 1, err, sizeof err);
+    r->conn = obx_outbox_connect(r->cfg, "outbox-relay", OBX_SESSION_CLAIM, err, sizeof err);
     if (!r->conn) {
         disconnect(r, err);
         return;
     }
-    r->mconn = obx_outbox_connect(r->cfg, "outbox-relay marks", 0, err, sizeof err);
+    r->mconn = obx_outbox_connect(r->cfg, "outbox-relay marks", OBX_SESSION_MARK, err, sizeof err);
     if (!r->mconn) {
         PQfinish(r->conn);
         r->conn = NULL;
@@ -788,6 +790,7 @@ static void log_stats(relay_t *r, long long backlog, long long oldest_age_s) {
             KI("held", g.held), KI("cold_partitions", g.cold), KI("stalled_partitions", g.stalled),
             KI("skipped", r->skipped), KI("deferred", r->deferred),
             KI("implicit_acks", obx_producer_implicit_acks(r->producer)),
+            KI("retention_deleted", obx_retention_deleted(r->retention)),
             KS("role", r->leader ? "leader" : "standby"),
             KS("state", state_name(r)));
     r->last_published = r->published;
@@ -1105,6 +1108,7 @@ static int poll_timeout(const relay_t *r) {
         next = sooner(next, r->hz_retry_at, now);
     if (r->cfg->stats_interval_s > 0)
         next = sooner(next, r->stats_at, now);
+    next = due(next, obx_retention_due(r->retention), now);
     next = due(next, r->health_at, now);
     if (r->stopping)
         next = due(next, r->stop_deadline, now);
@@ -1210,11 +1214,13 @@ int obx_relay_run(obx_config_t *cfg) {
     }
     setup_signals();
     r.gate = obx_gate_new(cfg->partition_stall_ms, cfg->partition_cold_ms);
-    r.producer = r.gate ? obx_producer_new(cfg, on_delivery, &r, err, sizeof err) : NULL;
+    r.retention = obx_retention_new(cfg);
+    r.producer = r.gate && r.retention ? obx_producer_new(cfg, on_delivery, &r, err, sizeof err) : NULL;
     if (!r.producer) {
         OBX_LOG(OBX_LOG_ERROR, "producer_create_failed",
-                "kafka producer", KS("error", r.gate ? err : "out of memory"));
+                "kafka producer", KS("error", r.gate && r.retention ? err : "out of memory"));
         obx_gate_destroy(r.gate);
+        obx_retention_free(r.retention);
         return 1;
     }
     r.last_stats_ms = started;
@@ -1245,8 +1251,8 @@ int obx_relay_run(obx_config_t *cfg) {
     obx_sdnotify("READY=1");
 
     for (;;) {
-        struct pollfd fds[4];
-        int nfds = 2, pgidx = -1, rc;
+        struct pollfd fds[5];
+        int nfds = 2, pgidx = -1, retidx = -1, rc;
         int64_t now;
 
         obx_producer_serve(r.producer);
@@ -1283,6 +1289,7 @@ int obx_relay_run(obx_config_t *cfg) {
             send_next(&r);
         else if ((!r.conn || !r.leader) && cfg->stats_interval_s > 0 && now >= r.stats_at)
             log_stats(&r, -1, -1);
+        obx_retention_step(r.retention, r.conn && r.leader && !r.stopping, now);
         if (r.stopping && ((!pending_work(&r) && r.op == OP_NONE && r.mop == OP_NONE &&
                             (r.idle == IDLE_RUN || !r.conn || !r.leader)) ||
                            now >= r.stop_deadline))
@@ -1297,6 +1304,11 @@ int obx_relay_run(obx_config_t *cfg) {
             fds[nfds].fd = PQsocket(r.conn);
             fds[nfds++].events = POLLIN;
             fds[nfds].fd = PQsocket(r.mconn);
+            fds[nfds++].events = POLLIN;
+        }
+        if (obx_retention_fd(r.retention) >= 0) {
+            retidx = nfds;
+            fds[nfds].fd = obx_retention_fd(r.retention);
             fds[nfds++].events = POLLIN;
         }
         rc = poll(fds, (nfds_t)nfds,
@@ -1314,6 +1326,8 @@ int obx_relay_run(obx_config_t *cfg) {
             pg_input(&r, r.conn, &r.op);
         if (r.conn && pgidx >= 0 && (fds[pgidx + 1].revents || ready(r.mconn, r.mop)))
             pg_input(&r, r.mconn, &r.mop);
+        if (retidx >= 0 && fds[retidx].revents)
+            obx_retention_input(r.retention, now_ms());
     }
 
     if (r.stopping && pending_work(&r))
@@ -1327,6 +1341,7 @@ int obx_relay_run(obx_config_t *cfg) {
             KI("parked", r.parked), KI("exit_code", r.exit_code));
     obx_producer_destroy(r.producer);
     obx_gate_destroy(r.gate);
+    obx_retention_free(r.retention);
     obx_idset_free(&r.owned);
     free(r.retire);
     if (r.conn)

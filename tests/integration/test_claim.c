@@ -53,7 +53,7 @@ START_TEST(claim_takes_the_primary_key_without_statistics) {
              cfg.pg_table_sql);
     ck_assert_msg(th_int(pg, sql) == 0, "the outbox has statistics: the test's premise does not hold");
 
-    relay = obx_outbox_connect(&cfg, "test claim", 1, err, sizeof err);
+    relay = obx_outbox_connect(&cfg, "test claim", OBX_SESSION_CLAIM, err, sizeof err);
     ck_assert_msg(relay != NULL, "obx_outbox_connect: %s", err);
     explain_claim(relay, plan, sizeof plan);
     /* The same statement in a session without the relay's set-up, for the

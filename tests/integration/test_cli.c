@@ -113,7 +113,7 @@ START_TEST(check_live_and_dead_servers) {
     snprintf(args, sizeof args, "-c '%s' --check", th_config(&t, "ok.conf", m.bootstrap, "", ""));
     ck_assert_int_eq(relay_cmd(&t, args, out, sizeof out), 0);
     ck_assert_ptr_nonnull(strstr(out, "check: ok"));
-    ck_assert_ptr_nonnull(strstr(out, "SELECT and UPDATE granted"));
+    ck_assert_ptr_nonnull(strstr(out, "SELECT, UPDATE and DELETE (retention) granted"));
     /* Unreachable PostgreSQL. */
     snprintf(text, sizeof text, "postgres: { conninfo = \"host=%s/nowhere dbname=x\"; };\n"
                                 "kafka: { bootstrap_servers = \"%s\"; };\n", t.dir, m.bootstrap);
@@ -363,7 +363,7 @@ START_TEST(least_privilege_role) {
     c = th_connect(&t);
     th_exec(c, "DROP ROLE IF EXISTS obx_relay_t; DROP ROLE IF EXISTS obx_reader_t; DROP ROLE IF EXISTS obx_writer_t;"
                " CREATE ROLE obx_relay_t LOGIN; CREATE ROLE obx_reader_t LOGIN; CREATE ROLE obx_writer_t LOGIN;"
-               " GRANT SELECT, UPDATE ON outbox TO obx_relay_t;"
+               " GRANT SELECT, UPDATE, DELETE ON outbox TO obx_relay_t;"
                " GRANT UPDATE ON SEQUENCE outbox_relay_waiting TO obx_relay_t;"
                " GRANT SELECT ON SEQUENCE outbox_id_seq TO obx_relay_t;"
                " GRANT SELECT ON outbox TO obx_reader_t");

@@ -16,18 +16,6 @@
 
 #include "harness.h"
 
-/* A relay config (th_config) with a health group appended; the path is
- * th_config's static storage, until the next call. */
-static const char *health_config(th_ctx_t *t, const char *file, const char *bootstrap, const char *relay_extra,
-                                 const char *health) {
-    const char *path = th_config(t, file, bootstrap, relay_extra, "");
-    FILE *f = fopen(path, "a");
-    ck_assert_msg(f != NULL, "append to %s", path);
-    fprintf(f, "health: { %s };\n", health);
-    fclose(f);
-    return path;
-}
-
 typedef struct {
     char conf[512];
     const char *mode;  /* "", "--live", "--ready" */
@@ -103,7 +91,7 @@ START_TEST(probe_follows_postgres_and_the_brokers) {
     th_setup(&t, "healthprobe");
     mock_topic(&m, &t);
     snprintf(health, sizeof health, "file = \"%s/health\"; max_age_s = 3;", t.dir);
-    conf = health_config(&t, "relay.conf", m.bootstrap, "poll_interval_ms = 100;", health);
+    conf = th_config_group(&t, "relay.conf", m.bootstrap, "poll_interval_ms = 100;", "health", health);
     probe_is(conf, "", 1, "is the relay running");
     relay = th_relay_start(&t, conf);
     probe_wait(conf, "", 0, "health: ok: role=leader", 20000);
@@ -215,11 +203,11 @@ START_TEST(stuck_loop_exits_and_unanswered_queries_reconnect) {
     th_setup(&t, "healthstuck");
     mock_topic(&m, &t);
     snprintf(health, sizeof health, "file = \"%s/a.health\"; max_age_s = 1; stuck_timeout_s = 3;", t.dir);
-    snprintf(conf_a, sizeof conf_a, "%s", health_config(&t, "a.conf", m.bootstrap, "poll_interval_ms = 100;", health));
+    snprintf(conf_a, sizeof conf_a, "%s", th_config_group(&t, "a.conf", m.bootstrap, "poll_interval_ms = 100;", "health", health));
     a = th_spawn(&t, "outbox-relay", conf_a, "a.log");
     probe_wait(conf_a, "", 0, "role=leader", 20000);
     snprintf(health, sizeof health, "file = \"%s/b.health\"; max_age_s = 1; stuck_timeout_s = 3;", t.dir);
-    snprintf(conf_b, sizeof conf_b, "%s", health_config(&t, "b.conf", m.bootstrap, "poll_interval_ms = 100;", health));
+    snprintf(conf_b, sizeof conf_b, "%s", th_config_group(&t, "b.conf", m.bootstrap, "poll_interval_ms = 100;", "health", health));
     b.pid = th_spawn(&t, "outbox-relay", conf_b, "b.log");
     probe_wait(conf_b, "", 0, "role=standby", 20000);
 
@@ -330,19 +318,19 @@ START_TEST(health_refuses_bad_use) {
     ck_assert_int_eq(health_cmd(conf, "", out, sizeof out), 2);
     ck_assert_msg(strstr(out, "none.conf: health.file is not set"), "%s", out);
     snprintf(health, sizeof health, "file = \"%s/health\";", t.dir);
-    conf = health_config(&t, "both.conf", "127.0.0.1:1", "", health);
+    conf = th_config_group(&t, "both.conf", "127.0.0.1:1", "", "health", health);
     ck_assert_int_eq(health_cmd(conf, "--live --ready", out, sizeof out), 2);
     ck_assert_msg(strstr(out, "Usage:"), "%s", out);
-    conf = health_config(&t, "age.conf", "127.0.0.1:1", "", "max_age_s = 0;");
+    conf = th_config_group(&t, "age.conf", "127.0.0.1:1", "", "health", "max_age_s = 0;");
     ck_assert_int_eq(health_cmd(conf, "", out, sizeof out), 2);
     ck_assert_msg(strstr(out, "age.conf:5:") && strstr(out, "max_age_s"), "%s", out);
-    conf = health_config(&t, "stuck.conf", "127.0.0.1:1", "", "stuck_timeout_s = \"soon\";");
+    conf = th_config_group(&t, "stuck.conf", "127.0.0.1:1", "", "health", "stuck_timeout_s = \"soon\";");
     ck_assert_int_eq(health_cmd(conf, "", out, sizeof out), 2);
     ck_assert_msg(strstr(out, "stuck.conf:5:") && strstr(out, "stuck_timeout_s"), "%s", out);
     snprintf(health, sizeof health, "echo garbage > '%s/health'", t.dir);
     ck_assert_int_eq(th_run(health), 0);
     snprintf(health, sizeof health, "file = \"%s/health\";", t.dir);
-    conf = health_config(&t, "garbage.conf", "127.0.0.1:1", "", health);
+    conf = th_config_group(&t, "garbage.conf", "127.0.0.1:1", "", "health", health);
     ck_assert_int_eq(health_cmd(conf, "", out, sizeof out), 1);
     ck_assert_msg(strstr(out, "not a health record"), "%s", out);
 }

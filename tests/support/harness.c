@@ -126,6 +126,16 @@ const char *th_config_level(th_ctx_t *t, const char *file, const char *bootstrap
     return path;
 }
 
+const char *th_config_group(th_ctx_t *t, const char *file, const char *bootstrap, const char *relay_extra,
+                            const char *group, const char *body) {
+    const char *path = th_config(t, file, bootstrap, relay_extra, "");
+    FILE *f = fopen(path, "a");
+    ck_assert_msg(f != NULL, "append to %s", path);
+    fprintf(f, "%s: { %s };\n", group, body);
+    fclose(f);
+    return path;
+}
+
 pid_t th_spawn(const th_ctx_t *t, const char *bin, const char *conf, const char *logname) {
     char log[512];
     pid_t pid;
@@ -515,14 +525,21 @@ static int by_offset(const void *a, const void *b) {
 }
 
 th_verify_t th_verify_counts(const th_ctx_t *t, const th_msgs_t *msgs, const char *aggregate_type) {
+    return th_verify_from(t, msgs, aggregate_type, "outbox");
+}
+
+th_verify_t th_verify_from(const th_ctx_t *t, const th_msgs_t *msgs, const char *aggregate_type,
+                           const char *relation) {
     PGconn *c = th_connect(t);
     th_verify_t v;
     const char *params[1] = {aggregate_type};
-    PGresult *r = PQexecParams(c,
-        "SELECT id, event_id::text, aggregate_id, event_type, headers->>'traceparent',"
-        " sent_at IS NOT NULL, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-        " FROM outbox WHERE aggregate_type = $1 AND parked_at IS NULL ORDER BY id",
-        1, NULL, params, NULL, NULL, 0);
+    char sql[2048];
+    PGresult *r;
+    snprintf(sql, sizeof sql,
+             "SELECT id, event_id::text, aggregate_id, event_type, headers->>'traceparent',"
+             " sent_at IS NOT NULL, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+             " FROM %s WHERE aggregate_type = $1 AND parked_at IS NULL ORDER BY id", relation);
+    r = PQexecParams(c, sql, 1, NULL, params, NULL, NULL, 0);
     int rows = PQntuples(r);
     long *seen = calloc((size_t)rows + 1, sizeof *seen);
     const th_msg_t **sorted = malloc((msgs->n + 1) * sizeof *sorted);

@@ -55,6 +55,10 @@ const char *th_config(th_ctx_t *t, const char *file, const char *bootstrap,
 /* th_config with the relay's log level (debug shows librdkafka's debug lines). */
 const char *th_config_level(th_ctx_t *t, const char *file, const char *bootstrap,
                             const char *relay_extra, const char *kafka_extra, const char *level);
+/* th_config with one more top-level group, "group: { body };" (health,
+ * retention). Returns th_config's path. */
+const char *th_config_group(th_ctx_t *t, const char *file, const char *bootstrap, const char *relay_extra,
+                            const char *group, const char *body);
 /* Starts outbox-relay -c conf with stderr appended to DIR/relay.log. */
 pid_t th_relay_start(const th_ctx_t *t, const char *conf);
 /* Starts build-dir program bin with -c conf, stderr appended to DIR/log. */
@@ -115,6 +119,11 @@ typedef struct {
  * lost events, duplicates, unsent rows, per-key order of first occurrences,
  * keys and headers. Counts only; th_verify asserts. */
 th_verify_t th_verify_counts(const th_ctx_t *t, const th_msgs_t *msgs, const char *aggregate_type);
+/* th_verify_counts over relation (a table, or a parenthesised SELECT with an
+ * alias) with outbox's columns: id, event_id, aggregate_type, aggregate_id,
+ * event_type, headers, created_at, sent_at, parked_at. */
+th_verify_t th_verify_from(const th_ctx_t *t, const th_msgs_t *msgs, const char *aggregate_type,
+                           const char *relation);
 /* th_verify_counts, failing the test on any lost, unsent, misordered or
  * mislabelled event. Returns the duplicates seen. */
 long th_verify(const th_ctx_t *t, const th_msgs_t *msgs, const char *aggregate_type);

@@ -93,7 +93,7 @@ static void expect_error(const char *text, int line, const char *reason) {
     "postgres = { conninfo = \"dbname=stock\"; }; kafka = { bootstrap_servers = \"k:9092\"; };" \
     " consumer = { name = \"stock\"; topics = [\"outbox.order\"]; };\n"
 #define KAFKA_LINE "kafka = { bootstrap_servers = \"k:9092\"; };\n"
-#define RELAY_KNOWN "(known: postgres, kafka, relay, health, routes, log)"
+#define RELAY_KNOWN "(known: postgres, kafka, relay, health, retention, routes, log)"
 #define CONSUMER_KNOWN "(known: postgres, kafka, consumer, inbox, log)"
 
 /* ---- loading ---------------------------------------------------------- */

@@ -1,0 +1,269 @@
+/* Retention: the leader deletes rows marked sent more than keep_s ago and
+ * nothing else (no unsent row, no parked one), loses nothing, and a standby
+ * that takes over carries it on; a role without DELETE gets a logged error
+ * while publishing goes on. Two triggers of the test's own are the
+ * independent record: a ledger of every row inserted and an audit of every
+ * row deleted, with the mark it had. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "harness.h"
+
+static void mock_topic(th_mock_t *m, const th_ctx_t *t) {
+    char topic[128];
+    snprintf(topic, sizeof topic, "%s.order", t->topic_prefix);
+    ck_assert_int_eq(rd_kafka_mock_topic_create(m->mc, topic, 2, 1), 0);
+}
+
+static void install_record(PGconn *c) {
+    th_exec(c, "CREATE TABLE ledger (id bigint PRIMARY KEY, event_id text NOT NULL)");
+    th_exec(c, "CREATE TABLE deleted (id bigint PRIMARY KEY, sent_at timestamptz, parked_at timestamptz,"
+               " deleted_at timestamptz NOT NULL)");
+    th_exec(c, "CREATE FUNCTION ledger_add() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " INSERT INTO ledger VALUES (NEW.id, NEW.event_id::text); RETURN NULL; END $$");
+    th_exec(c, "CREATE TRIGGER ledger AFTER INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION ledger_add()");
+    th_exec(c, "CREATE FUNCTION deleted_add() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " INSERT INTO deleted VALUES (OLD.id, OLD.sent_at, OLD.parked_at, now()); RETURN OLD; END $$");
+    th_exec(c, "CREATE TRIGGER deleted BEFORE DELETE ON outbox FOR EACH ROW EXECUTE FUNCTION deleted_add()");
+}
+
+/* Every deleted row had been marked sent at least keep_s before the
+ * delete's transaction began, and was not parked. */
+static void assert_deleted_rows_were_due(PGconn *c, int keep_s) {
+    char sql[512];
+    long long bad;
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM deleted WHERE sent_at IS NULL OR parked_at IS NOT NULL"
+             " OR deleted_at - sent_at < make_interval(secs => %d)", keep_s);
+    bad = th_int(c, sql);
+    ck_assert_msg(bad == 0, "%lld deleted rows were unsent, parked or younger than keep_s=%d", bad, keep_s);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Ledger rows matching where that are not on the topic (msgs). */
+static long ledger_missing(PGconn *c, const th_msgs_t *msgs, const char *where) {
+    char sql[256];
+    const char **ids = calloc(msgs->n + 1, sizeof *ids);
+    PGresult *res;
+    long missing = 0;
+
+    ck_assert(ids != NULL);
+    for (size_t i = 0; i < msgs->n; i++)
+        ids[i] = msgs->v[i].event_id;
+    qsort(ids, msgs->n, sizeof *ids, cmp_str);
+    snprintf(sql, sizeof sql, "SELECT event_id FROM ledger WHERE %s ORDER BY id", where);
+    res = PQexec(c, sql);
+    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *eid = PQgetvalue(res, i, 0);
+        if (!bsearch(&eid, ids, msgs->n, sizeof *ids, cmp_str)) {
+            if (missing < 5)
+                fprintf(stderr, "lost: event %s is in the ledger, not on the topic\n", eid);
+            missing++;
+        }
+    }
+    PQclear(res);
+    free(ids);
+    return missing;
+}
+
+static void consume_all(const th_ctx_t *t, const char *bootstrap, size_t expect, th_msgs_t *msgs) {
+    char topic[128];
+    snprintf(topic, sizeof topic, "%s.order", t->topic_prefix);
+    th_consume(bootstrap, topic, expect, 60000, msgs);
+}
+
+typedef struct {
+    const th_ctx_t *t;
+    const char *log;
+    long long at_least;
+} deleted_arg_t;
+
+static int log_deleted_reached(void *arg) {
+    deleted_arg_t *d = arg;
+    return th_file_field(d->t, d->log, "event=retention_pass", "deleted_total") >= d->at_least;
+}
+
+/* The pass's line comes after its deletes have committed: wait for it. */
+static void wait_log_deleted(const th_ctx_t *t, const char *log, long long at_least) {
+    deleted_arg_t d = {t, log, at_least};
+    ck_assert_msg(th_wait(log_deleted_reached, &d, 30000), "%s/%s: no retention_pass line with deleted_total >= %lld",
+                  t->dir, log, at_least);
+}
+
+static int is_standby(void *arg) {
+    const deleted_arg_t *d = arg;
+    return th_file_count(d->t, d->log, "role=standby") > 0;
+}
+
+static void wait_standby(const th_ctx_t *t, const char *log) {
+    deleted_arg_t d = {t, log, 0};
+    ck_assert_msg(th_wait(is_standby, &d, 20000), "%s/%s: never a standby", t->dir, log);
+}
+
+START_TEST(retention_deletes_rows_sent_long_enough_ago_and_nothing_else) {
+    th_ctx_t t;
+    th_mock_t m;
+    th_msgs_t msgs;
+    const char *conf;
+    pid_t a, b;
+    PGconn *c;
+
+    th_mock_start(&m, 1);
+    th_setup(&t, "retention");
+    mock_topic(&m, &t);
+    c = th_connect(&t);
+    install_record(c);
+    ck_assert_int_eq(th_write(&t, 2, 500, 20, 100, "order"), 500);
+    th_exec(c, "UPDATE outbox SET parked_at = now(), last_error = 'test' WHERE id IN (10, 20, 30)");
+    conf = th_config_group(&t, "relay.conf", m.bootstrap, "poll_interval_ms = 100;", "retention", "keep_s = 2; interval_s = 1;");
+    a = th_spawn(&t, "outbox-relay", conf, "a.log");
+    th_wait_count(&t, "SELECT (count(*) = 3)::int FROM outbox", 1, 60000);
+    wait_log_deleted(&t, "a.log", 497);
+
+    b = th_spawn(&t, "outbox-relay", conf, "b.log");
+    wait_standby(&t, "b.log");
+    ck_assert_int_eq(th_relay_stop(a, SIGKILL, 5000), 128 + SIGKILL);
+    ck_assert_int_eq(th_write(&t, 2, 300, 20, 100, "order"), 300);
+    th_wait_count(&t, "SELECT (count(*) = 3)::int FROM outbox", 1, 60000);
+    ck_assert_int_eq(th_file_count(&t, "b.log", "event=leadership_acquired"), 1);
+    wait_log_deleted(&t, "b.log", 300);
+
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox WHERE id IN (10, 20, 30) AND parked_at IS NOT NULL"), 3);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM deleted"), 797);
+    assert_deleted_rows_were_due(c, 2);
+    consume_all(&t, m.bootstrap, 797, &msgs);
+    ck_assert_int_eq(ledger_missing(c, &msgs, "id NOT IN (10, 20, 30)"), 0);
+    ck_assert_int_eq(ledger_missing(c, &msgs, "id IN (10, 20, 30)"), 3); /* parked: never published */
+    fprintf(stderr, "retention: 800 rows, 797 deleted after keep_s, 3 parked kept, %zu messages\n", msgs.n);
+    th_msgs_free(&msgs);
+    PQfinish(c);
+    ck_assert_int_eq(th_relay_stop(b, SIGTERM, 20000), 0);
+    th_mock_stop(&m);
+}
+END_TEST
+
+/* on_failure = "block" stops at a bad row: it and every row after it stay
+ * unsent, and retention keeps them all, even with keep_s = 0. */
+START_TEST(retention_keeps_unsent_rows_behind_a_blocked_one) {
+    th_ctx_t t;
+    th_mock_t m;
+    th_msgs_t msgs;
+    pid_t relay;
+    PGconn *c;
+    long long bad;
+
+    th_mock_start(&m, 1);
+    th_setup(&t, "retentionblock");
+    mock_topic(&m, &t);
+    c = th_connect(&t);
+    install_record(c);
+    ck_assert_int_eq(th_write(&t, 1, 20, 5, 50, "order"), 20);
+    th_exec(c, "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+               " VALUES ('order', NULL, 'OrderPlaced', 'x')");
+    bad = th_int(c, "SELECT id FROM outbox WHERE aggregate_id IS NULL");
+    ck_assert_int_eq(th_write(&t, 1, 20, 5, 50, "order"), 20);
+    relay = th_relay_start(&t, th_config_group(&t, "relay.conf", m.bootstrap,
+                                               "on_failure = \"block\"; poll_interval_ms = 100; batch_size = 5;",
+                                               "retention", "keep_s = 0; interval_s = 1;"));
+    th_wait_count(&t, "SELECT count(*) FROM deleted", 20, 30000);
+    th_wait_count(&t, "SELECT LEAST(attempts, 3) FROM outbox WHERE aggregate_id IS NULL", 3, 30000);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox"), 21);
+    ck_assert_int_eq(th_int(c, "SELECT min(id) FROM outbox"), bad);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL"), 0);
+    assert_deleted_rows_were_due(c, 0);
+    /* The operator fixes the row: everything goes out, then goes. */
+    th_exec(c, "UPDATE outbox SET aggregate_id = 'fixed' WHERE aggregate_id IS NULL");
+    th_wait_count(&t, "SELECT count(*) FROM deleted", 41, 30000);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox"), 0);
+    assert_deleted_rows_were_due(c, 0);
+    consume_all(&t, m.bootstrap, 41, &msgs);
+    ck_assert_int_eq(ledger_missing(c, &msgs, "true"), 0);
+    th_msgs_free(&msgs);
+    PQfinish(c);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_mock_stop(&m);
+}
+END_TEST
+
+/* Runs a command, keeps its output; returns its exit status. */
+static int run_capture(const char *cmd, char *out, size_t outsize) {
+    FILE *f = popen(cmd, "r");
+    size_t n;
+    int st;
+    ck_assert_msg(f != NULL, "popen %s", cmd);
+    n = fread(out, 1, outsize - 1, f);
+    out[n] = '\0';
+    st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+START_TEST(retention_without_delete_privilege_is_logged_and_publishing_goes_on) {
+    th_ctx_t t;
+    th_mock_t m;
+    char cmd[1024], out[4096], conninfo[sizeof t.conninfo];
+    const char *conf;
+    pid_t relay;
+    PGconn *c;
+
+    th_mock_start(&m, 1);
+    th_setup(&t, "retentionpriv");
+    mock_topic(&m, &t);
+    c = th_connect(&t);
+    th_exec(c, "DROP ROLE IF EXISTS obx_nodelete");
+    th_exec(c, "CREATE ROLE obx_nodelete LOGIN");
+    th_exec(c, "GRANT SELECT, UPDATE ON outbox TO obx_nodelete");
+    th_exec(c, "GRANT SELECT ON SEQUENCE outbox_id_seq TO obx_nodelete");
+    th_exec(c, "GRANT UPDATE ON SEQUENCE outbox_relay_waiting TO obx_nodelete");
+    /* The relay's role: its own user (libpq takes the last user= of a conninfo). */
+    memcpy(conninfo, t.conninfo, sizeof conninfo);
+    ck_assert_int_lt(strlen(t.conninfo) + 20, sizeof t.conninfo);
+    strcat(t.conninfo, " user=obx_nodelete");
+    conf = th_config_group(&t, "relay.conf", m.bootstrap, "", "retention", "keep_s = 0; interval_s = 1;");
+    memcpy(t.conninfo, conninfo, sizeof conninfo);
+    snprintf(cmd, sizeof cmd, "'%s' -c '%s' --check 2>&1", th_bin("outbox-relay"), conf);
+    ck_assert_int_eq(run_capture(cmd, out, sizeof out), 1);
+    ck_assert_msg(strstr(out, "role obx_nodelete lacks DELETE on public.outbox"), "%s", out);
+
+    relay = th_relay_start(&t, conf);
+    ck_assert_int_eq(th_write(&t, 2, 200, 20, 100, "order"), 200);
+    th_wait_log(&t, "event=retention_failed", 30000);
+    ck_assert_int_ge(th_log_count(&t, "permission denied"), 1);
+    th_check_published(&t, m.bootstrap, "order", 200);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox"), 200);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    PQfinish(c);
+    th_mock_stop(&m);
+}
+END_TEST
+
+START_TEST(retention_refuses_bad_values) {
+    static const struct {
+        const char *group, *want;
+    } cases[] = {
+        {"keep_s = -1;", "keep_s"},
+        {"mode = \"partitions\";", "mode"},
+        {"interval_s = 0;", "interval_s"},
+        {"max_rows_per_s = \"fast\";", "max_rows_per_s"},
+    };
+    th_ctx_t t;
+    char cmd[1024], out[4096];
+
+    th_setup(&t, "retentionbad");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *conf = th_config_group(&t, "bad.conf", "127.0.0.1:1", "", "retention", cases[i].group);
+        snprintf(cmd, sizeof cmd, "'%s' -c '%s' --check 2>&1", th_bin("outbox-relay"), conf);
+        ck_assert_int_eq(run_capture(cmd, out, sizeof out), 2);
+        ck_assert_msg(strstr(out, "bad.conf:5:") && strstr(out, cases[i].want), "%s: %s", cases[i].group, out);
+    }
+}
+END_TEST
+
+TH_MAIN("retention", 300, retention_deletes_rows_sent_long_enough_ago_and_nothing_else,
+        retention_keeps_unsent_rows_behind_a_blocked_one,
+        retention_without_delete_privilege_is_logged_and_publishing_goes_on, retention_refuses_bad_values)
