@@ -1,3 +1,30 @@
+/* The relay's loop: one thread, one poll, nothing blocks for long.
+ *
+ * Each turn (tick, then wait_and_dispatch) serves librdkafka's events
+ * (delivery reports, logs, errors: on_delivery), acts on whatever is due,
+ * then polls the signal pipe, librdkafka's event pipe and the PostgreSQL
+ * sessions until the next deadline (poll_timeout), and hands each result to
+ * its operation's handler (on_result). A third session, the leader's
+ * retention (retention.h), runs its own queries beside them.
+ *
+ * A row's way: a claim (on the claiming session, asynchronous) returns
+ * unsent rows in id order; scan.h decides which ids each claim asks for, so
+ * that nothing is missed and keys stay in order. Each row is routed, its
+ * partition chosen, and handed to the gate (gate.h), which sends it, holds
+ * it (a cold partition: one message at a time until an acknowledgement) or
+ * skips it (a stalled partition: a later rescan finds it). A delivery report
+ * queues the id to be marked (the marking session, in batches), or the
+ * failure to be recorded; a row is never marked before the broker
+ * acknowledged it (G1).
+ *
+ * Idle: when a rescan finds nothing, the relay polls a little longer
+ * (busy_poll_ms), then sets the waiting flag that makes writers NOTIFY,
+ * rechecks once, and sleeps on LISTEN (idle_t; DESIGN.md 2).
+ *
+ * Failures: any error result or a broken session drops both sessions and
+ * the lock (disconnect), and the relay connects again with backoff; a fatal
+ * producer error replaces the producer (recreate_producer). Unmarked rows
+ * are then published again: duplicates, never losses. */
 #include "relay.h"
 
 #include <errno.h>
@@ -21,6 +48,7 @@
 #include "producer.h"
 #include "retention.h"
 #include "route.h"
+#include "scan.h"
 #include "sdnotify.h"
 
 #define MARK_MAX 10000 /* ids per UPDATE */
@@ -73,90 +101,87 @@ typedef enum { IDLE_RUN, IDLE_POLL, IDLE_RECHECK, IDLE_SLEEP, IDLE_CLEAR } idle_
 
 #define HORIZON_REFRESH_MS 20 /* newest horizon asked for while following writers, at most this often */
 
-/* Two sessions so that PostgreSQL serves claims and marks on both cores:
- * conn claims, listens, holds the leader lock and runs the idle protocol;
- * mconn marks rows sent and records failed attempts. They come and go
- * together. */
+/* The relay's state, in named parts. The sessions come and go together
+ * (disconnect); a relay without them, or without the leader lock, keeps
+ * its acknowledgements and waits. */
 typedef struct {
     obx_config_t *cfg;
-    PGconn *conn;
-    PGconn *mconn;
     obx_producer_t *producer;
     obx_gate_t *gate;        /* which messages may go to which partition now */
     obx_retention_t *retention; /* the leader's deletes of old sent rows, on a session of their own */
-    /* Rows handed to the gate and not yet marked sent or given up on: a
-     * rescan that runs while a stalled partition has rows out reads them
-     * again, and must not publish them twice. */
-    obx_idset_t owned;
-    /* Ids marked sent stay owned until a claim sent after their mark
-     * returns: a claim sent before the mark committed still sees them
-     * unsent. retire[0..retire_sent) were marked before the pending claim. */
-    int64_t *retire;
-    size_t retire_n, retire_cap, retire_sent;
-    int leader;
+    obx_backoff_t backoff;   /* between reconnects */
+
+    /* The claiming session: claims, LISTEN, the leader lock, the idle
+     * protocol, the horizon and stats queries. Two sessions so that
+     * PostgreSQL serves claims and marks on both cores. */
+    PGconn *conn;
     op_t op;                 /* query pending on conn */
-    op_t mop;                /* query pending on mconn */
-    size_t op_mark_n;
+    int leader;
     int op_waiting;          /* value sent by the pending waiting query */
-    int64_t op_after;        /* cursor the pending claim started from */
-    int64_t op_hz;           /* horizon when the pending claim went out */
-    int op_rescan;           /* the pending claim is a rescan from low */
-    int op_discard;          /* the pending claim was sent ahead of a batch that then stopped short */
     int noflag_warned;
-    int op_settled;          /* ... sent with nothing in flight */
-    unsigned op_low_gen;
+    int64_t reconnect_at, lead_retry_at;
 
-    /* Low water: every row at or below it is sent or parked, so rescans
-     * start there instead of walking the primary key over every sent row
-     * (the outbox has no index on sent_at, which keeps marks HOT). It moves
-     * only up to the horizon, and drops to 0 when a row is released
-     * (NOTIFY 'rescan' from the outbox_released trigger) or on reconnect. */
-    int64_t low;
-    unsigned low_gen;        /* bumped whenever low drops */
+    /* The marking session: marks rows sent, records failed attempts. */
+    PGconn *mconn;
+    op_t mop;                /* query pending on mconn */
+    size_t op_mark_n;        /* ids in the pending mark */
+
+    /* The scan position (scan.h: cursor, horizon, low water; low water
+     * spares rescans a walk over every sent row, the outbox having no index
+     * on sent_at, which keeps marks HOT) and the pending claim. */
+    obx_scan_t scan;
+    obx_scan_claim_t claim;  /* the pending claim (op == OP_CLAIM) */
+    int claim_discard;       /* ... was sent ahead of a batch that then stopped short */
+    int64_t retry_at;        /* earliest rescan after a failed or deferred row */
+
+    /* The horizon queries (scan.h says what the horizon is for). */
+    int hz_ok;               /* they could be prepared */
+    int hz_want;             /* a claim ran past the horizon: find a newer one */
     int64_t hz_asked_ms;
-
-    /* Per-key order (G2) forbids claiming past an id whose transaction may
-     * still commit: its row would surface behind newer rows of its key. So
-     * claims continue from the cursor only below the horizon hz, an id at or
-     * below which every transaction has ended; past it the relay rescans
-     * from the start once nothing is in flight (DESIGN.md 1, G2). */
-    int hz_ok;               /* the horizon queries could be prepared */
-    int hz_want;             /* a claim ran past hz: find a newer one */
-    int64_t hz;
     int64_t hz_v;            /* candidate, valid once hz_w have ended */
     char *hz_w;              /* their virtual transaction ids, text[] literal */
     int64_t hz_retry_at;
     int hz_retry_ms;
 
-    idle_t idle;
-    int64_t cursor;          /* highest id produced in this scan */
-    int scan_end;            /* last claim was short: rescan from 0 once drained */
-    int blocked;             /* on_failure=block and a row failed */
-    int fatal;               /* producer must be recreated */
-
-    int64_t *acks;
-    size_t acks_n, acks_cap;
-    int64_t acks_since;      /* when the unmarked acks started waiting */
-    fail_t *fails;
-    size_t fails_n, fails_cap;
-    long inflight;           /* rows produced or held by the gate, not yet reported */
-
-    int stopping;
-    int exit_code;
-    int64_t stop_deadline;
+    /* The idle protocol and the pace of claims while following writers. */
+    idle_t idle;             /* written by set_idle only */
     int64_t sleep_until;     /* fallback poll while idle; next busy poll */
     int pause_ms;            /* the last busy-poll pause (obx_pace_next) */
     int64_t last_rows_ms;    /* when a claim last found rows */
-    int64_t retry_at;        /* earliest rescan after a failed attempt */
-    int64_t reconnect_at;
-    int64_t lead_retry_at;
-    int64_t stats_at;
-    obx_backoff_t backoff;
 
-    /* counters for the stats line */
+    /* Rows out: handed to the gate or produced, and what came back. Rows
+     * handed to the gate and not yet marked sent or given up on are owned:
+     * a rescan that runs while a stalled partition has rows out reads them
+     * again, and must not publish them twice. Ids marked sent stay owned
+     * until a claim sent after their mark returns (a claim sent before the
+     * mark committed still sees them unsent): retire[0..retire_sent) were
+     * marked before the pending claim. */
+    long inflight;           /* rows produced or held by the gate, not yet reported */
+    obx_idset_t owned;
+    int64_t *retire;
+    size_t retire_n, retire_cap, retire_sent;
+    int64_t *acks;           /* acknowledged, to be marked */
+    size_t acks_n, acks_cap;
+    int64_t acks_since;      /* when the unmarked acks started waiting */
+    fail_t *fails;           /* failed attempts, to be recorded */
+    size_t fails_n, fails_cap;
+    int blocked;             /* on_failure=block and a row failed */
+    int fatal;               /* the producer must be recreated */
+    /* topic_not_authorized lines: when each topic last logged one */
+    struct {
+        char topic[256];
+        int64_t at;
+    } denied[NOT_AUTHORIZED_TOPICS];
+
+    /* Stopping. */
+    int stopping;
+    int exit_code;
+    int64_t stop_deadline;
+
+    /* Counters for the stats line. */
     long long published, marked, parked, failed, claimed, reconnects, rescans, skipped, deferred;
     long long last_published;
-    int64_t last_stats_ms;
+    int64_t last_stats_ms, stats_at;
 
     /* Health (health.h): what the record and systemd are told once a tick. */
     obx_health_watchdog_t *watchdog; /* ends the process when the loop stops turning */
@@ -168,13 +193,18 @@ typedef struct {
     int sd_watchdog;         /* systemd expects WATCHDOG=1 pings */
     char sd_status[64];      /* the last STATUS= sent */
     int health_file_failing; /* the failure is logged once, not every tick */
-
-    /* topic_not_authorized lines: when each topic last logged one */
-    struct {
-        char topic[256];
-        int64_t at;
-    } denied[NOT_AUTHORIZED_TOPICS];
 } relay_t;
+
+static const char *const idle_names[] = {[IDLE_RUN] = "run", [IDLE_POLL] = "poll", [IDLE_RECHECK] = "recheck",
+                                         [IDLE_SLEEP] = "sleep", [IDLE_CLEAR] = "clear"};
+
+/* The one writer of r->idle: its transitions are the idle protocol's trace. */
+static void set_idle(relay_t *r, idle_t to) {
+    if (r->idle == to)
+        return;
+    OBX_LOG(OBX_LOG_DEBUG, "idle_state", "idle state", KS("from", idle_names[r->idle]), KS("to", idle_names[to]));
+    r->idle = to;
+}
 
 static int sigpipe_fds[2] = {-1, -1};
 
@@ -242,7 +272,7 @@ static void not_authorized(relay_t *r, const char *topic, rd_kafka_resp_err_t er
     int slot = 0;
 
     r->deferred++;
-    r->scan_end = 1;
+    obx_scan_stop(&r->scan);
     r->retry_at = now + r->cfg->poll_interval_ms;
     for (int i = 0; i < NOT_AUTHORIZED_TOPICS; i++) {
         if (strcmp(r->denied[i].topic, topic) == 0) {
@@ -295,7 +325,7 @@ static void row_failed(relay_t *r, int64_t id, const char *event_id, int attempt
                 KS("error", error));
         if (r->cfg->on_failure == OBX_FAIL_BLOCK) {
             r->blocked = 1;
-            r->scan_end = 1;
+            obx_scan_stop(&r->scan);
         }
     }
     r->retry_at = now_ms() + r->cfg->poll_interval_ms;
@@ -314,7 +344,7 @@ static void batch_release(batch_t *b) {
  * skip or at the end of the forward scan (a second or more once a frozen
  * leader thaws). */
 static void resume_skipped(relay_t *r) {
-    r->scan_end = 1;
+    obx_scan_stop(&r->scan);
     if (r->idle == IDLE_POLL)
         r->sleep_until = now_ms();
 }
@@ -548,13 +578,13 @@ static int produce_batch(relay_t *r, PGresult *res) {
         if (rc > 0)
             skipped++;
         if (rc < 0) {
-            r->scan_end = 1;
+            obx_scan_stop(&r->scan);
             break;
         }
-        r->cursor = row.id;
+        obx_scan_advance(&r->scan, row.id);
         if (r->blocked) {
             /* Strict order: nothing after a failed row is produced. */
-            r->scan_end = 1;
+            obx_scan_stop(&r->scan);
             break;
         }
     }
@@ -579,14 +609,11 @@ static void disconnect(relay_t *r, const char *why) {
     r->leader = 0;
     r->op = OP_NONE;
     r->mop = OP_NONE;
-    r->op_discard = 0;
-    r->hz = 0;
+    r->claim_discard = 0;
+    obx_scan_lost(&r->scan);
     free(r->hz_w);
     r->hz_w = NULL;
-    r->low = 0;
-    r->low_gen++;
-    r->idle = IDLE_RUN;
-    r->scan_end = 1; /* rescan from the start: anything may have changed */
+    set_idle(r, IDLE_RUN);
     r->reconnect_at = now_ms() + delay;
 }
 
@@ -626,10 +653,9 @@ static void try_connect(relay_t *r) {
     r->leader = lead;
     r->pg_answer_ms = now_ms();
     r->lead_retry_at = r->pg_answer_ms + r->cfg->poll_interval_ms;
-    r->cursor = 0;
-    r->scan_end = 0;
+    obx_scan_connected(&r->scan);
     /* A relay killed while idle leaves the flag set; clear it first. */
-    r->idle = IDLE_CLEAR;
+    set_idle(r, IDLE_CLEAR);
 }
 
 static int pending_work(const relay_t *r) {
@@ -682,34 +708,18 @@ static void send_marks(relay_t *r) {
 /* Following writers: the next claim waits a pause that depends on the rows
  * this one found (obx_pace_next). */
 static void busy_pause(relay_t *r, int rows) {
-    r->idle = IDLE_POLL;
+    set_idle(r, IDLE_POLL);
     r->pause_ms = obx_pace_next(r->pause_ms, rows, r->cfg->busy_poll_interval_ms,
                                 r->cfg->busy_poll_max_interval_ms);
     r->sleep_until = now_ms() + r->pause_ms;
 }
 
-/* Claims unsent rows from the low water on, whatever the horizon. */
-static int send_rescan(relay_t *r, int limit) {
-    r->cursor = r->low;
-    r->op_after = r->low;
-    r->op_hz = r->hz;
-    r->op_rescan = 1;
-    r->op_settled = !pending_work(r);
-    r->op_low_gen = r->low_gen;
+/* Sends claim c on the claiming session. */
+static int send_claim(relay_t *r, obx_scan_claim_t c) {
+    r->claim = c;
     r->op = OP_CLAIM;
     r->retire_sent = r->retire_n;
-    return obx_outbox_send_claim(r->conn, r->low, limit, INT64_MAX);
-}
-
-/* A settled rescan whose first unsent row is first (INT64_MAX: none) shows
- * every row between low and it sent or parked; below the horizon that
- * stays true. */
-static void advance_low(relay_t *r, int64_t first) {
-    int64_t to = first - 1 < r->op_hz ? first - 1 : r->op_hz;
-    if (!r->op_rescan || !r->op_settled || r->op_low_gen != r->low_gen || to <= r->low)
-        return;
-    r->low = to;
-    OBX_LOG(OBX_LOG_DEBUG, "low_water", "low water", KI("id", r->low));
+    return obx_outbox_send_claim(r->conn, c.after, c.limit, c.upto);
 }
 
 /* Picks the next query for the idle claiming session. */
@@ -718,7 +728,7 @@ static void send_next(relay_t *r) {
     int rc = 0;
 
     if (r->cfg->stats_interval_s > 0 && now >= r->stats_at) {
-        rc = obx_outbox_send_stats(r->conn, r->low);
+        rc = obx_outbox_send_stats(r->conn, r->scan.low);
         r->op = OP_STATS;
     } else if (r->idle == IDLE_CLEAR) {
         r->op_waiting = 0;
@@ -736,31 +746,27 @@ static void send_next(relay_t *r) {
         rc = obx_outbox_send_horizon(r->conn, r->cfg);
         r->op = OP_HORIZON;
     } else if (r->idle == IDLE_RECHECK) {
-        rc = send_rescan(r, r->cfg->batch_size);
-    } else if (r->scan_end) {
+        rc = send_claim(r, obx_scan_rescan(&r->scan, r->cfg->batch_size, r->cfg->batch_size, !pending_work(r)));
+    } else if (r->scan.end) {
         if (pending_unstalled(r) || now < r->retry_at)
             return;
-        r->scan_end = 0;
         r->rescans++;
-        rc = send_rescan(r, r->blocked ? 1 : r->cfg->batch_size);
+        rc = send_claim(r, obx_scan_restart(&r->scan, r->blocked ? 1 : r->cfg->batch_size, r->cfg->batch_size,
+                                            !pending_work(r)));
     } else if (r->blocked) {
         return;
-    } else if (r->cursor >= r->hz) {
-        /* Nothing safe past the cursor: rescan once drained, and ask for a
-         * newer horizon. Decide again now: returning with nothing sent left
-         * the loop asleep until its 1 s poll timeout when the marks were
-         * already done. */
-        r->scan_end = 1;
-        r->hz_want = r->hz_ok;
-        send_next(r);
-        return;
     } else {
-        r->op_after = r->cursor;
-        r->op_hz = r->hz;
-        r->op_rescan = 0;
-        rc = obx_outbox_send_claim(r->conn, r->cursor, r->cfg->batch_size, r->hz);
-        r->op = OP_CLAIM;
-        r->retire_sent = r->retire_n;
+        obx_scan_claim_t c;
+        if (obx_scan_forward(&r->scan, r->cfg->batch_size, &c) != 0) {
+            /* Nothing safe past the cursor: rescan once drained, and ask for
+             * a newer horizon. Decide again now: returning with nothing sent
+             * left the loop asleep until its 1 s poll timeout when the marks
+             * were already done. */
+            r->hz_want = r->hz_ok;
+            send_next(r);
+            return;
+        }
+        rc = send_claim(r, c);
     }
     if (rc != 0)
         disconnect(r, PQerrorMessage(r->conn));
@@ -786,7 +792,7 @@ static void log_stats(relay_t *r, long long backlog, long long oldest_age_s) {
             known, age,
             KD("rate_per_s", secs > 0 ? (double)(r->published - r->last_published) / secs : 0),
             KI("reconnects", r->reconnects), KI("rescans", r->rescans),
-            KI("low_water", r->low), KI("horizon", r->hz),
+            KI("low_water", r->scan.low), KI("horizon", r->scan.hz),
             KI("held", g.held), KI("cold_partitions", g.cold), KI("stalled_partitions", g.stalled),
             KI("skipped", r->skipped), KI("deferred", r->deferred),
             KI("implicit_acks", obx_producer_implicit_acks(r->producer)),
@@ -799,12 +805,166 @@ static void log_stats(relay_t *r, long long backlog, long long oldest_age_s) {
 }
 
 static void set_horizon(relay_t *r) {
-    if (r->hz_v > r->hz) {
-        r->hz = r->hz_v;
-        OBX_LOG(OBX_LOG_DEBUG, "horizon", "horizon", KI("id", r->hz));
+    if (obx_scan_set_horizon(&r->scan, r->hz_v))
+        OBX_LOG(OBX_LOG_DEBUG, "horizon", "horizon", KI("id", r->scan.hz));
+}
+
+/* A claim came back empty: caught up. Unless rows are still in flight,
+ * the idle protocol begins (busy polling first, while writers were active
+ * within busy_poll_ms). */
+static void on_claim_empty(relay_t *r, const obx_scan_claim_t *c) {
+    if (obx_scan_caught_up(&r->scan, c) && r->hz_ok && now_ms() - r->hz_asked_ms >= HORIZON_REFRESH_MS)
+        r->hz_want = 1; /* caught up with the horizon: let low follow the writers */
+    if (!c->rescan || pending_unstalled(r) || r->stopping)
+        return;
+    if (r->idle == IDLE_RECHECK) {
+        set_idle(r, IDLE_SLEEP);
+        r->sleep_until = now_ms() + r->cfg->poll_interval_ms;
+    } else if (r->idle == IDLE_RUN && now_ms() - r->last_rows_ms < r->cfg->busy_poll_ms) {
+        busy_pause(r, 0);
+    } else if (r->idle == IDLE_RUN) {
+        r->op_waiting = 1;
+        if (obx_outbox_send_waiting(r->conn, r->cfg, 1) != 0)
+            disconnect(r, PQerrorMessage(r->conn));
+        else
+            r->op = OP_WAITING;
     }
 }
 
+/* A claim's rows: produced in id order, the next claim perhaps sent ahead.
+ * Takes res (the batch holds it while its messages are out). */
+static void on_claim(relay_t *r, PGresult *res) {
+    const obx_scan_claim_t c = r->claim; /* a claim sent ahead replaces r->claim */
+    int n = PQntuples(res), ahead, skipped;
+    int64_t last;
+
+    /* Reset only once a claim worked: a session that connects but then
+     * fails (missing table, no privilege) must keep backing off. */
+    obx_backoff_reset(&r->backoff);
+    retire_marked(r);
+    if (r->claim_discard || r->fatal) {
+        /* Its rows follow one that was not produced, or the producer is
+         * being replaced: a rescan finds them in order. */
+        r->claim_discard = 0;
+        obx_scan_stop(&r->scan);
+        PQclear(res);
+        return;
+    }
+    /* Partitions stop skipping when the rescan's rows arrive, not when it
+     * is sent: a batch claimed before it may still be produced in between,
+     * and its rows must not overtake the skipped ones. */
+    if (c.rescan)
+        obx_gate_rescan(r->gate);
+    r->claimed += n;
+    if (obx_scan_claimed(&r->scan, &c, n, n > 0 ? obx_outbox_row_id(res, 0) : 0))
+        OBX_LOG(OBX_LOG_DEBUG, "low_water", "low water", KI("id", r->scan.low));
+    if (n == 0) {
+        PQclear(res);
+        on_claim_empty(r, &c);
+        return;
+    }
+    last = obx_outbox_row_id(res, n - 1);
+    r->last_rows_ms = now_ms();
+    OBX_LOG(OBX_LOG_DEBUG, "claimed", "claimed", KI("rows", n), KI("after_id", c.after), KI("inflight", r->inflight));
+    if (r->idle == IDLE_RECHECK)
+        set_idle(r, IDLE_CLEAR);
+    /* A full batch below the horizon: send the next claim before producing
+     * this one, so that PostgreSQL reads the next batch while the relay
+     * produces this one (the two took turns, one core idle, in a drain).
+     * Only with room in flight for both: under a tight bound, batches sent
+     * in pairs would be acknowledged in pairs and leave the pipe empty
+     * between. */
+    ahead = obx_scan_may_claim_ahead(&r->scan, &c, n, last) && r->idle == IDLE_RUN && !r->blocked &&
+            !r->stopping && !r->fatal && budget_used(r) + 2 * n < r->cfg->max_inflight;
+    if (ahead) {
+        obx_scan_advance(&r->scan, last);
+        send_next(r);
+    }
+    skipped = produce_batch(r, res); /* the batch owns res now */
+    if (ahead && r->op == OP_CLAIM && (r->scan.cursor != last || r->blocked))
+        r->claim_discard = 1;
+    /* Ran past the horizon, or reached it: only a rescan may follow, and a
+     * newer horizon lets the next one pipeline. Rescans that follow writers
+     * need it only to move the low water: reading pg_locks on every one of
+     * them cost the relay's session a third of its CPU. */
+    if (obx_scan_batch_done(&r->scan, &c, n) && (!c.rescan || now_ms() - r->hz_asked_ms >= HORIZON_REFRESH_MS))
+        r->hz_want = r->hz_ok;
+    if (skipped == n && r->idle == IDLE_RUN && !r->stopping) {
+        /* Only rows of stalled partitions: reading them again every few ms
+         * would load the database for nothing. */
+        set_idle(r, IDLE_POLL);
+        r->sleep_until = now_ms() + r->cfg->poll_interval_ms;
+    } else if (n < r->cfg->batch_size && r->idle == IDLE_RUN && !r->stopping) {
+        /* Caught up with the writers: let a few ms of their rows gather
+         * rather than pay two statements per row or two, and more while
+         * they keep the database busy. */
+        busy_pause(r, n);
+    }
+}
+
+/* The acknowledged ids in the mark committed: they wait in retire until a
+ * claim sent after it returns (retire_marked). */
+static void on_mark(relay_t *r, PGresult *res) {
+    r->marked += PQcmdTuples(res)[0] ? atoll(PQcmdTuples(res)) : 0;
+    if (r->retire_n + r->op_mark_n > r->retire_cap) {
+        r->retire_cap = (r->retire_n + r->op_mark_n) * 2;
+        r->retire = xrealloc(r->retire, r->retire_cap * sizeof *r->retire);
+    }
+    memcpy(r->retire + r->retire_n, r->acks, r->op_mark_n * sizeof *r->acks);
+    r->retire_n += r->op_mark_n;
+    memmove(r->acks, r->acks + r->op_mark_n, (r->acks_n - r->op_mark_n) * sizeof *r->acks);
+    r->acks_n -= r->op_mark_n;
+    /* Those left arrived while the mark ran: they wait from now. */
+    r->acks_since = now_ms();
+}
+
+static void on_fail(relay_t *r) {
+    obx_idset_del(&r->owned, r->fails[0].id);
+    memmove(r->fails, r->fails + 1, (r->fails_n - 1) * sizeof *r->fails);
+    r->fails_n--;
+}
+
+static void on_waiting(relay_t *r, PGresult *res) {
+    if (PQntuples(res) == 0 && !r->noflag_warned) {
+        /* Writers never or always notify: wake-ups wait for the fallback poll, or cost writers. */
+        OBX_LOG(OBX_LOG_WARN, "notify_flag_missing",
+                "no waiting flag: the outbox_notify trigger is missing or older than this relay"
+                " (run migrate)", KS("table", r->cfg->pg_table));
+        r->noflag_warned = 1;
+    }
+    if (r->op_waiting) {
+        /* A stop that came while the flag was being set must clear it. */
+        set_idle(r, r->stopping ? IDLE_CLEAR : IDLE_RECHECK);
+    } else {
+        set_idle(r, IDLE_RUN);
+    }
+}
+
+static void on_horizon(relay_t *r, PGresult *res) {
+    r->hz_v = atoll(PQgetvalue(res, 0, 0));
+    if (strcmp(PQgetvalue(res, 0, 1), "{}") == 0) {
+        set_horizon(r);
+    } else {
+        r->hz_w = strdup(PQgetvalue(res, 0, 1));
+        r->hz_retry_at = 0;
+        r->hz_retry_ms = 1;
+    }
+}
+
+static void on_confirm(relay_t *r, PGresult *res) {
+    if (PQgetvalue(res, 0, 0)[0] == 't') {
+        free(r->hz_w);
+        r->hz_w = NULL;
+        set_horizon(r);
+    } else {
+        /* A writer's transaction is still open: ask again, less and less often. */
+        r->hz_retry_at = now_ms() + r->hz_retry_ms;
+        r->hz_retry_ms = r->hz_retry_ms < 128 ? r->hz_retry_ms * 2 : 128;
+    }
+}
+
+/* Dispatches a session's result to its operation's handler; an error
+ * result drops the sessions (disconnect, the one recovery path). */
 static void on_result(relay_t *r, PGresult *res, op_t op) {
     ExecStatusType st = PQresultStatus(res);
 
@@ -817,154 +977,16 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
         return;
     }
     switch (op) {
-    case OP_CLAIM: {
-        /* Reset only once a claim worked: a session that connects but then
-         * fails (missing table, no privilege) must keep backing off. */
-        obx_backoff_reset(&r->backoff);
-        retire_marked(r);
-        int n = PQntuples(res), rescan = r->op_rescan, ahead, skipped;
-        int64_t hz = r->op_hz;
-        if (r->op_discard || r->fatal) {
-            /* Its rows follow one that was not produced, or the producer is
-             * being replaced: a rescan finds them in order. */
-            r->op_discard = 0;
-            r->scan_end = 1;
-            PQclear(res);
-            return;
-        }
-        /* Partitions stop skipping when the rescan's rows arrive, not when
-         * it is sent: a batch claimed before it may still be produced in
-         * between, and its rows must not overtake the skipped ones. */
-        if (rescan)
-            obx_gate_rescan(r->gate);
-        r->claimed += n;
-        if (n < r->cfg->batch_size)
-            r->scan_end = 1;
-        advance_low(r, n > 0 ? obx_outbox_row_id(res, 0) : INT64_MAX);
-        if (n > 0) {
-            int64_t last = obx_outbox_row_id(res, n - 1);
-            r->last_rows_ms = now_ms();
-            OBX_LOG(OBX_LOG_DEBUG, "claimed", "claimed", KI("rows", n), KI("after_id", r->op_after),
-                    KI("inflight", r->inflight));
-            if (r->idle == IDLE_RECHECK)
-                r->idle = IDLE_CLEAR;
-            /* A full batch below the horizon: send the next claim before
-             * producing this one, so that PostgreSQL reads the next batch
-             * while the relay produces this one (the two took turns, one
-             * core idle, in a drain). Only with room in flight for both:
-             * under a tight bound, batches sent in pairs would be
-             * acknowledged in pairs and leave the pipe empty between. */
-            ahead = n == r->cfg->batch_size && !rescan && !r->scan_end && last < hz && r->idle == IDLE_RUN &&
-                    !r->blocked && !r->stopping && !r->fatal && budget_used(r) + 2 * n < r->cfg->max_inflight;
-            if (ahead) {
-                r->cursor = last;
-                send_next(r);
-            }
-            skipped = produce_batch(r, res);
-            if (ahead && r->op == OP_CLAIM && (r->cursor != last || r->blocked))
-                r->op_discard = 1;
-            if (r->cursor > hz || (n < r->cfg->batch_size && !rescan)) {
-                /* Ran past the horizon, or reached it: only a rescan may
-                 * follow, and a newer horizon lets the next one pipeline.
-                 * Rescans that follow writers need it only to move the low
-                 * water: reading pg_locks on every one of them cost the
-                 * relay's session a third of its CPU. */
-                r->scan_end = 1;
-                if (!rescan || now_ms() - r->hz_asked_ms >= HORIZON_REFRESH_MS)
-                    r->hz_want = r->hz_ok;
-            }
-            if (skipped == n && r->idle == IDLE_RUN && !r->stopping) {
-                /* Only rows of stalled partitions: reading them again every
-                 * few ms would load the database for nothing. */
-                r->idle = IDLE_POLL;
-                r->sleep_until = now_ms() + r->cfg->poll_interval_ms;
-            } else if (n < r->cfg->batch_size && r->idle == IDLE_RUN && !r->stopping) {
-                /* Caught up with the writers: let a few ms of their rows
-                 * gather rather than pay two statements per row or two,
-                 * and more while they keep the database busy. */
-                busy_pause(r, n);
-            }
-            return; /* the batch owns res now */
-        }
-        PQclear(res);
-        if (r->op_rescan && r->op_settled && r->low >= r->hz && r->hz_ok &&
-            now_ms() - r->hz_asked_ms >= HORIZON_REFRESH_MS)
-            r->hz_want = 1; /* caught up with the horizon: let low follow the writers */
-        if (r->op_rescan && !pending_unstalled(r) && !r->stopping) {
-            if (r->idle == IDLE_RECHECK) {
-                r->idle = IDLE_SLEEP;
-                r->sleep_until = now_ms() + r->cfg->poll_interval_ms;
-            } else if (r->idle == IDLE_RUN && now_ms() - r->last_rows_ms < r->cfg->busy_poll_ms) {
-                busy_pause(r, 0);
-            } else if (r->idle == IDLE_RUN) {
-                r->op_waiting = 1;
-                if (obx_outbox_send_waiting(r->conn, r->cfg, 1) != 0)
-                    disconnect(r, PQerrorMessage(r->conn));
-                else
-                    r->op = OP_WAITING;
-            }
-        }
-        return;
-    }
-    case OP_MARK:
-        r->marked += PQcmdTuples(res)[0] ? atoll(PQcmdTuples(res)) : 0;
-        if (r->retire_n + r->op_mark_n > r->retire_cap) {
-            r->retire_cap = (r->retire_n + r->op_mark_n) * 2;
-            r->retire = xrealloc(r->retire, r->retire_cap * sizeof *r->retire);
-        }
-        memcpy(r->retire + r->retire_n, r->acks, r->op_mark_n * sizeof *r->acks);
-        r->retire_n += r->op_mark_n;
-        memmove(r->acks, r->acks + r->op_mark_n, (r->acks_n - r->op_mark_n) * sizeof *r->acks);
-        r->acks_n -= r->op_mark_n;
-        /* Those left arrived while the mark ran: they wait from now. */
-        r->acks_since = now_ms();
-        break;
-    case OP_FAIL:
-        obx_idset_del(&r->owned, r->fails[0].id);
-        memmove(r->fails, r->fails + 1, (r->fails_n - 1) * sizeof *r->fails);
-        r->fails_n--;
-        break;
-    case OP_WAITING:
-        if (PQntuples(res) == 0 && !r->noflag_warned) {
-            /* Writers never or always notify: wake-ups wait for the fallback poll, or cost writers. */
-            OBX_LOG(OBX_LOG_WARN, "notify_flag_missing",
-                    "no waiting flag: the outbox_notify trigger is missing or older than this relay"
-                    " (run migrate)", KS("table", r->cfg->pg_table));
-            r->noflag_warned = 1;
-        }
-        if (r->op_waiting) {
-            /* A stop that came while the flag was being set must clear it. */
-            r->idle = r->stopping ? IDLE_CLEAR : IDLE_RECHECK;
-        } else {
-            r->idle = IDLE_RUN;
-        }
-        break;
-    case OP_STATS:
-        log_stats(r, atoll(PQgetvalue(res, 0, 0)), atoll(PQgetvalue(res, 0, 1)));
-        break;
-    case OP_HORIZON:
-        r->hz_v = atoll(PQgetvalue(res, 0, 0));
-        if (strcmp(PQgetvalue(res, 0, 1), "{}") == 0) {
-            set_horizon(r);
-        } else {
-            r->hz_w = strdup(PQgetvalue(res, 0, 1));
-            r->hz_retry_at = 0;
-            r->hz_retry_ms = 1;
-        }
-        break;
-    case OP_CONFIRM:
-        if (PQgetvalue(res, 0, 0)[0] == 't') {
-            free(r->hz_w);
-            r->hz_w = NULL;
-            set_horizon(r);
-        } else {
-            /* A writer's transaction is still open: ask again, less and less often. */
-            r->hz_retry_at = now_ms() + r->hz_retry_ms;
-            r->hz_retry_ms = r->hz_retry_ms < 128 ? r->hz_retry_ms * 2 : 128;
-        }
-        break;
-    case OP_NONE:
-        break;
+    case OP_CLAIM:
+        on_claim(r, res);
+        return; /* on_claim owns res */
+    case OP_MARK: on_mark(r, res); break;
+    case OP_FAIL: on_fail(r); break;
+    case OP_WAITING: on_waiting(r, res); break;
+    case OP_STATS: log_stats(r, atoll(PQgetvalue(res, 0, 0)), atoll(PQgetvalue(res, 0, 1))); break;
+    case OP_HORIZON: on_horizon(r, res); break;
+    case OP_CONFIRM: on_confirm(r, res); break;
+    case OP_NONE: break;
     }
     PQclear(res);
 }
@@ -975,15 +997,12 @@ static void drain_notifies(relay_t *r) {
     PGnotify *n;
     while ((n = PQnotifies(r->conn)) != NULL) {
         if (strcmp(n->extra, "rescan") == 0) {
-            /* A sent or parked row was made unsent again, perhaps below low. */
-            r->low = 0;
-            r->low_gen++;
-            r->scan_end = 1;
+            obx_scan_released(&r->scan);
             OBX_LOG(OBX_LOG_INFO, "rows_released", "rows released, rescanning from the start");
         }
         PQfreemem(n);
         if (r->idle == IDLE_SLEEP) {
-            r->idle = IDLE_CLEAR;
+            set_idle(r, IDLE_CLEAR);
             OBX_LOG(OBX_LOG_DEBUG, "notify_woken", "woken by notify");
         }
     }
@@ -1035,9 +1054,9 @@ static int handle_signals(relay_t *r) {
         } else {
             r->stopping = 1;
             if (r->idle == IDLE_POLL)
-                r->idle = IDLE_RUN;
+                set_idle(r, IDLE_RUN);
             else if (r->idle != IDLE_RUN)
-                r->idle = IDLE_CLEAR; /* writers must not keep paying NOTIFY */
+                set_idle(r, IDLE_CLEAR); /* writers must not keep paying NOTIFY */
             r->stop_deadline = now_ms() + r->cfg->shutdown_timeout_ms;
             obx_sdnotify("STOPPING=1");
             OBX_LOG(OBX_LOG_INFO, "shutting_down",
@@ -1065,7 +1084,7 @@ static void recreate_producer(relay_t *r) {
         return;
     }
     r->fatal = 0;
-    r->scan_end = 1;
+    obx_scan_stop(&r->scan);
     OBX_LOG(OBX_LOG_INFO, "producer_recreated",
             "kafka producer recreated; unmarked rows will be published again");
 }
@@ -1102,7 +1121,7 @@ static int poll_timeout(const relay_t *r) {
         next = due(next, r->lead_retry_at, now);
     if (r->idle == IDLE_SLEEP || r->idle == IDLE_POLL)
         next = due(next, r->sleep_until, now);
-    if (r->scan_end)
+    if (r->scan.end)
         next = sooner(next, r->retry_at, now);
     if (r->hz_w && r->idle == IDLE_RUN)
         next = sooner(next, r->hz_retry_at, now);
@@ -1198,6 +1217,95 @@ static void drain_batches(relay_t *r) {
     }
 }
 
+/* The loop's first half: serve librdkafka's events, then act on whatever
+ * is due (reconnect, the leader lock, the idle protocol's timers, marks,
+ * the next query). Returns 0 when the relay is to stop. */
+static int tick(relay_t *r) {
+    char err[512];
+    int64_t now;
+
+    obx_producer_serve(r->producer);
+    check_fatal(r);
+    release_held(r);
+    if (r->fatal)
+        recreate_producer(r);
+    now = now_ms();
+    health_tick(r, now);
+    check_unanswered(r, now);
+    if (!r->conn && now >= r->reconnect_at) {
+        r->reconnects++;
+        try_connect(r);
+    }
+    if (r->conn && !r->leader && now >= r->lead_retry_at) {
+        int lead = obx_outbox_try_lead(r->conn, r->cfg, err, sizeof err);
+        if (lead >= 0)
+            r->pg_answer_ms = now_ms();
+        if (lead < 0)
+            disconnect(r, err);
+        else if (lead) {
+            r->leader = 1;
+            OBX_LOG(OBX_LOG_INFO, "leadership_acquired", "leadership acquired", KS("role", "leader"));
+        }
+        r->lead_retry_at = now + r->cfg->poll_interval_ms;
+    }
+    if (r->idle == IDLE_SLEEP && now >= r->sleep_until)
+        set_idle(r, IDLE_CLEAR);
+    else if (r->idle == IDLE_POLL && now >= r->sleep_until)
+        set_idle(r, IDLE_RUN);
+    if (r->conn && r->leader && r->mop == OP_NONE)
+        send_marks(r);
+    if (r->conn && r->leader && r->op == OP_NONE)
+        send_next(r);
+    else if ((!r->conn || !r->leader) && r->cfg->stats_interval_s > 0 && now >= r->stats_at)
+        log_stats(r, -1, -1);
+    obx_retention_step(r->retention, r->conn && r->leader && !r->stopping, now);
+    return !(r->stopping && ((!pending_work(r) && r->op == OP_NONE && r->mop == OP_NONE &&
+                              (r->idle == IDLE_RUN || !r->conn || !r->leader)) ||
+                             now >= r->stop_deadline));
+}
+
+/* The loop's second half: one poll over the signal pipe, librdkafka's
+ * event pipe, the two sessions and retention's, until the next deadline
+ * (poll_timeout), then read what came. Returns 0 when the relay is to stop. */
+static int wait_and_dispatch(relay_t *r) {
+    struct pollfd fds[5];
+    int nfds = 2, pgidx = -1, retidx = -1, rc;
+
+    fds[0].fd = sigpipe_fds[0];
+    fds[0].events = POLLIN;
+    fds[1].fd = obx_producer_fd(r->producer);
+    fds[1].events = POLLIN;
+    if (r->conn) {
+        pgidx = nfds;
+        fds[nfds].fd = PQsocket(r->conn);
+        fds[nfds++].events = POLLIN;
+        fds[nfds].fd = PQsocket(r->mconn);
+        fds[nfds++].events = POLLIN;
+    }
+    if (obx_retention_fd(r->retention) >= 0) {
+        retidx = nfds;
+        fds[nfds].fd = obx_retention_fd(r->retention);
+        fds[nfds++].events = POLLIN;
+    }
+    rc = poll(fds, (nfds_t)nfds, ready(r->conn, r->op) || ready(r->mconn, r->mop) ? 0 : poll_timeout(r));
+    if (rc < 0 && errno != EINTR) {
+        OBX_LOG(OBX_LOG_ERROR, "poll_failed", "poll failed", KS("error", strerror(errno)));
+        r->exit_code = 1;
+        return 0;
+    }
+    if (rc > 0 && (fds[0].revents & POLLIN) && handle_signals(r)) {
+        r->exit_code = 1;
+        return 0;
+    }
+    if (r->conn && pgidx >= 0 && (fds[pgidx].revents || ready(r->conn, r->op)))
+        pg_input(r, r->conn, &r->op);
+    if (r->conn && pgidx >= 0 && (fds[pgidx + 1].revents || ready(r->mconn, r->mop)))
+        pg_input(r, r->mconn, &r->mop);
+    if (retidx >= 0 && fds[retidx].revents)
+        obx_retention_input(r->retention, now_ms());
+    return 1;
+}
+
 int obx_relay_run(obx_config_t *cfg) {
     relay_t r;
     char err[512];
@@ -1250,85 +1358,8 @@ int obx_relay_run(obx_config_t *cfg) {
     health_tick(&r, now_ms());
     obx_sdnotify("READY=1");
 
-    for (;;) {
-        struct pollfd fds[5];
-        int nfds = 2, pgidx = -1, retidx = -1, rc;
-        int64_t now;
-
-        obx_producer_serve(r.producer);
-        check_fatal(&r);
-        release_held(&r);
-        if (r.fatal)
-            recreate_producer(&r);
-        now = now_ms();
-        health_tick(&r, now);
-        check_unanswered(&r, now);
-        if (!r.conn && now >= r.reconnect_at) {
-            r.reconnects++;
-            try_connect(&r);
-        }
-        if (r.conn && !r.leader && now >= r.lead_retry_at) {
-            int lead = obx_outbox_try_lead(r.conn, cfg, err, sizeof err);
-            if (lead >= 0)
-                r.pg_answer_ms = now_ms();
-            if (lead < 0)
-                disconnect(&r, err);
-            else if (lead) {
-                r.leader = 1;
-                OBX_LOG(OBX_LOG_INFO, "leadership_acquired", "leadership acquired", KS("role", "leader"));
-            }
-            r.lead_retry_at = now + cfg->poll_interval_ms;
-        }
-        if (r.idle == IDLE_SLEEP && now >= r.sleep_until)
-            r.idle = IDLE_CLEAR;
-        else if (r.idle == IDLE_POLL && now >= r.sleep_until)
-            r.idle = IDLE_RUN;
-        if (r.conn && r.leader && r.mop == OP_NONE)
-            send_marks(&r);
-        if (r.conn && r.leader && r.op == OP_NONE)
-            send_next(&r);
-        else if ((!r.conn || !r.leader) && cfg->stats_interval_s > 0 && now >= r.stats_at)
-            log_stats(&r, -1, -1);
-        obx_retention_step(r.retention, r.conn && r.leader && !r.stopping, now);
-        if (r.stopping && ((!pending_work(&r) && r.op == OP_NONE && r.mop == OP_NONE &&
-                            (r.idle == IDLE_RUN || !r.conn || !r.leader)) ||
-                           now >= r.stop_deadline))
-            break;
-
-        fds[0].fd = sigpipe_fds[0];
-        fds[0].events = POLLIN;
-        fds[1].fd = obx_producer_fd(r.producer);
-        fds[1].events = POLLIN;
-        if (r.conn) {
-            pgidx = nfds;
-            fds[nfds].fd = PQsocket(r.conn);
-            fds[nfds++].events = POLLIN;
-            fds[nfds].fd = PQsocket(r.mconn);
-            fds[nfds++].events = POLLIN;
-        }
-        if (obx_retention_fd(r.retention) >= 0) {
-            retidx = nfds;
-            fds[nfds].fd = obx_retention_fd(r.retention);
-            fds[nfds++].events = POLLIN;
-        }
-        rc = poll(fds, (nfds_t)nfds,
-                  ready(r.conn, r.op) || ready(r.mconn, r.mop) ? 0 : poll_timeout(&r));
-        if (rc < 0 && errno != EINTR) {
-            OBX_LOG(OBX_LOG_ERROR, "poll_failed", "poll failed", KS("error", strerror(errno)));
-            r.exit_code = 1;
-            break;
-        }
-        if (rc > 0 && (fds[0].revents & POLLIN) && handle_signals(&r)) {
-            r.exit_code = 1;
-            break;
-        }
-        if (r.conn && pgidx >= 0 && (fds[pgidx].revents || ready(r.conn, r.op)))
-            pg_input(&r, r.conn, &r.op);
-        if (r.conn && pgidx >= 0 && (fds[pgidx + 1].revents || ready(r.mconn, r.mop)))
-            pg_input(&r, r.mconn, &r.mop);
-        if (retidx >= 0 && fds[retidx].revents)
-            obx_retention_input(r.retention, now_ms());
-    }
+    while (tick(&r) && wait_and_dispatch(&r))
+        ;
 
     if (r.stopping && pending_work(&r))
         OBX_LOG(OBX_LOG_WARN, "shutdown_deadline_passed",
