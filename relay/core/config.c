@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "xalloc.h"
+
 /* An enum key whose values are names[0..], NULL-terminated, in enum order. */
 static int parse_named(const char *s, const char *const *names, int *out) {
     for (int i = 0; names[i]; i++)
@@ -162,24 +164,12 @@ const obx_config_key_t *obx_config_keys(size_t *n) {
 #define FIELD_INT(cfg, k) ((int *)((char *)(cfg) + (k)->offset))
 #define FIELD_STR(cfg, k) ((char **)((char *)(cfg) + (k)->offset))
 
-static void oom(void) {
-    fputs("outbox-relay: out of memory\n", stderr);
-    abort();
-}
-
-static char *xstrdup(const char *s) {
-    char *d = strdup(s);
-    if (!d)
-        oom();
-    return d;
-}
-
 void obx_config_defaults(obx_config_t *cfg) {
     memset(cfg, 0, sizeof *cfg);
     for (size_t i = 0; i < NKEYS; i++) {
         const obx_config_key_t *k = &keys[i];
         if (k->type == OBX_KEY_STR)
-            *FIELD_STR(cfg, k) = xstrdup(k->def_s);
+            *FIELD_STR(cfg, k) = obx_xstrdup(k->def_s);
         else if (k->type == OBX_KEY_INT)
             *FIELD_INT(cfg, k) = (int)k->def_i;
         else if (k->type == OBX_KEY_ENUM && k->parse(k->def_s, FIELD_INT(cfg, k)) != 0)
@@ -210,9 +200,7 @@ void obx_config_free(obx_config_t *cfg) {
 }
 
 char *obx_config_quote_ident(const char *ident, size_t len) {
-    char *q = malloc(len * 2 + 3), *p = q;
-    if (!q)
-        oom();
+    char *q = obx_xmalloc(len * 2 + 3), *p = q;
     *p++ = '"';
     for (size_t i = 0; i < len; i++) {
         if (ident[i] == '"')
@@ -311,7 +299,7 @@ static int load_key(const obx_config_key_t *k, config_setting_t *s, obx_config_t
         return 0;
     }
     free(*FIELD_STR(cfg, k));
-    *FIELD_STR(cfg, k) = xstrdup(v);
+    *FIELD_STR(cfg, k) = obx_xstrdup(v);
     return 0;
 fail:
     return -1;
@@ -327,11 +315,10 @@ static char *kafka_properties(void) {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
-    if (!f)
-        oom();
-    rd_kafka_conf_properties_show(f);
-    if (fclose(f) != 0)
-        oom();
+    if (!f || (rd_kafka_conf_properties_show(f), fclose(f)) != 0) {
+        OBX_LOG(OBX_LOG_ERROR, "out_of_memory", "out of memory");
+        abort();
+    }
     return buf;
 }
 
@@ -393,14 +380,12 @@ static int load_kafka(config_setting_t *grp, obx_program_t program, obx_config_t
     rd_kafka_conf_t *probe = rd_kafka_conf_new();
     char *props = kafka_properties();
 
-    cfg->kafka = calloc((size_t)n + 1, sizeof *cfg->kafka);
-    if (!cfg->kafka)
-        oom();
+    cfg->kafka = obx_xcalloc((size_t)n + 1, sizeof *cfg->kafka);
     for (int i = 0; i < n; i++) {
         config_setting_t *s = config_setting_get_elem(grp, (unsigned)i);
         const char *name = config_setting_name(s);
         const char *v = val;
-        char *key = xstrdup(name);
+        char *key = obx_xstrdup(name);
         obx_kafka_prop_t *p = &cfg->kafka[cfg->kafka_n++];
 
         for (char *c = key; *c; c++)
@@ -418,7 +403,7 @@ static int load_kafka(config_setting_t *grp, obx_program_t program, obx_config_t
             FAIL_AT(s, "kafka.%s must be a string, number or boolean, not %s", name,
                     type_name(config_setting_type(s)));
         }
-        p->value = xstrdup(v);
+        p->value = obx_xstrdup(v);
         if (is_secret_key(key)) {
             cfg->has_secret = 1;
             obx_log_add_secret(p->value);
@@ -443,9 +428,7 @@ static int load_routes(config_setting_t *list, obx_config_t *cfg, const char *pa
     int n = config_setting_length(list);
     if (!config_setting_is_list(list) && !config_setting_is_array(list))
         FAIL_AT(list, "routes must be a list of groups: ( { aggregate_type = \"...\"; topic = \"...\"; } )");
-    cfg->routes = calloc((size_t)n + 1, sizeof *cfg->routes);
-    if (!cfg->routes)
-        oom();
+    cfg->routes = obx_xcalloc((size_t)n + 1, sizeof *cfg->routes);
     for (int i = 0; i < n; i++) {
         config_setting_t *r = config_setting_get_elem(list, (unsigned)i);
         const char *at = NULL, *topic = NULL;
@@ -469,8 +452,8 @@ static int load_routes(config_setting_t *list, obx_config_t *cfg, const char *pa
         }
         if (!at || !topic)
             FAIL_AT(r, "routes[%d] needs both aggregate_type and topic", i);
-        cfg->routes[i].aggregate_type = xstrdup(at);
-        cfg->routes[i].topic = xstrdup(topic);
+        cfg->routes[i].aggregate_type = obx_xstrdup(at);
+        cfg->routes[i].topic = obx_xstrdup(topic);
         cfg->routes_n++;
     }
     return 0;
@@ -483,9 +466,7 @@ static int load_topics(config_setting_t *list, obx_config_t *cfg, const char *pa
     int n = config_setting_length(list);
     if (!config_setting_is_array(list) && !config_setting_is_list(list))
         FAIL_AT(list, "consumer.topics must be a list of topic names: [\"a\", \"b\"]");
-    cfg->consumer_topics = calloc((size_t)n + 1, sizeof *cfg->consumer_topics);
-    if (!cfg->consumer_topics)
-        oom();
+    cfg->consumer_topics = obx_xcalloc((size_t)n + 1, sizeof *cfg->consumer_topics);
     for (int i = 0; i < n; i++) {
         config_setting_t *t = config_setting_get_elem(list, (unsigned)i);
         const char *v = config_setting_get_string(t);
@@ -493,7 +474,7 @@ static int load_topics(config_setting_t *list, obx_config_t *cfg, const char *pa
             FAIL_AT(t, "consumer.topics[%d] must be a string", i);
         if (!obx_route_topic_valid(v))
             FAIL_AT(t, "consumer.topics[%d] \"%s\" is not a valid Kafka topic name", i, v);
-        cfg->consumer_topics[cfg->consumer_topics_n++] = xstrdup(v);
+        cfg->consumer_topics[cfg->consumer_topics_n++] = obx_xstrdup(v);
     }
     return 0;
 fail:
@@ -586,9 +567,7 @@ static int check_table(obx_config_t *cfg, char *why, size_t whysize) {
     a = obx_config_quote_ident(t, (size_t)(dot - t));
     b = obx_config_quote_ident(dot + 1, strlen(dot + 1));
     n = strlen(a) + strlen(b) + 2;
-    cfg->pg_table_sql = malloc(n);
-    if (!cfg->pg_table_sql)
-        oom();
+    cfg->pg_table_sql = obx_xmalloc(n);
     snprintf(cfg->pg_table_sql, n, "%s.%s", a, b);
     free(a);
     free(b);
@@ -679,7 +658,7 @@ int obx_config_load(const char *path, obx_program_t program, obx_config_t *cfg, 
     int rc = -1;
 
     obx_config_defaults(cfg);
-    cfg->path = xstrdup(path);
+    cfg->path = obx_xstrdup(path);
     cfg->program = (int)program;
     config_init(&lc);
     f = fopen(path, "r");
@@ -753,7 +732,7 @@ static int key_copy(const obx_config_key_t *k, obx_config_t *cur, const obx_conf
     case OBX_KEY_ENUM: *FIELD_INT(cur, k) = *FIELD_INT(fresh, k); return 0;
     case OBX_KEY_STR:
         free(*FIELD_STR(cur, k));
-        *FIELD_STR(cur, k) = xstrdup(*FIELD_STR(fresh, k));
+        *FIELD_STR(cur, k) = obx_xstrdup(*FIELD_STR(fresh, k));
         return 0;
     default: return -1;
     }

@@ -8,6 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "xalloc.h"
+
 #define OBX_LOG_LINE_MAX 8192
 #define OBX_LOG_SECRETS_MAX 32
 
@@ -57,7 +59,7 @@ void obx_log_add_secret(const char *secret) {
         if (log_secrets[i] && strcmp(log_secrets[i], secret) == 0)
             return;
         if (!log_secrets[i]) {
-            log_secrets[i] = strdup(secret);
+            log_secrets[i] = obx_xstrdup(secret); /* a secret that could not be kept would be logged */
             return;
         }
     }

@@ -1,5 +1,6 @@
 #include "pgconn.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "log.h"
@@ -21,4 +22,14 @@ PGconn *obx_pgconn_open(const char *conninfo, const char *application_name) {
     if (PQstatus(conn) == CONNECTION_OK)
         PQsetNoticeReceiver(conn, on_notice, NULL);
     return conn;
+}
+
+const char *obx_pgconn_error(char *buf, size_t size, const char *msg) {
+    size_t n;
+    snprintf(buf, size, "%s", msg ? msg : "");
+    buf[strcspn(buf, "\n")] = '\0';
+    n = strlen(buf);
+    while (n > 0 && (buf[n - 1] == ' ' || buf[n - 1] == '\r'))
+        buf[--n] = '\0';
+    return buf;
 }

@@ -6,8 +6,12 @@
 #define OBX_PGCONN_H
 
 #include <libpq-fe.h>
+#include <stddef.h>
 
 /* Always returns a PGconn (libpq's rule): check PQstatus, PQfinish it. */
 PGconn *obx_pgconn_open(const char *conninfo, const char *application_name);
+/* A libpq error message (PQerrorMessage, PQresultErrorMessage) as one log
+ * field: its first line, trailing blanks cut, into buf. Returns buf. */
+const char *obx_pgconn_error(char *buf, size_t size, const char *msg);
 
 #endif

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "pgconn.h"
 
 static const char *const apply_names[] = {"applied", "rejected", "duplicate", "parked"};
 static const char *const comp_names[] = {"undone", "empty_rollback", "nothing_to_undo", "duplicate"};
@@ -162,8 +163,7 @@ static PGresult *checked(PGresult *res, char *errstr, size_t errsize) {
     ExecStatusType st = PQresultStatus(res);
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
         return res;
-    snprintf(errstr, errsize, "%s", res ? PQresultErrorMessage(res) : "out of memory");
-    errstr[strcspn(errstr, "\n")] = '\0';
+    obx_pgconn_error(errstr, errsize, res ? PQresultErrorMessage(res) : "out of memory");
     PQclear(res);
     return NULL;
 }

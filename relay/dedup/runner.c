@@ -10,12 +10,15 @@
 #include <unistd.h>
 
 #include "backoff.h"
+#include "clock.h"
 #include "config.h"
 #include "dedup_internal.h"
 #include "log.h"
 #include "pgconn.h"
 #include "rklog.h"
 #include "rkmeta.h"
+#include "signals.h"
+#include "xalloc.h"
 
 #define HDR_MAX 128
 #define WARM_TIMEOUT_MS 1000 /* per subscribed topic, at start-up */
@@ -59,20 +62,10 @@ static void on_signal(int sig) {
 }
 
 
-static int64_t clock_ms(clockid_t clock) {
-    struct timespec ts;
-    clock_gettime(clock, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t now_ms(void) {
-    return clock_ms(CLOCK_MONOTONIC);
-}
-
 /* Sleeps up to ms, waking early when a stop signal arrives. */
 static void nap(int64_t ms) {
-    int64_t until = now_ms() + ms;
-    while (!stop_signals && now_ms() < until)
+    int64_t until = obx_clock_ms() + ms;
+    while (!stop_signals && obx_clock_ms() < until)
         usleep(10000);
 }
 
@@ -89,8 +82,7 @@ static int db_ok(runner_t *r) {
                     KS("db", PQdb(r->conn)));
             return 1;
         }
-        snprintf(err, sizeof err, "%s", PQerrorMessage(r->conn));
-        err[strcspn(err, "\n")] = '\0';
+        obx_pgconn_error(err, sizeof err, PQerrorMessage(r->conn));
         {
             int64_t delay = obx_backoff_next(&r->backoff);
             OBX_LOG(OBX_LOG_ERROR, "postgres_connect_failed",
@@ -196,8 +188,7 @@ static int exec_simple(PGconn *conn, const char *sql, char *err, size_t errsize)
     PGresult *res = PQexec(conn, sql);
     int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
     if (!ok) {
-        snprintf(err, errsize, "%s", PQresultErrorMessage(res));
-        err[strcspn(err, "\n")] = '\0';
+        obx_pgconn_error(err, errsize, PQresultErrorMessage(res));
     }
     PQclear(res);
     return ok ? 0 : -1;
@@ -306,14 +297,14 @@ static lag_t lag_of(const runner_t *r) {
 /* The stats line, when it is due. Also called between a batch's retries:
  * a consumer stuck on its database keeps showing its lag. */
 static void stats_if_due(runner_t *r) {
-    int64_t now = now_ms();
+    int64_t now = obx_clock_ms();
     char assigned[ASSIGNED_MAX], worst[300];
     if (r->cfg->stats_interval_s <= 0 || now < r->next_stats_ms)
         return;
     long long done = r->applied + r->rejected + r->duplicates + r->parked + r->compensations;
     double secs = (double)(now - r->last_stats_ms) / 1000.0;
     lag_t l = lag_of(r);
-    int64_t age_ms = clock_ms(CLOCK_REALTIME) - r->newest_ts_ms;
+    int64_t age_ms = obx_clock_wall_ms() - r->newest_ts_ms;
     assigned_list(r->assigned, assigned, sizeof assigned);
     if (l.worst)
         snprintf(worst, sizeof worst, "%s:%d", l.worst->topic, l.worst->partition);
@@ -499,8 +490,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
  * assigns anything makes the leaders known by then. Best effort: a topic
  * that does not exist yet is found by the subscription later. */
 static void warm_topics(runner_t *r) {
-    r->rkts = calloc(r->cfg->consumer_topics_n, sizeof *r->rkts);
-    for (size_t i = 0; r->rkts && i < r->cfg->consumer_topics_n; i++) {
+    r->rkts = obx_xcalloc(r->cfg->consumer_topics_n, sizeof *r->rkts);
+    for (size_t i = 0; i < r->cfg->consumer_topics_n; i++) {
         r->rkts[i] = rd_kafka_topic_new(r->rk, r->cfg->consumer_topics[i], NULL);
         if (r->rkts[i])
             obx_rkmeta_fetch(r->rk, r->rkts[i], WARM_TIMEOUT_MS, NULL);
@@ -546,7 +537,7 @@ fail:
 }
 
 static void periodic(runner_t *r) {
-    int64_t now = now_ms();
+    int64_t now = obx_clock_ms();
     stats_if_due(r);
     if (r->cfg->inbox_cleanup_interval_s > 0 && now >= r->next_cleanup_ms && db_ok(r)) {
         char err[512];
@@ -571,16 +562,12 @@ static int run(obx_config_t *cfg, const obx_handler_t *h) {
     r.cfg = cfg;
     r.h = h;
     r.newest_ts_ms = -1;
-    r.batch = calloc((size_t)cfg->consumer_batch_size, sizeof *r.batch);
-    r.evs = calloc((size_t)cfg->consumer_batch_size, sizeof *r.evs);
-    r.hdrs = calloc((size_t)cfg->consumer_batch_size, sizeof *r.hdrs);
-    r.status = calloc((size_t)cfg->consumer_batch_size, sizeof *r.status);
-    if (!r.batch || !r.evs || !r.hdrs || !r.status) {
-        OBX_LOG(OBX_LOG_ERROR, "out_of_memory", "out of memory", KI("batch_size", cfg->consumer_batch_size));
-        goto out;
-    }
-    obx_backoff_init(&r.backoff, 100, 10000, (uint64_t)now_ms() ^ (uint64_t)getpid());
-    r.last_stats_ms = now_ms();
+    r.batch = obx_xcalloc((size_t)cfg->consumer_batch_size, sizeof *r.batch);
+    r.evs = obx_xcalloc((size_t)cfg->consumer_batch_size, sizeof *r.evs);
+    r.hdrs = obx_xcalloc((size_t)cfg->consumer_batch_size, sizeof *r.hdrs);
+    r.status = obx_xcalloc((size_t)cfg->consumer_batch_size, sizeof *r.status);
+    obx_backoff_init(&r.backoff, 100, 10000, (uint64_t)obx_clock_ms() ^ (uint64_t)getpid());
+    r.last_stats_ms = obx_clock_ms();
     r.next_stats_ms = r.last_stats_ms + (int64_t)cfg->stats_interval_s * 1000;
     r.next_cleanup_ms = r.last_stats_ms + 1000;
     r.rk = consumer_new(&r, err, sizeof err);
@@ -601,7 +588,7 @@ static int run(obx_config_t *cfg, const obx_handler_t *h) {
     while (!stop_signals) {
         int64_t deadline = 0;
         while (!stop_signals && r.batch_n < cfg->consumer_batch_size) {
-            int64_t wait = deadline ? deadline - now_ms() : 100;
+            int64_t wait = deadline ? deadline - obx_clock_ms() : 100;
             rd_kafka_message_t *m;
             if (deadline && wait <= 0)
                 break;
@@ -620,7 +607,7 @@ static int run(obx_config_t *cfg, const obx_handler_t *h) {
             }
             r.batch[r.batch_n++] = m;
             if (!deadline)
-                deadline = now_ms() + cfg->consumer_batch_timeout_ms;
+                deadline = obx_clock_ms() + cfg->consumer_batch_timeout_ms;
         }
         flush_batch(&r);
         periodic(&r);
@@ -675,8 +662,7 @@ static int check_inbox(PGconn *conn) {
             2, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             char e[512];
-            snprintf(e, sizeof e, "%s", PQresultErrorMessage(res));
-            e[strcspn(e, "\n")] = '\0';
+            obx_pgconn_error(e, sizeof e, PQresultErrorMessage(res));
             printf("inbox: FAILED: table %s: %s\n", tables[i][0], e);
             failed++;
         } else if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
@@ -757,8 +743,7 @@ static int check(obx_config_t *cfg) {
     conn = obx_pgconn_open(cfg->pg_conninfo, cfg->consumer_name);
     if (PQstatus(conn) != CONNECTION_OK) {
         char e[512];
-        snprintf(e, sizeof e, "%s", PQerrorMessage(conn));
-        e[strcspn(e, "\n")] = '\0';
+        obx_pgconn_error(e, sizeof e, PQerrorMessage(conn));
         printf("postgres: FAILED: %s\n", e);
         failed++;
     } else {
@@ -784,7 +769,6 @@ int obx_runner_main(int argc, char **argv, const char *program, const obx_handle
     const char *path = NULL;
     obx_config_t cfg;
     char err[1024];
-    struct sigaction sa;
     int opt, rc, do_check = 0;
 
     obx_log_set_component(program);
@@ -829,12 +813,7 @@ int obx_runner_main(int argc, char **argv, const char *program, const obx_handle
         obx_log_clear_secrets();
         return rc;
     }
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    obx_signals_install(on_signal);
     rc = run(&cfg, h);
     obx_config_free(&cfg);
     obx_log_clear_secrets();

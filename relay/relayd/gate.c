@@ -1,4 +1,5 @@
 #include "gate.h"
+#include "xalloc.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -30,9 +31,8 @@ struct obx_gate {
 };
 
 obx_gate_t *obx_gate_new(int64_t stall_ms, int64_t cold_ms) {
-    obx_gate_t *g = calloc(1, sizeof *g);
-    if (g)
-        obx_gate_configure(g, stall_ms, cold_ms);
+    obx_gate_t *g = obx_xcalloc(1, sizeof *g);
+    obx_gate_configure(g, stall_ms, cold_ms);
     return g;
 }
 
@@ -66,15 +66,10 @@ static topic_t *topic_find(obx_gate_t *g, const char *name, int create) {
     }
     if (!create)
         return NULL;
-    t = realloc(g->topics, (g->ntopics + 1) * sizeof *t);
-    if (!t)
-        return NULL;
-    g->topics = t;
+    g->topics = obx_xrealloc(g->topics, (g->ntopics + 1) * sizeof *g->topics);
     t = &g->topics[g->ntopics];
     memset(t, 0, sizeof *t);
-    t->name = strdup(name);
-    if (!t->name)
-        return NULL;
+    t->name = obx_xstrdup(name);
     g->last = g->ntopics++;
     return t;
 }
@@ -94,9 +89,7 @@ static part_t *part_find(obx_gate_t *g, const char *topic, int32_t partition, in
         size_t n = slot + 1;
         if (!create)
             return NULL;
-        p = realloc(t->parts, n * sizeof *p);
-        if (!p)
-            return NULL;
+        p = obx_xrealloc(t->parts, n * sizeof *p);
         memset(p + t->nparts, 0, (n - t->nparts) * sizeof *p);
         t->parts = p;
         t->nparts = n;
@@ -105,8 +98,7 @@ static part_t *part_find(obx_gate_t *g, const char *topic, int32_t partition, in
 }
 
 const char *obx_gate_topic(obx_gate_t *g, const char *topic) {
-    topic_t *t = topic_find(g, topic, 1);
-    return t ? t->name : NULL;
+    return topic_find(g, topic, 1)->name;
 }
 
 static int is_stalled(const obx_gate_t *g, const part_t *p, int64_t now) {
@@ -117,12 +109,10 @@ static int is_cold(const obx_gate_t *g, const part_t *p, int64_t now) {
     return !p->warm || (p->unacked == 0 && now - p->last_ack_ms >= g->cold_ms);
 }
 
-static int hold(obx_gate_t *g, part_t *p, void *msg) {
+static void hold(obx_gate_t *g, part_t *p, void *msg) {
     if (p->n == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 16;
-        void **v = malloc(cap * sizeof *v);
-        if (!v)
-            return -1;
+        void **v = obx_xmalloc(cap * sizeof *v);
         for (size_t i = 0; i < p->n; i++)
             v[i] = p->held[(p->head + i) % p->cap];
         free(p->held);
@@ -133,7 +123,6 @@ static int hold(obx_gate_t *g, part_t *p, void *msg) {
     p->held[(p->head + p->n) % p->cap] = msg;
     p->n++;
     g->held_total++;
-    return 0;
 }
 
 static void *unhold(obx_gate_t *g, part_t *p) {
@@ -157,8 +146,10 @@ obx_gate_verdict_t obx_gate_offer(obx_gate_t *g, const char *topic, int32_t part
     }
     if (is_cold(g, p, now_ms))
         p->warm = 0; /* stays cold until the next acknowledgement */
-    if (p->n > 0 || (!p->warm && p->unacked > 0))
-        return hold(g, p, msg) == 0 ? OBX_GATE_HOLD : OBX_GATE_SKIP;
+    if (p->n > 0 || (!p->warm && p->unacked > 0)) {
+        hold(g, p, msg);
+        return OBX_GATE_HOLD;
+    }
     if (p->unacked++ == 0)
         p->progress_ms = now_ms;
     return OBX_GATE_SEND;

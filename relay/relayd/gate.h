@@ -42,13 +42,13 @@ typedef struct {
     int skipping;    /* partitions skipping rows in this scan */
 } obx_gate_stats_t;
 
-/* NULL when out of memory. stall_ms, cold_ms > 0. */
+/* stall_ms, cold_ms > 0. Out of memory aborts (xalloc.h), here and below. */
 obx_gate_t *obx_gate_new(int64_t stall_ms, int64_t cold_ms);
 void obx_gate_destroy(obx_gate_t *g);
 /* Settings changed by a reload; they apply to the next offers. */
 void obx_gate_configure(obx_gate_t *g, int64_t stall_ms, int64_t cold_ms);
 /* The gate's own copy of a topic name, stable until obx_gate_destroy (for
- * messages to point at); NULL when out of memory. */
+ * messages to point at). */
 const char *obx_gate_topic(obx_gate_t *g, const char *topic);
 
 /* Decides for one message of topic/partition (partition -1: librdkafka

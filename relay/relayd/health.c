@@ -12,15 +12,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
+#include "xalloc.h"
 
 #define WATCHDOG_CHECK_MS 100
-
-int64_t obx_health_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int obx_health_write(const char *path, const obx_health_t *h, char *errstr, size_t errsize) {
     char tmp[4096 + 8], line[256];
@@ -127,7 +123,7 @@ static void *watch(void *arg) {
     const struct timespec nap = {0, WATCHDOG_CHECK_MS * 1000000L};
 
     while (!atomic_load(&w->stop)) {
-        int64_t since = obx_health_now_ms() - atomic_load(&w->tick);
+        int64_t since = obx_clock_ms() - atomic_load(&w->tick);
         if (since > w->timeout_ms) {
             /* The loop may be stuck writing to stderr itself: log only if
              * the line cannot block, and exit either way. */
@@ -144,15 +140,11 @@ static void *watch(void *arg) {
 }
 
 obx_health_watchdog_t *obx_health_watchdog_start(int64_t timeout_ms, char *errstr, size_t errsize) {
-    obx_health_watchdog_t *w = calloc(1, sizeof *w);
+    obx_health_watchdog_t *w = obx_xcalloc(1, sizeof *w);
     int err;
 
-    if (!w) {
-        snprintf(errstr, errsize, "out of memory");
-        return NULL;
-    }
     w->timeout_ms = timeout_ms;
-    atomic_init(&w->tick, obx_health_now_ms());
+    atomic_init(&w->tick, obx_clock_ms());
     atomic_init(&w->stop, 0);
     err = pthread_create(&w->thread, NULL, watch, w);
     if (err != 0) {

@@ -3,8 +3,8 @@
  * thread that ends the process when the loop stops turning, so that a
  * standby can take the leader lock over.
  *
- * Times are CLOCK_MONOTONIC milliseconds (obx_health_now_ms), which every
- * process of a boot shares, so a probe in another process compares them. */
+ * Times are obx_clock_ms (clock.h), which every process of a boot shares,
+ * so a probe in another process compares them. */
 #ifndef OBX_HEALTH_H
 #define OBX_HEALTH_H
 
@@ -24,7 +24,6 @@ typedef struct {
     char state[16];    /* the stats line's state */
 } obx_health_t;
 
-int64_t obx_health_now_ms(void);
 /* Replaces path's content with h (written to path.tmp, then renamed, so a
  * reader never sees half a record). Returns 0, or -1 with the reason. */
 int obx_health_write(const char *path, const obx_health_t *h, char *errstr, size_t errsize);

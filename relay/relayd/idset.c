@@ -1,4 +1,5 @@
 #include "idset.h"
+#include "xalloc.h"
 
 #include <stdlib.h>
 
@@ -7,11 +8,9 @@ static size_t slot_of(size_t cap, int64_t id) {
     return (size_t)(((uint64_t)id * 0x9E3779B97F4A7C15ULL) >> 17) & (cap - 1);
 }
 
-static int grow(obx_idset_t *s) {
+static void grow(obx_idset_t *s) {
     size_t cap = s->cap ? s->cap * 2 : 1024;
-    int64_t *slots = calloc(cap, sizeof *slots);
-    if (!slots)
-        return -1;
+    int64_t *slots = obx_xcalloc(cap, sizeof *slots);
     for (size_t i = 0; i < s->cap; i++) {
         if (s->slots[i]) {
             size_t j = slot_of(cap, s->slots[i]);
@@ -23,19 +22,17 @@ static int grow(obx_idset_t *s) {
     free(s->slots);
     s->slots = slots;
     s->cap = cap;
-    return 0;
 }
 
-int obx_idset_add(obx_idset_t *s, int64_t id) {
+void obx_idset_add(obx_idset_t *s, int64_t id) {
     size_t i;
-    if ((s->n + 1) * 2 > s->cap && grow(s) != 0)
-        return -1;
+    if ((s->n + 1) * 2 > s->cap)
+        grow(s);
     for (i = slot_of(s->cap, id); s->slots[i]; i = (i + 1) & (s->cap - 1))
         if (s->slots[i] == id)
-            return 0;
+            return;
     s->slots[i] = id;
     s->n++;
-    return 0;
 }
 
 int obx_idset_has(const obx_idset_t *s, int64_t id) {

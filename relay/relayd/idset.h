@@ -13,8 +13,8 @@ typedef struct {
     size_t cap, n;   /* cap: a power of two, or 0 */
 } obx_idset_t;
 
-/* Adds id (> 0); returns 0, or -1 when out of memory (the set is unchanged). */
-int obx_idset_add(obx_idset_t *s, int64_t id);
+/* Adds id (> 0); out of memory aborts (xalloc.h). */
+void obx_idset_add(obx_idset_t *s, int64_t id);
 int obx_idset_has(const obx_idset_t *s, int64_t id);
 /* Removes id when present. */
 void obx_idset_del(obx_idset_t *s, int64_t id);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "clock.h"
 #include "config.h"
 #include "health.h"
 #include "log.h"
@@ -18,6 +19,7 @@
 #include "relay.h"
 #include "rkmeta.h"
 #include "route.h"
+#include "xalloc.h"
 
 #define EXIT_CONFIG 2
 
@@ -177,11 +179,7 @@ static obx_producer_t *check_producer(const obx_config_t *cfg, char *errstr, siz
     obx_config_t c = *cfg;
     obx_producer_t *p;
 
-    c.kafka = calloc(cfg->kafka_n + 1, sizeof *c.kafka);
-    if (!c.kafka) {
-        snprintf(errstr, errsize, "out of memory");
-        return NULL;
-    }
+    c.kafka = obx_xcalloc(cfg->kafka_n + 1, sizeof *c.kafka);
     if (cfg->kafka_n)
         memcpy(c.kafka, cfg->kafka, cfg->kafka_n * sizeof *c.kafka);
     c.kafka[c.kafka_n].key = key;
@@ -211,7 +209,7 @@ static int health(const obx_config_t *cfg, obx_health_mode_t mode) {
         printf("health: FAILED: the relay (pid %ld) is not running\n", h.pid);
         return 1;
     }
-    rc = obx_health_judge(&h, obx_health_now_ms(), (int64_t)cfg->health_max_age_s * 1000, mode, why,
+    rc = obx_health_judge(&h, obx_clock_ms(), (int64_t)cfg->health_max_age_s * 1000, mode, why,
                           sizeof why);
     printf("health: %s: %s\n", rc == 0 ? "ok" : "FAILED", why);
     return rc;

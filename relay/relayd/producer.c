@@ -7,9 +7,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "rklog.h"
 #include "rkmeta.h"
+#include "xalloc.h"
 
 /* Topics are few (routes, or one per aggregate type), so a short list with
  * the last hit first is enough; past TOPICS_MAX the least recent is dropped. */
@@ -73,12 +75,6 @@ struct obx_producer {
     int topics_n;
 };
 
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Served on our thread (log.queue), in order with the delivery reports.
  * The `eos` debug context tells when a producer id is acquired
  * (rd_kafka_idemp_pid_update: "[thrd:main]: Acquired PID{...}") and when
@@ -130,7 +126,7 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
     (void)rk;
     (void)len;
     if (brokers && strstr(brokers, "\"state\":\"UP\""))
-        p->broker_up_ms = now_ms();
+        p->broker_up_ms = obx_clock_ms();
     return 0; /* librdkafka frees json */
 }
 
@@ -175,7 +171,7 @@ static int set_debug(rd_kafka_conf_t *conf, const obx_config_t *cfg, char *errst
 
 obx_producer_t *obx_producer_new(const obx_config_t *cfg, obx_dr_fn dr, void *ctx,
                                  char *errstr, size_t errsize) {
-    obx_producer_t *p = calloc(1, sizeof *p);
+    obx_producer_t *p = obx_xcalloc(1, sizeof *p);
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char qmax[32];
 
@@ -251,7 +247,7 @@ static void topic_meta(obx_producer_t *p, topic_t *t) {
     if (t->meta_timeout_ms == 0)
         t->meta_timeout_ms = WARM_TIMEOUT_MS;
     t->err = obx_rkmeta_fetch(p->rk, t->rkt, t->meta_timeout_ms, &n);
-    t->meta_at = now_ms();
+    t->meta_at = obx_clock_ms();
     if (n > 0)
         t->partitions = n;
     if (t->err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
@@ -291,11 +287,7 @@ static topic_t *topic_get(obx_producer_t *p, const char *name) {
     t.rkt = rd_kafka_topic_new(p->rk, name, NULL);
     if (!t.rkt)
         return NULL;
-    t.name = strdup(name);
-    if (!t.name) {
-        rd_kafka_topic_destroy(t.rkt);
-        return NULL;
-    }
+    t.name = obx_xstrdup(name);
     memmove(&p->topics[1], &p->topics[0], (size_t)p->topics_n * sizeof t);
     p->topics[0] = t;
     p->topics_n++;
@@ -312,7 +304,7 @@ int obx_producer_partition(obx_producer_t *p, const char *topic, const char *key
         *err = RD_KAFKA_RESP_ERR__INVALID_ARG; /* an invalid topic name */
         return -1;
     }
-    age = now_ms() - t->meta_at;
+    age = obx_clock_ms() - t->meta_at;
     if (age >= (t->partitions > 0 ? META_REFRESH_MS : META_RETRY_MS))
         topic_meta(p, t);
     if (t->partitions > 0) {
@@ -329,7 +321,7 @@ int obx_producer_partition(obx_producer_t *p, const char *topic, const char *key
     if (t->err == RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION || t->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ||
         t->err == RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED)
         return -1;
-    if (t->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART && now_ms() - t->unknown_since >= UNKNOWN_TOPIC_WAIT_MS)
+    if (t->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART && obx_clock_ms() - t->unknown_since >= UNKNOWN_TOPIC_WAIT_MS)
         return -1;
     return 1;
 }

@@ -38,11 +38,13 @@
 #include <unistd.h>
 
 #include "backoff.h"
+#include "clock.h"
 #include "gate.h"
 #include "health.h"
 #include "idset.h"
 #include "headers.h"
 #include "log.h"
+#include "pgconn.h"
 #include "outbox.h"
 #include "pace.h"
 #include "producer.h"
@@ -50,6 +52,8 @@
 #include "route.h"
 #include "scan.h"
 #include "sdnotify.h"
+#include "signals.h"
+#include "xalloc.h"
 
 #define MARK_MAX 10000 /* ids per UPDATE */
 /* librdkafka 2.3.0 (PR 4438) stopped raising a fatal "sequence
@@ -217,27 +221,12 @@ static void on_signal(int sig) {
     errno = saved;
 }
 
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void *xrealloc(void *p, size_t n) {
-    void *q = realloc(p, n);
-    if (!q) {
-        OBX_LOG(OBX_LOG_ERROR, "out_of_memory", "out of memory");
-        abort();
-    }
-    return q;
-}
-
 static void push_ack(relay_t *r, int64_t id) {
     if (r->acks_n == 0)
-        r->acks_since = now_ms();
+        r->acks_since = obx_clock_ms();
     if (r->acks_n == r->acks_cap) {
         r->acks_cap = r->acks_cap ? r->acks_cap * 2 : 1024;
-        r->acks = xrealloc(r->acks, r->acks_cap * sizeof *r->acks);
+        r->acks = obx_xrealloc(r->acks, r->acks_cap * sizeof *r->acks);
     }
     r->acks[r->acks_n++] = id;
 }
@@ -268,7 +257,7 @@ static int is_unauthorized(rd_kafka_resp_err_t err) {
  * itself once the ACL exists), and say so at most once per
  * NOT_AUTHORIZED_LOG_MS per topic. */
 static void not_authorized(relay_t *r, const char *topic, rd_kafka_resp_err_t err, int64_t id) {
-    int64_t now = now_ms();
+    int64_t now = obx_clock_ms();
     int slot = 0;
 
     r->deferred++;
@@ -305,7 +294,7 @@ static void row_failed(relay_t *r, int64_t id, const char *event_id, int attempt
 
     if (r->fails_n == r->fails_cap) {
         r->fails_cap = r->fails_cap ? r->fails_cap * 2 : 16;
-        r->fails = xrealloc(r->fails, r->fails_cap * sizeof *r->fails);
+        r->fails = obx_xrealloc(r->fails, r->fails_cap * sizeof *r->fails);
     }
     f = &r->fails[r->fails_n++];
     f->id = id;
@@ -328,7 +317,7 @@ static void row_failed(relay_t *r, int64_t id, const char *event_id, int attempt
             obx_scan_stop(&r->scan);
         }
     }
-    r->retry_at = now_ms() + r->cfg->poll_interval_ms;
+    r->retry_at = obx_clock_ms() + r->cfg->poll_interval_ms;
 }
 
 static void batch_release(batch_t *b) {
@@ -346,7 +335,7 @@ static void batch_release(batch_t *b) {
 static void resume_skipped(relay_t *r) {
     obx_scan_stop(&r->scan);
     if (r->idle == IDLE_POLL)
-        r->sleep_until = now_ms();
+        r->sleep_until = obx_clock_ms();
 }
 
 static void drop_held(void *ctx, void *msg);
@@ -355,7 +344,7 @@ static void on_delivery(void *ctx, void *opaque, rd_kafka_resp_err_t err, int32_
                         int64_t offset) {
     relay_t *r = ctx;
     msg_t *m = opaque;
-    int64_t now = now_ms();
+    int64_t now = obx_clock_ms();
     int gate;
 
     (void)partition; /* the one the relay chose: m->partition */
@@ -419,7 +408,7 @@ static int send_msg(relay_t *r, msg_t *m) {
         m->hdrs = NULL; /* librdkafka's now */
         return 0;
     }
-    obx_gate_report(r->gate, m->topic, m->partition, 0, now_ms());
+    obx_gate_report(r->gate, m->topic, m->partition, 0, obx_clock_ms());
     r->inflight--;
     rd_kafka_headers_destroy(m->hdrs);
     m->hdrs = NULL;
@@ -457,7 +446,7 @@ static void drop_held(void *ctx, void *msg) {
  * everything is then published again from a rescan by a new producer. */
 static void release_held(relay_t *r) {
     msg_t *m;
-    while (!r->fatal && (m = obx_gate_release(r->gate, now_ms())) != NULL) {
+    while (!r->fatal && (m = obx_gate_release(r->gate, obx_clock_ms())) != NULL) {
         int64_t id = m->id; /* send_msg may free m with its batch */
         if (send_msg(r, m) != 0) {
             OBX_LOG(OBX_LOG_ERROR, "held_message_refused",
@@ -479,13 +468,6 @@ static void retire_marked(relay_t *r) {
     memmove(r->retire, r->retire + r->retire_sent, (r->retire_n - r->retire_sent) * sizeof *r->retire);
     r->retire_n -= r->retire_sent;
     r->retire_sent = 0;
-}
-
-static void own(relay_t *r, int64_t id) {
-    if (obx_idset_add(&r->owned, id) != 0) {
-        OBX_LOG(OBX_LOG_ERROR, "out_of_memory", "out of memory");
-        abort();
-    }
 }
 
 /* Routes one row and hands it to the gate. Returns 1 when the gate skipped
@@ -515,7 +497,7 @@ static int produce_row(relay_t *r, batch_t *b, msg_t *m, const obx_row_t *row) {
                 "produce deferred: the topic's partitions are not known yet", KI("id", row->id),
                 KS("topic", topic), KS("error", rd_kafka_err2name(kerr)));
         r->deferred++;
-        r->retry_at = now_ms() + r->cfg->poll_interval_ms;
+        r->retry_at = obx_clock_ms() + r->cfg->poll_interval_ms;
         return -1;
     }
     if (rc < 0 && is_unauthorized(kerr)) {
@@ -529,11 +511,11 @@ static int produce_row(relay_t *r, batch_t *b, msg_t *m, const obx_row_t *row) {
         return 0;
     }
     m->topic = obx_gate_topic(r->gate, topic);
-    if (!m->topic || obx_headers_build(row, &m->hdrs, err, sizeof err) != 0) {
-        row_failed(r, row->id, row->event_id, row->attempts, 1, m->topic ? err : "out of memory");
+    if (obx_headers_build(row, &m->hdrs, err, sizeof err) != 0) {
+        row_failed(r, row->id, row->event_id, row->attempts, 1, err);
         return 0;
     }
-    switch (obx_gate_offer(r->gate, m->topic, m->partition, m, now_ms())) {
+    switch (obx_gate_offer(r->gate, m->topic, m->partition, m, obx_clock_ms())) {
     case OBX_GATE_SKIP:
         /* Its partition is stalled: a later scan finds the row. */
         rd_kafka_headers_destroy(m->hdrs);
@@ -541,14 +523,14 @@ static int produce_row(relay_t *r, batch_t *b, msg_t *m, const obx_row_t *row) {
         r->skipped++;
         return 1;
     case OBX_GATE_HOLD:
-        own(r, row->id);
+        obx_idset_add(&r->owned, row->id);
         b->remaining++;
         r->inflight++;
         return 0;
     case OBX_GATE_SEND:
         break;
     }
-    own(r, row->id);
+    obx_idset_add(&r->owned, row->id);
     b->remaining++;
     r->inflight++;
     return send_msg(r, m);
@@ -558,10 +540,10 @@ static int produce_row(relay_t *r, batch_t *b, msg_t *m, const obx_row_t *row) {
  * skipped (their partition stalled, or already out). */
 static int produce_batch(relay_t *r, PGresult *res) {
     int n = PQntuples(res), skipped = 0;
-    batch_t *b = calloc(1, sizeof *b);
+    batch_t *b = obx_xcalloc(1, sizeof *b);
 
     b->res = res;
-    b->msgs = calloc((size_t)n, sizeof *b->msgs);
+    b->msgs = obx_xcalloc((size_t)n, sizeof *b->msgs);
     b->remaining = 1; /* held by this function until the loop ends */
     for (int i = 0; i < n; i++) {
         obx_row_t row;
@@ -614,7 +596,7 @@ static void disconnect(relay_t *r, const char *why) {
     free(r->hz_w);
     r->hz_w = NULL;
     set_idle(r, IDLE_RUN);
-    r->reconnect_at = now_ms() + delay;
+    r->reconnect_at = obx_clock_ms() + delay;
 }
 
 static void try_connect(relay_t *r) {
@@ -651,7 +633,7 @@ static void try_connect(relay_t *r) {
             KS("db", PQdb(r->conn)), KS("table", r->cfg->pg_table),
             KS("role", lead ? "leader" : "standby"));
     r->leader = lead;
-    r->pg_answer_ms = now_ms();
+    r->pg_answer_ms = obx_clock_ms();
     r->lead_retry_at = r->pg_answer_ms + r->cfg->poll_interval_ms;
     obx_scan_connected(&r->scan);
     /* A relay killed while idle leaves the flag set; clear it first. */
@@ -666,7 +648,7 @@ static int pending_work(const relay_t *r) {
  * are left out of the budget (so a sick leader cannot stop the others),
  * which bounds the rows in memory at twice max_inflight. */
 static long stalled(const relay_t *r) {
-    long n = obx_gate_stalled(r->gate, now_ms());
+    long n = obx_gate_stalled(r->gate, obx_clock_ms());
     return n < r->cfg->max_inflight ? n : r->cfg->max_inflight;
 }
 
@@ -694,7 +676,7 @@ static void send_marks(relay_t *r) {
     if (r->fails_n > 0) {
         rc = obx_outbox_send_fail(r->mconn, r->fails[0].id, r->fails[0].error, r->fails[0].park);
         r->mop = OP_FAIL;
-    } else if (marks_due(r, now_ms())) {
+    } else if (marks_due(r, obx_clock_ms())) {
         r->op_mark_n = r->acks_n < MARK_MAX ? r->acks_n : MARK_MAX;
         rc = obx_outbox_send_mark(r->mconn, r->acks, r->op_mark_n);
         r->mop = OP_MARK;
@@ -711,7 +693,7 @@ static void busy_pause(relay_t *r, int rows) {
     set_idle(r, IDLE_POLL);
     r->pause_ms = obx_pace_next(r->pause_ms, rows, r->cfg->busy_poll_interval_ms,
                                 r->cfg->busy_poll_max_interval_ms);
-    r->sleep_until = now_ms() + r->pause_ms;
+    r->sleep_until = obx_clock_ms() + r->pause_ms;
 }
 
 /* Sends claim c on the claiming session. */
@@ -724,7 +706,7 @@ static int send_claim(relay_t *r, obx_scan_claim_t c) {
 
 /* Picks the next query for the idle claiming session. */
 static void send_next(relay_t *r) {
-    int64_t now = now_ms();
+    int64_t now = obx_clock_ms();
     int rc = 0;
 
     if (r->cfg->stats_interval_s > 0 && now >= r->stats_at) {
@@ -781,7 +763,7 @@ static const char *state_name(const relay_t *r) {
  * The line then says backlog_known=false in their place: a -1 would read as
  * "nothing waiting" to an age alert (docs/monitoring.md). */
 static void log_stats(relay_t *r, long long backlog, long long oldest_age_s) {
-    int64_t now = now_ms();
+    int64_t now = obx_clock_ms();
     double secs = (double)(now - r->last_stats_ms) / 1000.0;
     obx_gate_stats_t g;
     obx_kv_t known = backlog >= 0 ? (obx_kv_t)KI("backlog", backlog) : (obx_kv_t)KS("backlog_known", "false");
@@ -813,14 +795,14 @@ static void set_horizon(relay_t *r) {
  * the idle protocol begins (busy polling first, while writers were active
  * within busy_poll_ms). */
 static void on_claim_empty(relay_t *r, const obx_scan_claim_t *c) {
-    if (obx_scan_caught_up(&r->scan, c) && r->hz_ok && now_ms() - r->hz_asked_ms >= HORIZON_REFRESH_MS)
+    if (obx_scan_caught_up(&r->scan, c) && r->hz_ok && obx_clock_ms() - r->hz_asked_ms >= HORIZON_REFRESH_MS)
         r->hz_want = 1; /* caught up with the horizon: let low follow the writers */
     if (!c->rescan || pending_unstalled(r) || r->stopping)
         return;
     if (r->idle == IDLE_RECHECK) {
         set_idle(r, IDLE_SLEEP);
-        r->sleep_until = now_ms() + r->cfg->poll_interval_ms;
-    } else if (r->idle == IDLE_RUN && now_ms() - r->last_rows_ms < r->cfg->busy_poll_ms) {
+        r->sleep_until = obx_clock_ms() + r->cfg->poll_interval_ms;
+    } else if (r->idle == IDLE_RUN && obx_clock_ms() - r->last_rows_ms < r->cfg->busy_poll_ms) {
         busy_pause(r, 0);
     } else if (r->idle == IDLE_RUN) {
         r->op_waiting = 1;
@@ -864,7 +846,7 @@ static void on_claim(relay_t *r, PGresult *res) {
         return;
     }
     last = obx_outbox_row_id(res, n - 1);
-    r->last_rows_ms = now_ms();
+    r->last_rows_ms = obx_clock_ms();
     OBX_LOG(OBX_LOG_DEBUG, "claimed", "claimed", KI("rows", n), KI("after_id", c.after), KI("inflight", r->inflight));
     if (r->idle == IDLE_RECHECK)
         set_idle(r, IDLE_CLEAR);
@@ -887,13 +869,13 @@ static void on_claim(relay_t *r, PGresult *res) {
      * newer horizon lets the next one pipeline. Rescans that follow writers
      * need it only to move the low water: reading pg_locks on every one of
      * them cost the relay's session a third of its CPU. */
-    if (obx_scan_batch_done(&r->scan, &c, n) && (!c.rescan || now_ms() - r->hz_asked_ms >= HORIZON_REFRESH_MS))
+    if (obx_scan_batch_done(&r->scan, &c, n) && (!c.rescan || obx_clock_ms() - r->hz_asked_ms >= HORIZON_REFRESH_MS))
         r->hz_want = r->hz_ok;
     if (skipped == n && r->idle == IDLE_RUN && !r->stopping) {
         /* Only rows of stalled partitions: reading them again every few ms
          * would load the database for nothing. */
         set_idle(r, IDLE_POLL);
-        r->sleep_until = now_ms() + r->cfg->poll_interval_ms;
+        r->sleep_until = obx_clock_ms() + r->cfg->poll_interval_ms;
     } else if (n < r->cfg->batch_size && r->idle == IDLE_RUN && !r->stopping) {
         /* Caught up with the writers: let a few ms of their rows gather
          * rather than pay two statements per row or two, and more while
@@ -908,14 +890,14 @@ static void on_mark(relay_t *r, PGresult *res) {
     r->marked += PQcmdTuples(res)[0] ? atoll(PQcmdTuples(res)) : 0;
     if (r->retire_n + r->op_mark_n > r->retire_cap) {
         r->retire_cap = (r->retire_n + r->op_mark_n) * 2;
-        r->retire = xrealloc(r->retire, r->retire_cap * sizeof *r->retire);
+        r->retire = obx_xrealloc(r->retire, r->retire_cap * sizeof *r->retire);
     }
     memcpy(r->retire + r->retire_n, r->acks, r->op_mark_n * sizeof *r->acks);
     r->retire_n += r->op_mark_n;
     memmove(r->acks, r->acks + r->op_mark_n, (r->acks_n - r->op_mark_n) * sizeof *r->acks);
     r->acks_n -= r->op_mark_n;
     /* Those left arrived while the mark ran: they wait from now. */
-    r->acks_since = now_ms();
+    r->acks_since = obx_clock_ms();
 }
 
 static void on_fail(relay_t *r) {
@@ -945,7 +927,7 @@ static void on_horizon(relay_t *r, PGresult *res) {
     if (strcmp(PQgetvalue(res, 0, 1), "{}") == 0) {
         set_horizon(r);
     } else {
-        r->hz_w = strdup(PQgetvalue(res, 0, 1));
+        r->hz_w = obx_xstrdup(PQgetvalue(res, 0, 1));
         r->hz_retry_at = 0;
         r->hz_retry_ms = 1;
     }
@@ -958,7 +940,7 @@ static void on_confirm(relay_t *r, PGresult *res) {
         set_horizon(r);
     } else {
         /* A writer's transaction is still open: ask again, less and less often. */
-        r->hz_retry_at = now_ms() + r->hz_retry_ms;
+        r->hz_retry_at = obx_clock_ms() + r->hz_retry_ms;
         r->hz_retry_ms = r->hz_retry_ms < 128 ? r->hz_retry_ms * 2 : 128;
     }
 }
@@ -970,8 +952,7 @@ static void on_result(relay_t *r, PGresult *res, op_t op) {
 
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
         char err[512];
-        snprintf(err, sizeof err, "%s", PQresultErrorMessage(res));
-        err[strcspn(err, "\n")] = '\0';
+        obx_pgconn_error(err, sizeof err, PQresultErrorMessage(res));
         PQclear(res);
         disconnect(r, err);
         return;
@@ -1028,7 +1009,7 @@ static void pg_input(relay_t *r, PGconn *conn, op_t *op) {
         while ((extra = PQgetResult(conn)) != NULL)
             PQclear(extra);
         *op = OP_NONE;
-        r->pg_answer_ms = now_ms();
+        r->pg_answer_ms = obx_clock_ms();
         r->pg_waiting_since = r->pg_answer_ms;
         on_result(r, res, done);
     }
@@ -1057,7 +1038,7 @@ static int handle_signals(relay_t *r) {
                 set_idle(r, IDLE_RUN);
             else if (r->idle != IDLE_RUN)
                 set_idle(r, IDLE_CLEAR); /* writers must not keep paying NOTIFY */
-            r->stop_deadline = now_ms() + r->cfg->shutdown_timeout_ms;
+            r->stop_deadline = obx_clock_ms() + r->cfg->shutdown_timeout_ms;
             obx_sdnotify("STOPPING=1");
             OBX_LOG(OBX_LOG_INFO, "shutting_down",
                     "shutting down", KS("signal", sig == SIGINT ? "SIGINT" : "SIGTERM"),
@@ -1080,7 +1061,7 @@ static void recreate_producer(relay_t *r) {
                 "cannot recreate the kafka producer", KS("error", err));
         r->stopping = 1;
         r->exit_code = 1;
-        r->stop_deadline = now_ms();
+        r->stop_deadline = obx_clock_ms();
         return;
     }
     r->fatal = 0;
@@ -1114,7 +1095,7 @@ static int64_t sooner(int64_t next, int64_t at, int64_t now) { return at > now &
 static int64_t due(int64_t next, int64_t at, int64_t now) { return at < now ? now : at < next ? at : next; }
 
 static int poll_timeout(const relay_t *r) {
-    int64_t now = now_ms(), next = now + 1000;
+    int64_t now = obx_clock_ms(), next = now + 1000;
     if (!r->conn)
         next = due(next, r->reconnect_at, now);
     else if (!r->leader)
@@ -1138,17 +1119,6 @@ static int poll_timeout(const relay_t *r) {
     if (r->fatal)
         next = sooner(next, now + 10, now);
     return (int)(next - now);
-}
-
-static void setup_signals(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
 }
 
 /* Once a tick, from the top of the loop (so that a loop that stops turning
@@ -1229,7 +1199,7 @@ static int tick(relay_t *r) {
     release_held(r);
     if (r->fatal)
         recreate_producer(r);
-    now = now_ms();
+    now = obx_clock_ms();
     health_tick(r, now);
     check_unanswered(r, now);
     if (!r->conn && now >= r->reconnect_at) {
@@ -1239,7 +1209,7 @@ static int tick(relay_t *r) {
     if (r->conn && !r->leader && now >= r->lead_retry_at) {
         int lead = obx_outbox_try_lead(r->conn, r->cfg, err, sizeof err);
         if (lead >= 0)
-            r->pg_answer_ms = now_ms();
+            r->pg_answer_ms = obx_clock_ms();
         if (lead < 0)
             disconnect(r, err);
         else if (lead) {
@@ -1302,14 +1272,14 @@ static int wait_and_dispatch(relay_t *r) {
     if (r->conn && pgidx >= 0 && (fds[pgidx + 1].revents || ready(r->mconn, r->mop)))
         pg_input(r, r->mconn, &r->mop);
     if (retidx >= 0 && fds[retidx].revents)
-        obx_retention_input(r->retention, now_ms());
+        obx_retention_input(r->retention, obx_clock_ms());
     return 1;
 }
 
 int obx_relay_run(obx_config_t *cfg) {
     relay_t r;
     char err[512];
-    int64_t started = now_ms();
+    int64_t started = obx_clock_ms();
 
     memset(&r, 0, sizeof r);
     r.cfg = cfg;
@@ -1320,13 +1290,12 @@ int obx_relay_run(obx_config_t *cfg) {
         OBX_LOG(OBX_LOG_ERROR, "pipe_failed", "pipe failed", KS("error", strerror(errno)));
         return 1;
     }
-    setup_signals();
+    obx_signals_install(on_signal);
     r.gate = obx_gate_new(cfg->partition_stall_ms, cfg->partition_cold_ms);
     r.retention = obx_retention_new(cfg);
-    r.producer = r.gate && r.retention ? obx_producer_new(cfg, on_delivery, &r, err, sizeof err) : NULL;
+    r.producer = r.retention ? obx_producer_new(cfg, on_delivery, &r, err, sizeof err) : NULL;
     if (!r.producer) {
-        OBX_LOG(OBX_LOG_ERROR, "producer_create_failed",
-                "kafka producer", KS("error", r.gate && r.retention ? err : "out of memory"));
+        OBX_LOG(OBX_LOG_ERROR, "producer_create_failed", "kafka producer", KS("error", r.retention ? err : "out of memory"));
         obx_gate_destroy(r.gate);
         obx_retention_free(r.retention);
         return 1;
@@ -1355,7 +1324,7 @@ int obx_relay_run(obx_config_t *cfg) {
                 " raise a fatal sequence error; the relay then recreates its producer, which publishes"
                 " duplicates, not losses (KNOWN-ISSUES.md)", KS("librdkafka", rd_kafka_version_str()));
     try_connect(&r);
-    health_tick(&r, now_ms());
+    health_tick(&r, obx_clock_ms());
     obx_sdnotify("READY=1");
 
     while (tick(&r) && wait_and_dispatch(&r))

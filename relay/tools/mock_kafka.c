@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "signals.h"
 
 static volatile sig_atomic_t run = 1;
 
@@ -38,7 +39,6 @@ int main(int argc, char **argv) {
     rd_kafka_conf_t *conf;
     rd_kafka_t *rk;
     rd_kafka_mock_cluster_t *mc;
-    struct sigaction sa;
     sigset_t block, old;
 
     obx_log_set_component("mock-kafka");
@@ -95,10 +95,7 @@ int main(int argc, char **argv) {
             goto out_mc;
         }
     }
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    obx_signals_install(on_signal);
     printf("%s\n", rd_kafka_mock_cluster_bootstraps(mc));
     fflush(stdout);
     OBX_LOG(OBX_LOG_INFO, "mock_kafka_serving",
