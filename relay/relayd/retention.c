@@ -99,21 +99,6 @@ static void failed(obx_retention_t *r, const char *what, const char *err, int64_
     r->next_at = now + (int64_t)r->cfg->retention_interval_s * 1000;
 }
 
-static void send_batch(obx_retention_t *r, int64_t now) {
-    if (!r->in_pass) {
-        r->in_pass = 1;
-        r->cursor = 0;
-        r->pass_started = now;
-        r->pass_deleted = r->pass_batches = r->pass_oldest_s = 0;
-    }
-    if (obx_outbox_send_retain(r->conn, r->cursor, r->cfg->retention_batch_size, r->cfg->retention_keep_s) != 0) {
-        failed(r, "delete", PQerrorMessage(r->conn), now);
-        close_session(r);
-        return;
-    }
-    r->pending = PENDING_BATCH;
-}
-
 /* Sends query (an obx_outbox_send_* that returned its status) as step p. */
 static void sent(obx_retention_t *r, int status, pending_t p, int64_t now) {
     if (status != 0) {
@@ -122,6 +107,17 @@ static void sent(obx_retention_t *r, int status, pending_t p, int64_t now) {
         return;
     }
     r->pending = p;
+}
+
+static void send_batch(obx_retention_t *r, int64_t now) {
+    if (!r->in_pass) {
+        r->in_pass = 1;
+        r->cursor = 0;
+        r->pass_started = now;
+        r->pass_deleted = r->pass_batches = r->pass_oldest_s = 0;
+    }
+    sent(r, obx_outbox_send_retain(r->conn, r->cursor, r->cfg->retention_batch_size, r->cfg->retention_keep_s),
+         PENDING_BATCH, now);
 }
 
 static void send_list(obx_retention_t *r, int64_t now) {
@@ -283,12 +279,7 @@ static void pass_done(obx_retention_t *r, int64_t now) {
         OBX_LOG(OBX_LOG_DEBUG, "retention_pass", "retention pass", KI("deleted", 0), KI("batches", r->pass_batches));
         return;
     }
-    if (obx_outbox_send_retain_size(r->conn, r->cfg) != 0) {
-        failed(r, "size", PQerrorMessage(r->conn), now);
-        close_session(r);
-        return;
-    }
-    r->pending = PENDING_SIZE;
+    sent(r, obx_outbox_send_retain_size(r->conn, r->cfg), PENDING_SIZE, now);
 }
 
 static void on_batch(obx_retention_t *r, PGresult *res, int64_t now) {
