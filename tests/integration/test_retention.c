@@ -377,6 +377,50 @@ START_TEST(partitions_drop_only_partitions_sent_long_enough_ago_and_stay_ahead) 
 }
 END_TEST
 
+/* A transaction that took an id of a partition stays open while the rest
+ * of it is sent and old: the detach waits for it and gives up (lock
+ * timeout), leaving the detach pending; once it commits, the next pass
+ * finishes the detach, finds its row unsent, attaches the partition again
+ * and the relay publishes the row; later the partition goes. */
+START_TEST(partitions_keep_a_row_committed_during_the_detach) {
+    th_ctx_t t;
+    th_mock_t m;
+    th_msgs_t msgs;
+    char cmd[1024], out[4096];
+    const char *conf;
+    pid_t relay;
+    PGconn *c, *w;
+
+    th_mock_start(&m, 1);
+    th_setup(&t, "retentionlate");
+    mock_topic(&m, &t);
+    c = th_connect(&t);
+    conf = th_config_group(&t, "relay.conf", m.bootstrap, "poll_interval_ms = 100;", "retention", partitions_group);
+    th_exec(c, "DROP TABLE outbox CASCADE");
+    snprintf(cmd, sizeof cmd, "'%s' -c '%s' migrate 2>&1", th_bin("outbox-relay"), conf);
+    ck_assert_msg(run_capture(cmd, out, sizeof out) == 0, "%s", out);
+    install_partition_record(c);
+    w = th_connect(&t);
+    th_exec(w, "BEGIN");
+    th_exec(w, "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) VALUES ('order', 'late', 'x', 'x')");
+    write_rounds(&t, 1);
+    relay = th_relay_start(&t, conf);
+    th_wait_log(&t, "step=detach", 30000);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM deleted"), 0);
+    th_exec(w, "COMMIT");
+    th_wait_log(&t, "event=partition_reattached", 30000);
+    th_wait_count(&t, "SELECT count(*) FROM deleted", 100, 30000); /* ids 1-100; 101 is the next partition's */
+    assert_dropped_rows_were_due(c, 2);
+    consume_all(&t, m.bootstrap, 101, &msgs);
+    ck_assert_int_eq(ledger_missing(c, &msgs, "true"), 0);
+    th_msgs_free(&msgs);
+    PQfinish(w);
+    PQfinish(c);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_mock_stop(&m);
+}
+END_TEST
+
 /* The documented conversion of a live outbox: rows written before it are
  * published, and dropped with the old table once due; writers go on. */
 START_TEST(partitions_convert_an_existing_outbox) {
@@ -472,5 +516,6 @@ END_TEST
 TH_MAIN("retention", 300, retention_deletes_rows_sent_long_enough_ago_and_nothing_else,
         retention_keeps_unsent_rows_behind_a_blocked_one,
         retention_without_delete_privilege_is_logged_and_publishing_goes_on, retention_refuses_bad_values,
-        partitions_drop_only_partitions_sent_long_enough_ago_and_stay_ahead, partitions_convert_an_existing_outbox,
+        partitions_drop_only_partitions_sent_long_enough_ago_and_stay_ahead,
+        partitions_keep_a_row_committed_during_the_detach, partitions_convert_an_existing_outbox,
         partitions_without_ownership_is_refused_and_publishing_goes_on)
