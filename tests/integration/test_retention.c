@@ -315,6 +315,18 @@ static void assert_dropped_rows_were_due(PGconn *c, int keep_s) {
 static const char partitions_group[] =
     "mode = \"partitions\"; keep_s = 2; interval_s = 1; partition_rows = 100; partitions_ahead = 3;";
 
+/* Runs migrate with conf (retention.mode = "partitions") on the database
+ * without its outbox (th_setup's is not partitioned): it creates the
+ * outbox partitioned, partitions ahead. */
+static void migrate_partitioned(const char *conf, PGconn *c) {
+    char cmd[1024], out[4096];
+    th_exec(c, "DROP TABLE outbox CASCADE");
+    snprintf(cmd, sizeof cmd, "'%s' -c '%s' migrate 2>&1", th_bin("outbox-relay"), conf);
+    ck_assert_msg(run_capture(cmd, out, sizeof out) == 0, "%s", out);
+    ck_assert_int_eq(th_int(c, "SELECT (relkind = 'p')::int FROM pg_class WHERE oid = 'outbox'::regclass"), 1);
+    ck_assert_int_eq(th_int(c, partitions_ahead_sql), 3);
+}
+
 START_TEST(partitions_drop_only_partitions_sent_long_enough_ago_and_stay_ahead) {
     th_ctx_t t;
     th_mock_t m;
@@ -334,12 +346,7 @@ START_TEST(partitions_drop_only_partitions_sent_long_enough_ago_and_stay_ahead) 
     ck_assert_int_eq(run_capture(cmd, out, sizeof out), 1);
     ck_assert_msg(strstr(out, "public.outbox partitioned by range of id") &&
                   strstr(out, "SELECT outbox_convert_to_partitions('public', 'outbox', 100)"), "%s", out);
-    /* migrate in partitions mode creates it partitioned, partitions ahead. */
-    th_exec(c, "DROP TABLE outbox CASCADE");
-    snprintf(cmd, sizeof cmd, "'%s' -c '%s' migrate 2>&1", th_bin("outbox-relay"), conf);
-    ck_assert_msg(run_capture(cmd, out, sizeof out) == 0, "%s", out);
-    ck_assert_int_eq(th_int(c, "SELECT (relkind = 'p')::int FROM pg_class WHERE oid = 'outbox'::regclass"), 1);
-    ck_assert_int_eq(th_int(c, partitions_ahead_sql), 3);
+    migrate_partitioned(conf, c);
     install_partition_record(c);
 
     write_rounds(&t, 1);
@@ -386,7 +393,6 @@ START_TEST(partitions_keep_a_row_committed_during_the_detach) {
     th_ctx_t t;
     th_mock_t m;
     th_msgs_t msgs;
-    char cmd[1024], out[4096];
     const char *conf;
     pid_t relay;
     PGconn *c, *w;
@@ -396,9 +402,7 @@ START_TEST(partitions_keep_a_row_committed_during_the_detach) {
     mock_topic(&m, &t);
     c = th_connect(&t);
     conf = th_config_group(&t, "relay.conf", m.bootstrap, "poll_interval_ms = 100;", "retention", partitions_group);
-    th_exec(c, "DROP TABLE outbox CASCADE");
-    snprintf(cmd, sizeof cmd, "'%s' -c '%s' migrate 2>&1", th_bin("outbox-relay"), conf);
-    ck_assert_msg(run_capture(cmd, out, sizeof out) == 0, "%s", out);
+    migrate_partitioned(conf, c);
     install_partition_record(c);
     w = th_connect(&t);
     th_exec(w, "BEGIN");
@@ -469,17 +473,13 @@ END_TEST
 START_TEST(partitions_without_ownership_is_refused_and_publishing_goes_on) {
     th_ctx_t t;
     th_mock_t m;
-    char cmd[1024], out[4096];
     PGconn *c;
 
     th_mock_start(&m, 1);
     th_setup(&t, "retentionpartpriv");
     mock_topic(&m, &t);
     c = th_connect(&t);
-    th_exec(c, "DROP TABLE outbox CASCADE");
-    snprintf(cmd, sizeof cmd, "'%s' -c '%s' migrate 2>&1", th_bin("outbox-relay"),
-             th_config_group(&t, "relay.conf", m.bootstrap, "", "retention", partitions_group));
-    ck_assert_msg(run_capture(cmd, out, sizeof out) == 0, "%s", out);
+    migrate_partitioned(th_config_group(&t, "relay.conf", m.bootstrap, "", "retention", partitions_group), c);
     create_relay_role(c, "obx_notowner");
     /* Grants on the outbox do not reach its partitions: retention's reads fail. */
     assert_refused_and_publishing_goes_on(&t, &m, c, config_as(&t, "obx_notowner", m.bootstrap, partitions_group),
