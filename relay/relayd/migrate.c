@@ -27,13 +27,14 @@ static int run(PGconn *conn, const char *sql, int nparams, const char *const *pa
 int obx_migrate_run(const obx_config_t *cfg, char *errstr, size_t errsize) {
     PGconn *conn = obx_pgconn_open(cfg->pg_conninfo, "outbox-relay-migrate");
     int partitioned = cfg->retention_mode == OBX_RETENTION_PARTITIONS;
+    int other = strcmp(cfg->pg_table, "public.outbox") != 0 && strcmp(cfg->pg_table, "outbox") != 0;
     char rows[24], ahead[16], set_rows[64];
     int rc = -1;
 
     snprintf(rows, sizeof rows, "%d", cfg->retention_partition_rows);
     snprintf(ahead, sizeof ahead, "%d", cfg->retention_partitions_ahead);
     /* The schema creates public.outbox partitioned when this is set. */
-    snprintf(set_rows, sizeof set_rows, "SET outbox.partition_rows = '%s'", partitioned ? rows : "");
+    snprintf(set_rows, sizeof set_rows, "SET outbox.partition_rows = '%s'", partitioned && !other ? rows : "");
     if (PQstatus(conn) != CONNECTION_OK) {
         snprintf(errstr, errsize, "%s", PQerrorMessage(conn));
         errstr[strcspn(errstr, "\n")] = '\0';
@@ -45,7 +46,7 @@ int obx_migrate_run(const obx_config_t *cfg, char *errstr, size_t errsize) {
         run(conn, "SELECT pg_advisory_lock(hashtext('outbox-relay:migrate'))", 0, NULL, errstr, errsize) ||
         run(conn, obx_schema_sql, 0, NULL, errstr, errsize))
         goto out;
-    if (strcmp(cfg->pg_table, "public.outbox") != 0 && strcmp(cfg->pg_table, "outbox") != 0) {
+    if (other) {
         const char *dot = strchr(cfg->pg_table, '.');
         char schema[256], table[256];
         const char *params[4] = {schema, table, cfg->pg_channel, partitioned ? rows : NULL};
