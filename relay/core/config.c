@@ -31,7 +31,8 @@ static int parse_from(const char *s, int *out) {
 }
 
 static int parse_retention(const char *s, int *out) {
-    static const char *const names[] = {[OBX_RETENTION_OFF] = "off", [OBX_RETENTION_DELETE] = "delete", NULL};
+    static const char *const names[] = {[OBX_RETENTION_OFF] = "off", [OBX_RETENTION_DELETE] = "delete",
+                                          [OBX_RETENTION_PARTITIONS] = "partitions", NULL};
     return parse_named(s, names, out);
 }
 
@@ -111,9 +112,11 @@ static const obx_config_key_t keys[] = {
     {.group = "health", .name = "stuck_timeout_s", INT(health_stuck_timeout_s, 60, 0, 3600), RELAY,
      .doc = "a loop stuck this long exits the process (status 1); a query unanswered this long "
             "reconnects (0 = never)"},
-    {.group = "retention", .name = "mode", ENUM(retention_mode, "delete", parse_retention, "off, delete"), RELAY,
-     .doc = "delete: the leader deletes rows sent more than keep_s ago (never unsent or parked ones); "
-            "off: rows stay until you delete them"},
+    {.group = "retention", .name = "mode", ENUM(retention_mode, "delete", parse_retention, "off, delete, partitions"),
+     RELAY, .doc = "delete: the leader deletes rows sent more than keep_s ago (never unsent or parked ones); "
+                   "partitions: the outbox is partitioned by id and the leader drops whole partitions once "
+                   "every row in each was sent more than keep_s ago (none parked), and creates partitions ahead "
+                   "(migrate creates a partitioned outbox in this mode); off: rows stay until you delete them"},
     {.group = "retention", .name = "keep_s", INT(retention_keep_s, 3600, 0, 315360000), RELAY, .reload = 1,
      .doc = "how long sent rows are kept, in seconds (0 = delete once marked)"},
     {.group = "retention", .name = "interval_s", INT(retention_interval_s, 10, 1, 86400), RELAY, .reload = 1,
@@ -122,6 +125,12 @@ static const obx_config_key_t keys[] = {
      .doc = "rows scanned per delete, along the primary key"},
     {.group = "retention", .name = "max_rows_per_s", INT(retention_max_rows_per_s, 20000, 1, 10000000), RELAY,
      .reload = 1, .doc = "the pace of the deletes: a batch waits as long as its rows take at this rate"},
+    {.group = "retention", .name = "partition_rows", INT(retention_partition_rows, 1000000, 10, 1000000000),
+     RELAY, .reload = 1, .doc = "partitions mode: ids per partition created from now on"},
+    {.group = "retention", .name = "partitions_ahead", INT(retention_partitions_ahead, 2, 1, 100), RELAY,
+     .reload = 1, .doc = "partitions mode: empty partitions kept above the last id; writers fail once ids "
+                         "outrun them, so keep partition_rows * partitions_ahead above the ids written per "
+                         "interval_s, many times over"},
     {.group = "routes", .type = OBX_KEY_ROUTES, RELAY,
      .doc = "( { aggregate_type = \"...\"; topic = \"...\"; }, ... ): first match wins; a row's topic column wins over it"},
     {.group = "consumer", .name = "name", STR(consumer_name, ""), CONSUMER, .required = 1,

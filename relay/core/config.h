@@ -20,7 +20,7 @@ typedef enum { OBX_FAIL_PARK = 0, OBX_FAIL_BLOCK } obx_fail_policy_t;
 typedef enum { OBX_FROM_EARLIEST = 0, OBX_FROM_LATEST } obx_consumer_from_t;
 
 /* retention.mode: what the leader does with rows sent long enough ago. */
-typedef enum { OBX_RETENTION_OFF = 0, OBX_RETENTION_DELETE } obx_retention_mode_t;
+typedef enum { OBX_RETENTION_OFF = 0, OBX_RETENTION_DELETE, OBX_RETENTION_PARTITIONS } obx_retention_mode_t;
 
 /* The program that loads a config; bits of obx_config_key_t.programs. */
 typedef enum { OBX_PROG_RELAY = 1, OBX_PROG_CONSUMER = 2 } obx_program_t;
@@ -68,6 +68,8 @@ typedef struct {
     int retention_interval_s;
     int retention_batch_size;
     int retention_max_rows_per_s;
+    int retention_partition_rows; /* partitions mode */
+    int retention_partitions_ahead;
 
     obx_route_t *routes;
     size_t routes_n;

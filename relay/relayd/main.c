@@ -235,8 +235,10 @@ static int check(const obx_config_t *cfg) {
         printf("schema: FAILED: %s\n", err);
         goto out;
     }
-    printf("schema: table %s ok, %s granted\n", cfg->pg_table,
-           cfg->retention_mode == OBX_RETENTION_DELETE ? "SELECT, UPDATE and DELETE (retention)" : "SELECT and UPDATE");
+    printf("schema: table %s ok, %s\n", cfg->pg_table,
+           cfg->retention_mode == OBX_RETENTION_DELETE       ? "SELECT, UPDATE and DELETE (retention) granted"
+           : cfg->retention_mode == OBX_RETENTION_PARTITIONS ? "partitioned by id, owned (retention), SELECT and UPDATE granted"
+                                                             : "SELECT and UPDATE granted");
     p = check_producer(cfg, err, sizeof err);
     if (!p) {
         printf("kafka: FAILED: %s\n", err);

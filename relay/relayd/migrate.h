@@ -1,5 +1,8 @@
 /* `outbox-relay migrate`: applies the embedded schema/ SQL, then installs the
- * configured outbox table if it is not the default public.outbox. */
+ * configured outbox table if it is not the default public.outbox. With
+ * retention.mode = "partitions", a table it creates is partitioned by id and
+ * gets retention.partitions_ahead partitions; an existing one is left as it
+ * is (converting takes an exclusive lock: the operator runs it). */
 #ifndef OBX_MIGRATE_H
 #define OBX_MIGRATE_H
 

@@ -69,9 +69,21 @@ static const char retain_sql[] =
     "         AND (c.sent_at IS NULL OR c.sent_at >= now() - make_interval(secs => $3))),"
     " COALESCE(EXTRACT(EPOCH FROM now() - (SELECT min(sent_at) FROM d)), 0)::bigint";
 
+/* Over the partitions too: a partitioned table has no storage of its own. */
 static const char retain_size_sql[] =
-    "SELECT pg_catalog.pg_total_relation_size($1::regclass),"
-    " COALESCE((SELECT n_dead_tup FROM pg_catalog.pg_stat_user_tables WHERE relid = $1::regclass), 0)";
+    "SELECT COALESCE(sum(pg_catalog.pg_total_relation_size(t.relid)), 0), COALESCE(sum(s.n_dead_tup), 0)"
+    " FROM (SELECT relid FROM pg_catalog.pg_partition_tree($1::regclass) UNION SELECT $1::regclass) t"
+    " LEFT JOIN pg_catalog.pg_stat_user_tables s USING (relid)";
+
+/* Partitions mode: the schema's functions (schema/001_outbox.sql) do the
+ * work; a DETACH ... CONCURRENTLY cannot run in a function, so the relay
+ * sends it itself (obx_outbox_send_detach). */
+static const char partitions_sql[] =
+    "SELECT part, lo, hi, state, rows, parked FROM outbox_partitions($1::regclass, $2::integer)";
+static const char add_partitions_sql[] =
+    "SELECT outbox_add_partitions($1::regclass, $2::bigint, $3::integer)";
+static const char drop_partition_sql[] =
+    "SELECT state, rows FROM outbox_drop_partition($1::regclass, $2, $3::integer, $4)";
 
 static const char stats_sql[] =
     "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::bigint"
@@ -192,13 +204,24 @@ PGconn *obx_outbox_connect(const obx_config_t *cfg, const char *name, obx_sessio
             {NULL, "SET synchronous_commit = %s", "off"},
             {NULL, "SET lock_timeout = %s", "'2s'"},
             {NULL, "SET statement_timeout = %s", "'60s'"},
-            {"retain", retain_sql, cfg->pg_table_sql},
             {"retain_size", retain_size_sql, cfg->pg_table_sql},
+            {"retain", retain_sql, cfg->pg_table_sql},
+        };
+        const setup_t partitions[] = {
+            {NULL, "SET synchronous_commit = %s", "off"},
+            {NULL, "SET lock_timeout = %s", "'2s'"},
+            {NULL, "SET statement_timeout = %s", "'60s'"},
+            {"retain_size", retain_size_sql, cfg->pg_table_sql},
+            {"partitions", "%s", partitions_sql},
+            {"add_partitions", "%s", add_partitions_sql},
+            {"drop_partition", "%s", drop_partition_sql},
         };
         if (kind == OBX_SESSION_CLAIM)
             rc = setup_session(conn, claiming, (int)(sizeof claiming / sizeof claiming[0]), errstr, errsize);
         else if (kind == OBX_SESSION_MARK)
             rc = setup_session(conn, marking, (int)(sizeof marking / sizeof marking[0]), errstr, errsize);
+        else if (cfg->retention_mode == OBX_RETENTION_PARTITIONS)
+            rc = setup_session(conn, partitions, (int)(sizeof partitions / sizeof partitions[0]), errstr, errsize);
         else
             rc = setup_session(conn, retention, (int)(sizeof retention / sizeof retention[0]), errstr, errsize);
     }
@@ -246,11 +269,12 @@ int obx_outbox_prepare_horizon(PGconn *conn, const obx_config_t *cfg, char *why,
     return rc;
 }
 
-int obx_outbox_try_lead(PGconn *conn, const obx_config_t *cfg, char *errstr, size_t errsize) {
-    const char *params[1] = {cfg->pg_table_sql};
+/* pg_try_advisory_lock on prefix and the table's oid: 1 taken, 0 not, -1 error. */
+static int try_lock(PGconn *conn, const obx_config_t *cfg, const char *prefix, char *errstr, size_t errsize) {
+    const char *params[2] = {cfg->pg_table_sql, prefix};
     PGresult *res = PQexecParams(conn,
-        "SELECT pg_try_advisory_lock(hashtextextended('outbox-relay:' || $1::regclass::oid::text, 0))",
-        1, NULL, params, NULL, NULL, 0);
+        "SELECT pg_try_advisory_lock(hashtextextended($2 || $1::regclass::oid::text, 0))",
+        2, NULL, params, NULL, NULL, 0);
     int rc = -1;
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -261,6 +285,10 @@ int obx_outbox_try_lead(PGconn *conn, const obx_config_t *cfg, char *errstr, siz
     }
     PQclear(res);
     return rc;
+}
+
+int obx_outbox_try_lead(PGconn *conn, const obx_config_t *cfg, char *errstr, size_t errsize) {
+    return try_lock(conn, cfg, "outbox-relay:", errstr, errsize);
 }
 
 int obx_outbox_send_claim(PGconn *conn, int64_t after_id, int limit, int64_t upto_id) {
@@ -309,6 +337,40 @@ int obx_outbox_send_retain(PGconn *conn, int64_t after_id, int limit, int keep_s
     snprintf(l, sizeof l, "%d", limit);
     snprintf(k, sizeof k, "%d", keep_s);
     return PQsendQueryPrepared(conn, "retain", 3, vals, NULL, NULL, 0) ? 0 : -1;
+}
+
+int obx_outbox_retention_lock(PGconn *conn, const obx_config_t *cfg, char *errstr, size_t errsize) {
+    return try_lock(conn, cfg, "outbox-relay:retention:", errstr, errsize);
+}
+
+int obx_outbox_send_partitions(PGconn *conn, const obx_config_t *cfg) {
+    char k[16];
+    const char *vals[2] = {cfg->pg_table_sql, k};
+    snprintf(k, sizeof k, "%d", cfg->retention_keep_s);
+    return PQsendQueryPrepared(conn, "partitions", 2, vals, NULL, NULL, 0) ? 0 : -1;
+}
+
+int obx_outbox_send_add_partitions(PGconn *conn, const obx_config_t *cfg) {
+    char rows[24], ahead[16];
+    const char *vals[3] = {cfg->pg_table_sql, rows, ahead};
+    snprintf(rows, sizeof rows, "%d", cfg->retention_partition_rows);
+    snprintf(ahead, sizeof ahead, "%d", cfg->retention_partitions_ahead);
+    return PQsendQueryPrepared(conn, "add_partitions", 3, vals, NULL, NULL, 0) ? 0 : -1;
+}
+
+int obx_outbox_send_detach(PGconn *conn, const obx_config_t *cfg, const char *part, int finalize) {
+    char sql[1024];
+    /* part is a regclass as PostgreSQL prints it: quoted where it must be. */
+    snprintf(sql, sizeof sql, "ALTER TABLE %s DETACH PARTITION %s %s", cfg->pg_table_sql, part,
+             finalize ? "FINALIZE" : "CONCURRENTLY");
+    return PQsendQuery(conn, sql) ? 0 : -1;
+}
+
+int obx_outbox_send_drop_partition(PGconn *conn, const obx_config_t *cfg, const char *part) {
+    char k[16];
+    const char *vals[4] = {cfg->pg_table_sql, part, k, cfg->pg_channel};
+    snprintf(k, sizeof k, "%d", cfg->retention_keep_s);
+    return PQsendQueryPrepared(conn, "drop_partition", 4, vals, NULL, NULL, 0) ? 0 : -1;
 }
 
 int obx_outbox_send_retain_size(PGconn *conn, const obx_config_t *cfg) {
@@ -384,6 +446,49 @@ static int check_query(PGconn *conn, const char *what, const char *sql, const ch
     return rc;
 }
 
+/* retention.mode = "partitions": the table is partitioned by range of id,
+ * the schema's functions are there, and the role may create, attach,
+ * detach and drop partitions (it owns the table and may create in its
+ * schema). */
+static int check_partitions(PGconn *conn, const obx_config_t *cfg, char *errstr, size_t errsize) {
+    char msg[1024], schema[256];
+    const char *dot = strchr(cfg->pg_table, '.');
+
+    if (dot)
+        snprintf(schema, sizeof schema, "%.*s", (int)(dot - cfg->pg_table), cfg->pg_table);
+    else
+        snprintf(schema, sizeof schema, "public");
+    snprintf(msg, sizeof msg, "retention.mode = \"partitions\" needs %s partitioned by range of id, and it is"
+             " not: convert it as its owner with SELECT outbox_convert_to_partitions('%s', '%s', %d)"
+             " (docs/operations.md, Housekeeping), or set retention.mode = \"delete\"", cfg->pg_table, schema,
+             dot ? dot + 1 : cfg->pg_table, cfg->retention_partition_rows);
+    if (check_query(conn, msg,
+                    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_partitioned_table p"
+                    " JOIN pg_catalog.pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]"
+                    " WHERE p.partrelid = $1::regclass AND p.partstrat = 'r' AND p.partnatts = 1"
+                    " AND a.attname = 'id')", cfg->pg_table_sql, errstr, errsize) != 0)
+        return -1;
+    if (check_query(conn, "the schema's partition functions are missing (run: outbox-relay -c FILE migrate)",
+                    "SELECT to_regprocedure('outbox_partitions(regclass,integer)') IS NOT NULL"
+                    " AND to_regprocedure('outbox_add_partitions(regclass,bigint,integer)') IS NOT NULL"
+                    " AND to_regprocedure('outbox_drop_partition(regclass,text,integer,text)') IS NOT NULL",
+                    NULL, errstr, errsize) != 0)
+        return -1;
+    snprintf(msg, sizeof msg, "role %s does not own %s, which retention.mode = \"partitions\" needs to create,"
+             " attach, detach and drop its partitions (ALTER TABLE %s OWNER TO %s, or grant %s the owning role)",
+             PQuser(conn), cfg->pg_table, cfg->pg_table, PQuser(conn), PQuser(conn));
+    if (check_query(conn, msg,
+                    "SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c"
+                    " WHERE c.oid = $1::regclass", cfg->pg_table_sql, errstr, errsize) != 0)
+        return -1;
+    snprintf(msg, sizeof msg, "role %s lacks CREATE on schema %s, where retention.mode = \"partitions\""
+             " creates the partitions of %s (GRANT CREATE ON SCHEMA %s TO %s)", PQuser(conn), schema,
+             cfg->pg_table, schema, PQuser(conn));
+    return check_query(conn, msg,
+                       "SELECT has_schema_privilege(c.relnamespace, 'CREATE') FROM pg_catalog.pg_class c"
+                       " WHERE c.oid = $1::regclass", cfg->pg_table_sql, errstr, errsize);
+}
+
 int obx_outbox_check(PGconn *conn, const obx_config_t *cfg, char *errstr, size_t errsize) {
     char msg[512];
     if (check_query(conn, "outbox table does not exist (run: outbox-relay -c FILE migrate)",
@@ -408,6 +513,8 @@ int obx_outbox_check(PGconn *conn, const obx_config_t *cfg, char *errstr, size_t
                         errsize) != 0)
             return -1;
     }
+    if (cfg->retention_mode == OBX_RETENTION_PARTITIONS && check_partitions(conn, cfg, errstr, errsize) != 0)
+        return -1;
     if (check_query(conn, "the outbox table has no outbox_notify trigger: the relay will only poll",
                     "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass"
                     " AND tgname = 'outbox_notify')", cfg->pg_table_sql, errstr, errsize) != 0)

@@ -37,7 +37,8 @@ typedef struct {
 typedef enum {
     OBX_SESSION_CLAIM,     /* LISTEN on the channel; claim, stats and waiting prepared */
     OBX_SESSION_MARK,      /* mark and fail prepared */
-    OBX_SESSION_RETENTION, /* retain and retain_size prepared; lock and statement timeouts */
+    OBX_SESSION_RETENTION, /* retain_size, and retain (delete mode) or partitions, add_partitions and
+                              drop_partition (partitions mode) prepared; lock and statement timeouts */
 } obx_session_t;
 
 /* Connects and prepares a session of kind, synchronous_commit off. name is
@@ -72,9 +73,28 @@ int obx_outbox_send_waiting(PGconn *conn, const obx_config_t *cfg, int waiting);
  * scanned row must stay a while (unsent or sent within keep_s, not
  * parked), and the age in seconds of the oldest deleted row's mark. */
 int obx_outbox_send_retain(PGconn *conn, int64_t after_id, int limit, int keep_s);
-/* One row: the table's total size in bytes (indexes and TOAST included)
- * and its dead tuples (pg_stat_user_tables, 0 when not known). */
+/* One row: the table's total size in bytes (indexes, TOAST and partitions
+ * included) and its dead tuples (pg_stat_user_tables, 0 when not known). */
 int obx_outbox_send_retain_size(PGconn *conn, const obx_config_t *cfg);
+/* Partitions mode (OBX_SESSION_RETENTION). The lock that makes one relay's
+ * retention the only one that detaches and drops the outbox's partitions
+ * (a session advisory lock): 1 taken, 0 held by another session, -1 error
+ * (errstr). Blocking. */
+int obx_outbox_retention_lock(PGconn *conn, const obx_config_t *cfg, char *errstr, size_t errsize);
+/* One row per partition, oldest first, then per table detached and not
+ * dropped: name (regclass text), lo, hi (NULL: unbounded), state
+ * ('pending', 'detached', 'ahead', 'open', 'unsent', 'parked',
+ * 'droppable'), rows and parked (NULL when not counted). */
+int obx_outbox_send_partitions(PGconn *conn, const obx_config_t *cfg);
+/* One row: the partitions it created to have partitions_ahead above the last id. */
+int obx_outbox_send_add_partitions(PGconn *conn, const obx_config_t *cfg);
+/* DETACH PARTITION part CONCURRENTLY (finalize: FINALIZE, for a detach
+ * left pending); a command result. */
+int obx_outbox_send_detach(PGconn *conn, const obx_config_t *cfg, const char *part, int finalize);
+/* One row for part, detached: 'dropped' (every row sent keep_s ago, none
+ * parked), 'reattached' (a row that must stay; the relay is told to
+ * rescan) or 'gone'; and its rows. */
+int obx_outbox_send_drop_partition(PGconn *conn, const obx_config_t *cfg, const char *part);
 /* Backlog (unsent rows past after_id) and the age of its oldest row, in a
  * two-column text result. */
 int obx_outbox_send_stats(PGconn *conn, int64_t after_id);

@@ -3,7 +3,9 @@
  * that takes over carries it on; a role without DELETE gets a logged error
  * while publishing goes on. Two triggers of the test's own are the
  * independent record: a ledger of every row inserted and an audit of every
- * row deleted, with the mark it had. */
+ * row deleted, with the mark it had. In partitions mode the audit is an
+ * event trigger that copies the rows of every detached partition as it is
+ * dropped. */
 #include <check.h>
 #include <signal.h>
 #include <stdio.h>
@@ -203,40 +205,286 @@ static int run_capture(const char *cmd, char *out, size_t outsize) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* A role for the relay with what it needs to publish, nothing more. */
+static void create_relay_role(PGconn *c, const char *role) {
+    char sql[256];
+    snprintf(sql, sizeof sql, "DROP ROLE IF EXISTS %s", role);
+    th_exec(c, sql);
+    snprintf(sql, sizeof sql, "CREATE ROLE %s LOGIN", role);
+    th_exec(c, sql);
+    snprintf(sql, sizeof sql, "GRANT SELECT, UPDATE ON outbox TO %s", role);
+    th_exec(c, sql);
+    snprintf(sql, sizeof sql, "GRANT SELECT ON SEQUENCE outbox_id_seq TO %s", role);
+    th_exec(c, sql);
+    snprintf(sql, sizeof sql, "GRANT UPDATE ON SEQUENCE outbox_relay_waiting TO %s", role);
+    th_exec(c, sql);
+}
+
+/* A relay config with that retention group whose role is role (libpq
+ * takes the last user= of a conninfo). */
+static const char *config_as(th_ctx_t *t, const char *role, const char *bootstrap, const char *retention) {
+    char conninfo[sizeof t->conninfo];
+    const char *conf;
+    memcpy(conninfo, t->conninfo, sizeof conninfo);
+    ck_assert_int_lt(strlen(t->conninfo) + strlen(role) + 7, sizeof t->conninfo);
+    strcat(t->conninfo, " user=");
+    strcat(t->conninfo, role);
+    conf = th_config_group(t, "relay.conf", bootstrap, "", "retention", retention);
+    memcpy(t->conninfo, conninfo, sizeof conninfo);
+    return conf;
+}
+
+/* --check refuses conf, saying want; a relay started on it anyway logs
+ * its retention's failure with cause and publishes every row. */
+static void assert_refused_and_publishing_goes_on(th_ctx_t *t, const th_mock_t *m, PGconn *c, const char *conf,
+                                                  const char *want, const char *cause) {
+    char cmd[1024], out[4096];
+    pid_t relay;
+
+    snprintf(cmd, sizeof cmd, "'%s' -c '%s' --check 2>&1", th_bin("outbox-relay"), conf);
+    ck_assert_int_eq(run_capture(cmd, out, sizeof out), 1);
+    ck_assert_msg(strstr(out, want), "%s", out);
+    relay = th_relay_start(t, conf);
+    ck_assert_int_eq(th_write(t, 2, 200, 20, 100, "order"), 200);
+    th_wait_log(t, "event=retention_failed", 30000);
+    ck_assert_int_ge(th_log_count(t, cause), 1);
+    th_check_published(t, m->bootstrap, "order", 200);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox"), 200);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+}
+
 START_TEST(retention_without_delete_privilege_is_logged_and_publishing_goes_on) {
     th_ctx_t t;
     th_mock_t m;
-    char cmd[1024], out[4096], conninfo[sizeof t.conninfo];
-    const char *conf;
-    pid_t relay;
     PGconn *c;
 
     th_mock_start(&m, 1);
     th_setup(&t, "retentionpriv");
     mock_topic(&m, &t);
     c = th_connect(&t);
-    th_exec(c, "DROP ROLE IF EXISTS obx_nodelete");
-    th_exec(c, "CREATE ROLE obx_nodelete LOGIN");
-    th_exec(c, "GRANT SELECT, UPDATE ON outbox TO obx_nodelete");
-    th_exec(c, "GRANT SELECT ON SEQUENCE outbox_id_seq TO obx_nodelete");
-    th_exec(c, "GRANT UPDATE ON SEQUENCE outbox_relay_waiting TO obx_nodelete");
-    /* The relay's role: its own user (libpq takes the last user= of a conninfo). */
-    memcpy(conninfo, t.conninfo, sizeof conninfo);
-    ck_assert_int_lt(strlen(t.conninfo) + 20, sizeof t.conninfo);
-    strcat(t.conninfo, " user=obx_nodelete");
-    conf = th_config_group(&t, "relay.conf", m.bootstrap, "", "retention", "keep_s = 0; interval_s = 1;");
-    memcpy(t.conninfo, conninfo, sizeof conninfo);
+    create_relay_role(c, "obx_nodelete");
+    assert_refused_and_publishing_goes_on(&t, &m, c, config_as(&t, "obx_nodelete", m.bootstrap,
+                                                               "keep_s = 0; interval_s = 1;"),
+                                          "role obx_nodelete lacks DELETE on public.outbox", "permission denied");
+    PQfinish(c);
+    th_mock_stop(&m);
+}
+END_TEST
+
+/* Partitions mode's record: the ledger, and the rows of every table
+ * dropped that was detached from the outbox (the relay drops only those),
+ * copied by an event trigger before the drop. */
+static void install_partition_record(PGconn *c) {
+    th_exec(c, "CREATE TABLE ledger (id bigint PRIMARY KEY, event_id text NOT NULL)");
+    th_exec(c, "CREATE FUNCTION ledger_add() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " INSERT INTO ledger VALUES (NEW.id, NEW.event_id::text); RETURN NULL; END $$");
+    th_exec(c, "CREATE TRIGGER ledger AFTER INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION ledger_add()");
+    th_exec(c, "CREATE TABLE deleted (id bigint PRIMARY KEY, sent_at timestamptz, parked_at timestamptz,"
+               " deleted_at timestamptz NOT NULL, part text NOT NULL)");
+    th_exec(c, "CREATE FUNCTION deleted_add() RETURNS event_trigger LANGUAGE plpgsql AS $$ DECLARE t regclass; BEGIN"
+               " FOR t IN SELECT oid::regclass FROM pg_class WHERE relname ~ '^outbox_p[0-9]+$' AND relkind = 'r'"
+               "  AND NOT relispartition LOOP"
+               "  EXECUTE format('INSERT INTO deleted SELECT id, sent_at, parked_at, now(), %L FROM %s"
+               "   ON CONFLICT DO NOTHING', t, t);"
+               " END LOOP; END $$");
+    th_exec(c, "CREATE EVENT TRIGGER deleted ON ddl_command_start WHEN TAG IN ('DROP TABLE')"
+               " EXECUTE FUNCTION deleted_add()");
+}
+
+static const char partitions_ahead_sql[] =
+    "SELECT count(*) FROM outbox_partition_bounds('outbox') WHERE lo > outbox_last_id('outbox')";
+
+/* Writes rounds of 100 rows, each once the relay has two partitions of
+ * 100 ids ahead, as a service whose ids never outrun retention does. */
+static void write_rounds(const th_ctx_t *t, int rounds) {
+    for (int i = 0; i < rounds; i++) {
+        th_wait_count(t, partitions_ahead_sql, 2, 30000);
+        ck_assert_int_eq(th_write(t, 2, 100, 20, 100, "order"), 100);
+    }
+}
+
+/* Every row ever inserted is in the outbox or in a dropped partition
+ * (nothing vanished another way), and every dropped row had been sent
+ * keep_s before its drop and was not parked. */
+static void assert_dropped_rows_were_due(PGconn *c, int keep_s) {
+    assert_deleted_rows_were_due(c, keep_s);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM ledger l WHERE NOT EXISTS (SELECT 1 FROM outbox o"
+                               " WHERE o.id = l.id) AND NOT EXISTS (SELECT 1 FROM deleted d WHERE d.id = l.id)"), 0);
+}
+
+static const char partitions_group[] =
+    "mode = \"partitions\"; keep_s = 2; interval_s = 1; partition_rows = 100; partitions_ahead = 3;";
+
+/* Runs migrate with conf (retention.mode = "partitions") on the database
+ * without its outbox (th_setup's is not partitioned): it creates the
+ * outbox partitioned, partitions ahead. */
+static void migrate_partitioned(const char *conf, PGconn *c) {
+    char cmd[1024], out[4096];
+    th_exec(c, "DROP TABLE outbox CASCADE");
+    snprintf(cmd, sizeof cmd, "'%s' -c '%s' migrate 2>&1", th_bin("outbox-relay"), conf);
+    ck_assert_msg(run_capture(cmd, out, sizeof out) == 0, "%s", out);
+    ck_assert_int_eq(th_int(c, "SELECT (relkind = 'p')::int FROM pg_class WHERE oid = 'outbox'::regclass"), 1);
+    ck_assert_int_eq(th_int(c, partitions_ahead_sql), 3);
+}
+
+START_TEST(partitions_drop_only_partitions_sent_long_enough_ago_and_stay_ahead) {
+    th_ctx_t t;
+    th_mock_t m;
+    th_msgs_t msgs;
+    char cmd[1024], out[4096];
+    const char *conf;
+    pid_t a, b;
+    PGconn *c;
+
+    th_mock_start(&m, 1);
+    th_setup(&t, "retentionpart");
+    mock_topic(&m, &t);
+    c = th_connect(&t);
+    conf = th_config_group(&t, "relay.conf", m.bootstrap, "poll_interval_ms = 100;", "retention", partitions_group);
+    /* th_setup's outbox is not partitioned: --check names the remedy. */
     snprintf(cmd, sizeof cmd, "'%s' -c '%s' --check 2>&1", th_bin("outbox-relay"), conf);
     ck_assert_int_eq(run_capture(cmd, out, sizeof out), 1);
-    ck_assert_msg(strstr(out, "role obx_nodelete lacks DELETE on public.outbox"), "%s", out);
+    ck_assert_msg(strstr(out, "public.outbox partitioned by range of id") &&
+                  strstr(out, "SELECT outbox_convert_to_partitions('public', 'outbox', 100)"), "%s", out);
+    migrate_partitioned(conf, c);
+    install_partition_record(c);
+
+    write_rounds(&t, 1);
+    th_exec(c, "UPDATE outbox SET parked_at = now(), last_error = 'test' WHERE id IN (10, 20, 30)");
+    a = th_spawn(&t, "outbox-relay", conf, "a.log");
+    write_rounds(&t, 4);
+    th_wait_count(&t, "SELECT count(*) FROM deleted", 400, 60000);
+    ck_assert_int_ge(th_file_count(&t, "a.log", "event=retention_partitions"), 1);
+
+    b = th_spawn(&t, "outbox-relay", conf, "b.log");
+    wait_standby(&t, "b.log");
+    ck_assert_int_eq(th_relay_stop(a, SIGKILL, 5000), 128 + SIGKILL);
+    write_rounds(&t, 3);
+    th_wait_count(&t, "SELECT count(*) FROM deleted", 700, 60000);
+    th_wait_count(&t, partitions_ahead_sql, 3, 30000);
+    ck_assert_int_eq(th_file_count(&t, "b.log", "event=leadership_acquired"), 1);
+    ck_assert_int_ge(th_file_count(&t, "b.log", "event=retention_partitions"), 1);
+    ck_assert_int_ge(th_file_count(&t, "b.log", "parked_names=outbox_p1"), 1);
+
+    /* The partition of the parked rows stays, whole; the others went. */
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox_p1 WHERE parked_at IS NOT NULL"), 3);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox"), 100);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM deleted"), 700);
+    ck_assert_int_eq(th_int(c, "SELECT count(DISTINCT part) FROM deleted"), 7);
+    assert_dropped_rows_were_due(c, 2);
+    consume_all(&t, m.bootstrap, 797, &msgs);
+    ck_assert_int_eq(ledger_missing(c, &msgs, "id NOT IN (10, 20, 30)"), 0);
+    ck_assert_int_eq(ledger_missing(c, &msgs, "id IN (10, 20, 30)"), 3); /* parked: never published */
+    fprintf(stderr, "partitions: 800 rows, 7 partitions dropped after keep_s, 1 kept for 3 parked rows,"
+                    " %zu messages\n", msgs.n);
+    th_msgs_free(&msgs);
+    PQfinish(c);
+    ck_assert_int_eq(th_relay_stop(b, SIGTERM, 20000), 0);
+    th_mock_stop(&m);
+}
+END_TEST
+
+/* A transaction that took an id of a partition stays open while the rest
+ * of it is sent and old: the detach waits for it and gives up (lock
+ * timeout), leaving the detach pending; once it commits, the next pass
+ * finishes the detach, finds its row unsent, attaches the partition again
+ * and the relay publishes the row; later the partition goes. */
+START_TEST(partitions_keep_a_row_committed_during_the_detach) {
+    th_ctx_t t;
+    th_mock_t m;
+    th_msgs_t msgs;
+    const char *conf;
+    pid_t relay;
+    PGconn *c, *w;
+
+    th_mock_start(&m, 1);
+    th_setup(&t, "retentionlate");
+    mock_topic(&m, &t);
+    c = th_connect(&t);
+    conf = th_config_group(&t, "relay.conf", m.bootstrap, "poll_interval_ms = 100;", "retention", partitions_group);
+    migrate_partitioned(conf, c);
+    install_partition_record(c);
+    w = th_connect(&t);
+    th_exec(w, "BEGIN");
+    th_exec(w, "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) VALUES ('order', 'late', 'x', 'x')");
+    write_rounds(&t, 1);
+    relay = th_relay_start(&t, conf);
+    th_wait_log(&t, "step=detach", 30000);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM deleted"), 0);
+    th_exec(w, "COMMIT");
+    th_wait_log(&t, "event=partition_reattached", 30000);
+    th_wait_count(&t, "SELECT count(*) FROM deleted", 100, 30000); /* ids 1-100; 101 is the next partition's */
+    assert_dropped_rows_were_due(c, 2);
+    consume_all(&t, m.bootstrap, 101, &msgs);
+    ck_assert_int_eq(ledger_missing(c, &msgs, "true"), 0);
+    th_msgs_free(&msgs);
+    PQfinish(w);
+    PQfinish(c);
+    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_mock_stop(&m);
+}
+END_TEST
+
+/* The documented conversion of a live outbox: rows written before it are
+ * published, and dropped with the old table once due; writers go on. */
+START_TEST(partitions_convert_an_existing_outbox) {
+    th_ctx_t t;
+    th_mock_t m;
+    th_msgs_t msgs;
+    char cmd[1024], out[4096];
+    const char *conf;
+    pid_t relay;
+    PGconn *c;
+
+    th_mock_start(&m, 1);
+    th_setup(&t, "retentionconvert");
+    mock_topic(&m, &t);
+    c = th_connect(&t);
+    ck_assert_int_eq(th_write(&t, 2, 150, 20, 100, "order"), 150);
+    th_exec(c, "SELECT outbox_convert_to_partitions('public', 'outbox', 100)");
+    conf = th_config_group(&t, "relay.conf", m.bootstrap, "poll_interval_ms = 100;", "retention", partitions_group);
+    snprintf(cmd, sizeof cmd, "'%s' -c '%s' migrate 2>&1", th_bin("outbox-relay"), conf);
+    ck_assert_msg(run_capture(cmd, out, sizeof out) == 0, "%s", out);
+    snprintf(cmd, sizeof cmd, "'%s' -c '%s' --check 2>&1", th_bin("outbox-relay"), conf);
+    run_capture(cmd, out, sizeof out);
+    ck_assert_msg(strstr(out, "partitioned by id, owned (retention)"), "%s", out);
+    ck_assert_int_eq(th_int(c, partitions_ahead_sql), 3);
+    install_partition_record(c);
+    th_exec(c, "INSERT INTO ledger SELECT id, event_id::text FROM outbox");
 
     relay = th_relay_start(&t, conf);
-    ck_assert_int_eq(th_write(&t, 2, 200, 20, 100, "order"), 200);
-    th_wait_log(&t, "event=retention_failed", 30000);
-    ck_assert_int_ge(th_log_count(&t, "permission denied"), 1);
-    th_check_published(&t, m.bootstrap, "order", 200);
-    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox"), 200);
+    write_rounds(&t, 3);
+    /* outbox_p0, the old table, goes once due; the partitions after it too. */
+    th_wait_count(&t, "SELECT count(*) FROM deleted", 450, 60000);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM deleted WHERE part = 'outbox_p0'"), 150);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox"), 0);
+    assert_dropped_rows_were_due(c, 2);
+    consume_all(&t, m.bootstrap, 450, &msgs);
+    ck_assert_int_eq(ledger_missing(c, &msgs, "true"), 0);
+    th_msgs_free(&msgs);
+    PQfinish(c);
     ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_mock_stop(&m);
+}
+END_TEST
+
+/* A role that does not own the outbox: --check says so; run anyway, its
+ * retention fails with the cause logged and publishing goes on. */
+START_TEST(partitions_without_ownership_is_refused_and_publishing_goes_on) {
+    th_ctx_t t;
+    th_mock_t m;
+    PGconn *c;
+
+    th_mock_start(&m, 1);
+    th_setup(&t, "retentionpartpriv");
+    mock_topic(&m, &t);
+    c = th_connect(&t);
+    migrate_partitioned(th_config_group(&t, "relay.conf", m.bootstrap, "", "retention", partitions_group), c);
+    create_relay_role(c, "obx_notowner");
+    /* Grants on the outbox do not reach its partitions: retention's reads fail. */
+    assert_refused_and_publishing_goes_on(&t, &m, c, config_as(&t, "obx_notowner", m.bootstrap, partitions_group),
+                                          "role obx_notowner does not own public.outbox",
+                                          "permission denied for table outbox_p");
     PQfinish(c);
     th_mock_stop(&m);
 }
@@ -247,7 +495,8 @@ START_TEST(retention_refuses_bad_values) {
         const char *group, *want;
     } cases[] = {
         {"keep_s = -1;", "keep_s"},
-        {"mode = \"partitions\";", "mode"},
+        {"mode = \"truncate\";", "mode"},
+        {"partition_rows = 5;", "partition_rows"},
         {"interval_s = 0;", "interval_s"},
         {"max_rows_per_s = \"fast\";", "max_rows_per_s"},
     };
@@ -266,4 +515,7 @@ END_TEST
 
 TH_MAIN("retention", 300, retention_deletes_rows_sent_long_enough_ago_and_nothing_else,
         retention_keeps_unsent_rows_behind_a_blocked_one,
-        retention_without_delete_privilege_is_logged_and_publishing_goes_on, retention_refuses_bad_values)
+        retention_without_delete_privilege_is_logged_and_publishing_goes_on, retention_refuses_bad_values,
+        partitions_drop_only_partitions_sent_long_enough_ago_and_stay_ahead,
+        partitions_keep_a_row_committed_during_the_detach, partitions_convert_an_existing_outbox,
+        partitions_without_ownership_is_refused_and_publishing_goes_on)
