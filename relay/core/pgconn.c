@@ -26,7 +26,8 @@ PGconn *obx_pgconn_open(const char *conninfo, const char *application_name) {
 
 const char *obx_pgconn_error(char *buf, size_t size, const char *msg) {
     size_t n;
-    snprintf(buf, size, "%s", msg ? msg : "");
+    if (buf != msg) /* buf == msg: trim in place */
+        snprintf(buf, size, "%s", msg ? msg : "");
     buf[strcspn(buf, "\n")] = '\0';
     n = strlen(buf);
     while (n > 0 && (buf[n - 1] == ' ' || buf[n - 1] == '\r'))

@@ -11,7 +11,8 @@
 /* Always returns a PGconn (libpq's rule): check PQstatus, PQfinish it. */
 PGconn *obx_pgconn_open(const char *conninfo, const char *application_name);
 /* A libpq error message (PQerrorMessage, PQresultErrorMessage) as one log
- * field: its first line, trailing blanks cut, into buf. Returns buf. */
+ * field: its first line, trailing blanks cut, into buf (msg may be buf:
+ * trimmed in place). Returns buf. */
 const char *obx_pgconn_error(char *buf, size_t size, const char *msg);
 
 #endif

@@ -16,8 +16,7 @@ static int run(PGconn *conn, const char *sql, int nparams, const char *const *pa
     ExecStatusType st = PQresultStatus(res);
     int rc = 0;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        snprintf(errstr, errsize, "%s", PQresultErrorMessage(res));
-        errstr[strcspn(errstr, "\n")] = '\0';
+        obx_pgconn_error(errstr, errsize, PQresultErrorMessage(res));
         rc = -1;
     }
     PQclear(res);
@@ -36,8 +35,7 @@ int obx_migrate_run(const obx_config_t *cfg, char *errstr, size_t errsize) {
     /* The schema creates public.outbox partitioned when this is set. */
     snprintf(set_rows, sizeof set_rows, "SET outbox.partition_rows = '%s'", partitioned && !other ? rows : "");
     if (PQstatus(conn) != CONNECTION_OK) {
-        snprintf(errstr, errsize, "%s", PQerrorMessage(conn));
-        errstr[strcspn(errstr, "\n")] = '\0';
+        obx_pgconn_error(errstr, errsize, PQerrorMessage(conn));
         goto out;
     }
     /* Serializes concurrent migrations (two relays starting at once). */
@@ -69,8 +67,7 @@ int obx_migrate_run(const obx_config_t *cfg, char *errstr, size_t errsize) {
             " FROM pg_catalog.pg_class WHERE oid = $1::regclass", 3, NULL, params, NULL, NULL, 0);
         int ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
         if (!ok) {
-            snprintf(errstr, errsize, "%s", PQresultErrorMessage(res));
-            errstr[strcspn(errstr, "\n")] = '\0';
+            obx_pgconn_error(errstr, errsize, PQresultErrorMessage(res));
         } else if (PQgetisnull(res, 0, 0)) {
             OBX_LOG(OBX_LOG_WARN, "schema_not_partitioned",
                     "retention.mode is partitions but the outbox table is not partitioned: convert it "

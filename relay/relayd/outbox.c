@@ -7,6 +7,7 @@
 #include "log.h"
 #include "pgbin.h"
 #include "pgconn.h"
+#include "xalloc.h"
 
 enum {
     COL_ID, COL_EVENT_ID, COL_AGG_TYPE, COL_AGG_ID, COL_EVENT_TYPE, COL_TOPIC,
@@ -101,12 +102,6 @@ static const char stats_sql[] =
 
 static const char waiting_sql[] =
     "SELECT pg_catalog.setval(f.flag, $2::bigint, true) FROM (" FLAG_SQL ") f";
-
-static void chomp(char *s) {
-    size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' '))
-        s[--n] = '\0';
-}
 
 /* One statement of a session's set-up: prepared as name, or run when name is NULL. */
 typedef struct {
@@ -230,7 +225,7 @@ PGconn *obx_outbox_connect(const obx_config_t *cfg, const char *name, obx_sessio
         goto fail;
     return conn;
 fail:
-    chomp(errstr);
+    obx_pgconn_error(errstr, errsize, errstr);
     PQfinish(conn);
     return NULL;
 }
@@ -245,8 +240,7 @@ int obx_outbox_prepare_horizon(PGconn *conn, const obx_config_t *cfg, char *why,
     int rc = -1;
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        snprintf(why, whysize, "%s", PQresultErrorMessage(res));
-        chomp(why);
+        obx_pgconn_error(why, whysize, PQresultErrorMessage(res));
     } else if (PQgetisnull(res, 0, 0)) {
         snprintf(why, whysize, "the id column of %s takes no value from a sequence", cfg->pg_table);
         rc = 0;
@@ -278,8 +272,7 @@ static int try_lock(PGconn *conn, const obx_config_t *cfg, const char *prefix, c
     int rc = -1;
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        snprintf(errstr, errsize, "%s", PQresultErrorMessage(res));
-        chomp(errstr);
+        obx_pgconn_error(errstr, errsize, PQresultErrorMessage(res));
     } else {
         rc = PQgetvalue(res, 0, 0)[0] == 't';
     }
@@ -313,12 +306,10 @@ int obx_outbox_send_confirm(PGconn *conn, const obx_config_t *cfg, const char *v
 
 int obx_outbox_send_mark(PGconn *conn, const int64_t *ids, size_t n) {
     size_t cap = n * 21 + 3, len = 0;
-    char *buf = malloc(cap);
+    char *buf = obx_xmalloc(cap);
     const char *vals[1];
     int rc;
 
-    if (!buf)
-        return -1;
     buf[len++] = '{';
     for (size_t i = 0; i < n; i++)
         len += (size_t)snprintf(buf + len, cap - len, "%s%lld", i ? "," : "", (long long)ids[i]);
@@ -435,8 +426,8 @@ static int check_query(PGconn *conn, const char *what, const char *sql, const ch
     int rc = 0;
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        snprintf(errstr, errsize, "%s: %s", what, PQresultErrorMessage(res));
-        chomp(errstr);
+        char e[512];
+        snprintf(errstr, errsize, "%s: %s", what, obx_pgconn_error(e, sizeof e, PQresultErrorMessage(res)));
         rc = -1;
     } else if (PQntuples(res) < 1 || PQgetvalue(res, 0, 0)[0] != 't') {
         snprintf(errstr, errsize, "%s", what);
@@ -544,8 +535,7 @@ PGresult *obx_outbox_topic_sample(PGconn *conn, const obx_config_t *cfg, int sca
              with_event_type ? "true" : "false", cfg->pg_table_sql, scan, limit);
     res = PQexec(conn, sql);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        snprintf(errstr, errsize, "%s", PQresultErrorMessage(res));
-        chomp(errstr);
+        obx_pgconn_error(errstr, errsize, PQresultErrorMessage(res));
         PQclear(res);
         return NULL;
     }

@@ -1293,9 +1293,9 @@ int obx_relay_run(obx_config_t *cfg) {
     obx_signals_install(on_signal);
     r.gate = obx_gate_new(cfg->partition_stall_ms, cfg->partition_cold_ms);
     r.retention = obx_retention_new(cfg);
-    r.producer = r.retention ? obx_producer_new(cfg, on_delivery, &r, err, sizeof err) : NULL;
+    r.producer = obx_producer_new(cfg, on_delivery, &r, err, sizeof err);
     if (!r.producer) {
-        OBX_LOG(OBX_LOG_ERROR, "producer_create_failed", "kafka producer", KS("error", r.retention ? err : "out of memory"));
+        OBX_LOG(OBX_LOG_ERROR, "producer_create_failed", "kafka producer", KS("error", err));
         obx_gate_destroy(r.gate);
         obx_retention_free(r.retention);
         return 1;

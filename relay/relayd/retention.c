@@ -5,7 +5,9 @@
 #include <string.h>
 
 #include "log.h"
+#include "pgconn.h"
 #include "outbox.h"
+#include "xalloc.h"
 
 #define RECONNECT_MS 30000    /* after a failed connect */
 #define BEHIND_LOG_MS 60000   /* a retention_behind line at most this often */
@@ -55,9 +57,8 @@ struct obx_retention {
 };
 
 obx_retention_t *obx_retention_new(const obx_config_t *cfg) {
-    obx_retention_t *r = calloc(1, sizeof *r);
-    if (r)
-        r->cfg = cfg;
+    obx_retention_t *r = obx_xcalloc(1, sizeof *r);
+    r->cfg = cfg;
     return r;
 }
 
@@ -87,8 +88,7 @@ void obx_retention_free(obx_retention_t *r) {
  * comes after the usual interval. */
 static void failed(obx_retention_t *r, const char *what, const char *err, int64_t now) {
     char e[256];
-    snprintf(e, sizeof e, "%s", err);
-    e[strcspn(e, "\n")] = '\0';
+    obx_pgconn_error(e, sizeof e, err);
     if (strcmp(e, r->last_error) != 0 || now - r->failed_logged_at >= FAILED_LOG_MS) {
         OBX_LOG(OBX_LOG_WARN, "retention_failed", "retention failed; publishing goes on", KS("step", what),
                 KS("error", e), KI("retry_in_s", r->cfg->retention_interval_s));

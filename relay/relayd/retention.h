@@ -27,8 +27,7 @@
 
 typedef struct obx_retention obx_retention_t;
 
-/* cfg is borrowed and must outlive the retention (reloads included). NULL
- * when out of memory. */
+/* cfg is borrowed and must outlive the retention (reloads included). */
 obx_retention_t *obx_retention_new(const obx_config_t *cfg);
 /* Closes its session and frees it; NULL is ignored. */
 void obx_retention_free(obx_retention_t *r);
