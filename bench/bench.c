@@ -1,143 +1,10 @@
-/* obx-bench: the outbox-relay benchmark.
- *
- * A program, not a test: it asserts nothing. It prints one table (or, with
- * --json, one JSON object) in which every figure stands beside the raw limit
- * or reference measured in the same run on the same machine, as a ratio, and
- * beside its target. Compare runs and machines through the ratios.
- *
- * Running it
- *   Build optimised and without sanitizers (sanitized builds skip it):
- *     meson setup build-bench --buildtype=release -Dtests=false
- *     meson compile -C build-bench bench     # builds what it starts, runs all scenarios
- *   or run the program for options (--help):
- *     build-bench/bench/obx-bench --scenario drain --scenario writers --json
- *   By default it needs root: it starts a throwaway PostgreSQL with
- *   tests/pg.sh (run as the postgres user, unix socket, port 54349, fsync on,
- *   in a temporary directory) and an obx-mock-kafka (the built binary, its
- *   bootstrap read from its first stdout line), and removes both at the end.
- *   The mock runs with bench/nodelay.c preloaded: librdkafka's mock broker
- *   leaves Nagle on, which a real broker does not, and would add ~40 ms
- *   stalls to every latency. --pg-host/--pg-port and --bootstrap use given
- *   servers instead (the bench creates and drops database obx_bench there;
- *   the broker must auto-create topics). The writers and retention
- *   scenarios run pgbench (PG_BINDIR, else the newest
- *   /usr/lib/postgresql/N/bin). Logs, configs and pgbench output stay in
- *   the temporary directory when a scenario fails or with --keep. Binaries
- *   and schema come from the build and source trees it was built in
- *   (OBX_BUILD_ROOT, OBX_SOURCE_ROOT override). All scenarios at default
- *   sizes take about five minutes on 2 cores. Run it on a quiet
- *   machine: a load probe before each scenario and a repeated reference run
- *   report noise in the notes.
- *
- * What it measures (each scenario in a freshly created database; the relay
- * is the outbox-relay binary, a child process with a generated config that
- * keeps its defaults: those of config/outbox-relay.conf)
- *   raw        (a) a bare libpq loop, SELECT 1,000 unsent rows + UPDATE them
- *              sent until none is left, each SELECT going on from the last id
- *              of the one before (the schema indexes only the id), on an
- *              outbox pre-filled with --events rows (synchronous_commit off,
- *              like the relay's sessions);
- *              (b) a bare idempotent librdkafka producer sending --events
- *              keyed --payload-byte messages, then waiting for every report.
- *              Both run in forked children, so CPU and RSS are their own.
- *              (a1)/(b1): one row claimed and marked, one message produced
- *              and acknowledged; the sum of their medians is the latency
- *              floor of one event. (b0): the bare producer's rd_kafka_new ->
- *              first acknowledgement on a new topic. Runs with any scenario
- *              but writers and retention.
- *   drain      three pairs, each loop (a) again and then a relay draining
- *              --events pre-filled rows (--payload bytes, --aggregates
- *              keys): a drain lasts under a second, and single pairs swing
- *              widely on a shared box. Reported: the median drain against
- *              the median loop of the same pairs, and the lowest and highest
- *              pair's ratio. Events/s from the relay's exec until all are
- *              marked sent (start-up included), and from its first mark to
- *              its last (sent_at: the publishing rate); the CPU busy
- *              meanwhile (relay, its two backends and the mock broker: loop
- *              (a) leaves Kafka out, the relay shares the cores with it).
- *              The footprint figures below are the median drain's.
- *   footprint  from the drain: the relay's peak RSS (VmHWM; bounded by
- *              relay.max_inflight, the rows held until acknowledged) and CPU
- *              (utime+stime of /proc/PID/stat, all threads) read just before
- *              it is stopped, its PostgreSQL backends' CPU (claims and
- *              marks), and exec -> first row marked (cold start). Start-up is exec -> the relay's
- *              "postgres connected" log line (logged after connect, LISTEN,
- *              prepares and the leader lock), median and max over every
- *              relay start of the run.
- *   steady     after one warm-up event, --writers threads insert at each of
- *              --rates events/s for --duration s. Latency per row is
- *              sent_at minus the writer's commit timestamp
- *              (track_commit_timestamp, on in the throwaway cluster, read
- *              through the inserting xid each writer kept; else created_at,
- *              the insert): sent_at is now() of the marking UPDATE, which
- *              runs after the broker's acknowledgement, so this is an upper
- *              bound of commit-to-acknowledgement. Beside each percentile,
- *              the same percentile of the writers' own insert round trips:
- *              the commit timestamp is taken before the commit's WAL flush,
- *              and the row is visible to the relay only after it. Then the
- *              relay's own share: sent_at minus the wall-clock moment the
- *              writer's commit had returned (the row was visible by then;
- *              sent_at is the mark's transaction start, so a sample can be
- *              slightly negative, and with --pg-host the server must share
- *              this machine's clock).
- *              Last, the relay's peak RSS (VmHWM) over all rates: the
- *              steady-state footprint that the 20 MB target is about.
- *   idle       after one warm-up event, --idle-samples single inserts, each
- *              once the relay has set its waiting flag and gone to sleep;
- *              latency as in steady, beside the inserts' own round trips.
- *   writers    pgbench, --writers clients, one outbox_enqueue per transaction
- *              for --duration s. After an unreported warm-up run (a fresh
- *              cluster creates its WAL segments then), four variants: the
- *              gated trigger with the flag off and no relay; the relay
- *              draining a --events backlog beside the writers; the relay
- *              idle when the writers start (it wakes on the first NOTIFY
- *              and then follows them, idling whenever it catches up, so
- *              writers pay NOTIFY only in those gaps); the flag forced on
- *              with no relay (every commit NOTIFYs: what the gate avoids).
- *              And the floors of the two relay variants: loop (a) in the
- *              relay's place, without Kafka, claiming (from a low water,
- *              as the relay does) and marking whatever the writers commit,
- *              paced as the relay is (relay/core/pace.h, the relay's
- *              busy_poll settings), from an empty table and from the same
- *              backlog: what any publisher that reads and marks every row
- *              at that pace costs the writers at least.
- *              Before and after each runs the reference, no trigger and no
- *              relay; each variant is measured against the mean of its two
- *              neighbours, since throughput drifts between runs on a shared
- *              box (the spread of all reference runs is printed). With
- *              --writers-rounds N the four publisher variants run N times
- *              (gate and ungated once): each is reported as its mean tps
- *              against the mean of its references, with its lowest and
- *              highest round. Beside each: WAL
- *              bytes per writer transaction
- *              (everyone's WAL: the relay's marks included), the
- *              publisher's and its PostgreSQL backends' CPU while it runs,
- *              the times its threads went to sleep (each a wake-up) per
- *              event, and the mock broker's CPU.
- *   retention  the writers scenario's method (warm-up, reference runs around
- *              each variant, --writers-rounds) with two variants, both its
- *              relay-idle one (the relay following the writers): retention
- *              off, and retention deleting with keep_s 0 and a pass every
- *              second (interval_s 1). In steady state retention deletes as
- *              many rows as the writers insert, whatever keep_s; keep_s 0
- *              reaches that state from the run's first second, where the
- *              default keep_s and interval_s would delete nothing in a run
- *              (--relay-set retention.KEY=V overrides either). Beside each,
- *              as in writers, and: its retention session's backend's CPU
- *              per writer event (counted in the backends'), the rows
- *              deleted during the run against those written, the outbox's
- *              pg_total_relation_size and n_dead_tup (statistics: up to a
- *              second late) at the run's end (means over the rounds); then
- *              the deleting variant's share of the writers' tps against the
- *              off one's, and its extra CPU (relay and backends) per event.
- *   consumer   --consumer-events orders written by obx-order-gen, published
- *              by the relay, then applied by one obx-stock-consumer (default
- *              batch size); the apply rate from its first applied batch to
- *              the last, counted in processed_events. Three runs, each with
- *              a new group from the topic's start into an emptied inbox and
- *              a refilled stock: the median run is reported, and the
- *              slowest and fastest.
- */
+/* obx-bench: the outbox-relay benchmark. A program, not a test: it asserts
+ * nothing, and prints one table (or JSON object) in which every figure
+ * stands beside a raw limit or reference measured in the same run, as a
+ * ratio, and beside its target. BENCHMARKS.md says how to run it and what
+ * each scenario measures ("Method in detail"); bench.c parses options and
+ * sets up the servers, raw.c measures the raw limits, scenarios.c runs the
+ * scenarios, report.c prints. */
 #include "bench.h"
 
 #include <errno.h>
@@ -174,7 +41,7 @@ static void usage(FILE *f) {
         "Usage: obx-bench [options]\n"
         "\n"
         "Benchmarks outbox-relay against raw limits measured in the same run and\n"
-        "prints one table. See the comment at the top of bench/bench.c.\n"
+        "prints one table. BENCHMARKS.md describes each scenario.\n"
         "\n"
         "  --events N            drain size and raw-limit size (default 100000)\n"
         "  --payload BYTES       payload per event (default 300)\n"
@@ -574,7 +441,7 @@ int main(int argc, char **argv) {
     rc = failed;
 out:
     if (b->mock_pid > 0)
-        bench_reap(b->mock_pid, SIGTERM, 10);
+        proc_reap(b->mock_pid, SIGTERM, 10000);
     if (b->own_pg)
         stop_pg(b);
     else if (*b->server_version)

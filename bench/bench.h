@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "proc.h"
+
 #define BENCH_DB "obx_bench"
 /* One row: 1 while the relay says it is waiting (the trigger NOTIFYs), else 0. */
 #define BENCH_WAITING_SQL "SELECT COALESCE(pg_sequence_last_value('outbox_relay_waiting'), 0)"
@@ -123,20 +125,9 @@ void bench_machine_busy(int ms, double *cores, double *disk);
 /* Probes the machine for 300 ms while the bench is idle and adds a note
  * naming what when something else was busy. */
 void bench_probe(bench_t *b, const char *what);
-pid_t bench_spawn(char *const argv[], const char *log, int out_fd);
-int bench_exited(pid_t pid);
-/* Sends sig (0: none) and reaps within timeout_s, then SIGKILL. Returns the
- * exit code, 128+signal, or -1. */
-int bench_reap(pid_t pid, int sig, double timeout_s);
 /* Waits for needle in the child's log; 0 when seen (sets c->ready). */
 int bench_wait_log(bench_child_t *c, const char *needle, double timeout_s);
 void bench_log_tail(const char *path);
-double proc_cpu_s(pid_t pid);
-double proc_hwm_mb(pid_t pid);
-/* Times the threads of pid went to sleep so far (voluntary context switches
- * of the live threads): each is a wake-up paid later. NAN when unreadable. */
-double proc_sleeps(pid_t pid);
-char *bench_read_file(const char *path);
 /* The value of --relay-set number i when it is in group ("kafka",
  * "relay", ...), its key (without the group) in key; else NULL. parse_set
  * checked the form GROUP.KEY=VALUE. */

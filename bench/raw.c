@@ -449,7 +449,7 @@ int raw_follow_start(bench_t *b, PGconn *mon, bench_child_t *child) {
         return -1;
     }
     /* Ready once its session carries its name. */
-    while (!bench_stop && !bench_exited(child->pid) && bench_now() < deadline) {
+    while (!bench_stop && !proc_exited(child->pid) && bench_now() < deadline) {
         if (db_backend_pids(mon, BENCH_FOLLOWER, &backend, 1) == 1) {
             child->ready = bench_now();
             return 0;

@@ -43,7 +43,7 @@ static int wait_marked(PGconn *c, const bench_child_t *relay, double maxid, doub
                 return 0;
             }
         }
-        if (relay && bench_exited(relay->pid)) {
+        if (relay && proc_exited(relay->pid)) {
             bench_log("the relay died");
             bench_log_tail(relay->log);
             return -1;
@@ -109,7 +109,7 @@ static int drain_once(bench_t *b, PGconn *c, drain_t *o) {
     rc = 0;
 out:
     if (relay.pid > 0)
-        bench_reap(relay.pid, SIGKILL, 5);
+        proc_reap(relay.pid, SIGKILL, 5000);
     return rc;
 }
 
@@ -494,7 +494,7 @@ int scenario_steady(bench_t *b) {
     rc = 0;
 out:
     if (relay.pid > 0)
-        bench_reap(relay.pid, SIGKILL, 5);
+        proc_reap(relay.pid, SIGKILL, 5000);
     PQfinish(c);
     return rc;
 }
@@ -592,7 +592,7 @@ int scenario_idle(bench_t *b) {
     rc = 0;
 out:
     if (relay.pid > 0)
-        bench_reap(relay.pid, SIGKILL, 5);
+        proc_reap(relay.pid, SIGKILL, 5000);
     PQclear(res);
     samples_free(&a);
     free(own);
@@ -615,7 +615,7 @@ typedef struct {
     double mock_cores;     /* the bench's mock broker's CPU / run time; NAN without */
 } pgb_out_t;
 
-static int pgbench_spawn(const bench_t *b, const char *out, pid_t *pid) {
+static int pgproc_spawn(const bench_t *b, const char *out, pid_t *pid) {
     char pgbench[600], script[600], clients[16], jobs[16], secs[16], port[16];
     char *argv[24];
     int n = 0;
@@ -648,7 +648,7 @@ static int pgbench_spawn(const bench_t *b, const char *out, pid_t *pid) {
     }
     argv[n++] = BENCH_DB;
     argv[n] = NULL;
-    *pid = bench_spawn(argv, out, -1);
+    *pid = proc_spawn(argv, out, -1);
     return *pid < 0 ? -1 : 0;
 }
 
@@ -692,10 +692,10 @@ static int pgbench_run(bench_t *b, PGconn *mon, const bench_child_t *relay, cons
         sl0 = proc_sleeps(relay->pid);
     }
     mcpu0 = b->mock_pid > 0 ? proc_cpu_s(b->mock_pid) : NAN;
-    if (pgbench_spawn(b, out, &pid) != 0)
+    if (pgproc_spawn(b, out, &pid) != 0)
         return -1;
     deadline = t0 + b->duration_s + 60;
-    while (!bench_exited(pid) && !bench_stop && bench_now() < deadline) {
+    while (!proc_exited(pid) && !bench_stop && bench_now() < deadline) {
         if (db_num(mon, BENCH_WAITING_SQL, 0, NULL, &v) == 0) {
             samples++;
             set += v > 0;
@@ -708,10 +708,10 @@ static int pgbench_run(bench_t *b, PGconn *mon, const bench_child_t *relay, cons
     o->retention_cores = (db_backend_cpu_s(b, &retention, nr) - rcpu0) / secs;
     o->relay_sleeps = relay ? (proc_sleeps(relay->pid) - sl0) / secs : NAN;
     o->mock_cores = b->mock_pid > 0 ? (proc_cpu_s(b->mock_pid) - mcpu0) / secs : NAN;
-    st = bench_reap(pid, bench_exited(pid) ? 0 : SIGINT, 5);
+    st = proc_reap(pid, proc_exited(pid) ? 0 : SIGINT, 5000);
     if (!*lsn || db_num(mon, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)", 1, lsnp, &wal) != 0)
         wal = NAN;
-    text = bench_read_file(out);
+    text = proc_read_file(out);
     o->tps = pgbench_field(text, "\ntps = ");
     txns = pgbench_field(text, "number of transactions actually processed: ");
     free(text);
@@ -865,7 +865,7 @@ static int bare_run(bench_t *b, PGconn *c, int backlog, const char *tag, pgb_out
         goto out;
     if (backlog && backlog_done_s(c, maxid, t_db0, done_s) != 0)
         goto out;
-    st = bench_reap(follower.pid, SIGTERM, 5);
+    st = proc_reap(follower.pid, SIGTERM, 5000);
     follower.pid = -1;
     if (st != 0) {
         bench_log("the bare follower failed (exit %d)", st);
@@ -877,7 +877,7 @@ static int bare_run(bench_t *b, PGconn *c, int backlog, const char *tag, pgb_out
     rc = 0;
 out:
     if (follower.pid > 0)
-        bench_reap(follower.pid, SIGKILL, 5);
+        proc_reap(follower.pid, SIGKILL, 5000);
     return rc;
 }
 
@@ -1084,7 +1084,7 @@ static int writers_variants(bench_t *b, int first, int end, wvar_t *w, pgb_out_t
     rc = 0;
 out:
     if (relay.pid > 0)
-        bench_reap(relay.pid, SIGKILL, 5);
+        proc_reap(relay.pid, SIGKILL, 5000);
     PQfinish(c);
     return rc;
 }
@@ -1191,7 +1191,7 @@ static int wait_count(PGconn *c, const char *sql, double want, double timeout_s,
             *done_at = sent;
             return 0;
         }
-        if (child && bench_exited(child->pid)) {
+        if (child && proc_exited(child->pid)) {
             bench_log("%s: the process died", child->log);
             bench_log_tail(child->log);
             return -1;
@@ -1253,7 +1253,7 @@ static int consumer_run(bench_t *b, PGconn *c, int run, double n, cons_run_t *o)
     argv[2] = conf;
     argv[3] = NULL;
     cons.started = bench_now();
-    cons.pid = bench_spawn(argv, cons.log, -1);
+    cons.pid = proc_spawn(argv, cons.log, -1);
     if (cons.pid < 0 ||
         wait_count(c, "SELECT count(*) FROM processed_events WHERE consumer = 'stock'", n,
                    drain_timeout((long)n), &cons, &first_at, &first_n, &done_at) != 0)
@@ -1263,7 +1263,7 @@ static int consumer_run(bench_t *b, PGconn *c, int run, double n, cons_run_t *o)
     /* The runner names its session after the consumer. */
     nb = db_backend_pids(c, "stock", backends, 4);
     o->backend_cpu = db_backend_cpu_s(b, backends, nb);
-    st = bench_reap(cons.pid, SIGTERM, 30);
+    st = proc_reap(cons.pid, SIGTERM, 30000);
     cons.pid = -1;
     if (st != 0) {
         bench_log("obx-stock-consumer exited with %d", st);
@@ -1293,7 +1293,7 @@ static int consumer_run(bench_t *b, PGconn *c, int run, double n, cons_run_t *o)
     rc = 0;
 out:
     if (cons.pid > 0)
-        bench_reap(cons.pid, SIGKILL, 5);
+        proc_reap(cons.pid, SIGKILL, 5000);
     return rc;
 }
 
@@ -1330,8 +1330,8 @@ int scenario_consumer(bench_t *b) {
     gen_argv[10] = "4";
     gen_argv[11] = NULL;
     bench_log("consumer: writing %ld orders with obx-order-gen", b->consumer_events);
-    gen.pid = bench_spawn(gen_argv, gen.log, -1);
-    st = bench_reap(gen.pid, 0, 600);
+    gen.pid = proc_spawn(gen_argv, gen.log, -1);
+    st = proc_reap(gen.pid, 0, 600000);
     gen.pid = -1;
     if (st != 0) {
         bench_log("obx-order-gen exited with %d", st);
@@ -1381,7 +1381,7 @@ int scenario_consumer(bench_t *b) {
     rc = 0;
 out:
     if (relay.pid > 0)
-        bench_reap(relay.pid, SIGKILL, 5);
+        proc_reap(relay.pid, SIGKILL, 5000);
     PQfinish(c);
     return rc;
 }

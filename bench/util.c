@@ -157,74 +157,9 @@ void bench_probe(bench_t *b, const char *what) {
                    what, cores, disk * 100);
 }
 
-pid_t bench_spawn(char *const argv[], const char *log, int out_fd) {
-    pid_t pid;
-
-    fflush(stdout);
-    fflush(stderr);
-    pid = fork();
-    if (pid < 0) {
-        bench_log("fork: %s", strerror(errno));
-        return -1;
-    }
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        /* Its own process group: a ^C on the terminal reaches only the bench,
-         * which then stops its children in order and removes the servers. */
-        setpgid(0, 0);
-        signal(SIGPIPE, SIG_DFL);
-        if (fd < 0 || null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(fd, STDERR_FILENO) < 0 ||
-            dup2(out_fd >= 0 ? out_fd : fd, STDOUT_FILENO) < 0)
-            _exit(127);
-        execv(argv[0], argv);
-        dprintf(STDERR_FILENO, "exec %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    return pid;
-}
-
-/* Exited, without reaping it, so bench_reap still gets its status. */
-int bench_exited(pid_t pid) {
-    siginfo_t si;
-    memset(&si, 0, sizeof si);
-    return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid;
-}
-
-int bench_reap(pid_t pid, int sig, double timeout_s) {
-    double deadline = bench_now() + timeout_s;
-    int st;
-
-    if (pid <= 0)
-        return -1;
-    if (sig)
-        kill(pid, sig);
-    for (;;) {
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        if (r < 0 || bench_now() >= deadline)
-            break;
-        bench_sleep_ms(5);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &st, 0);
-    return -1;
-}
-
 void bench_log_tail(const char *path) {
-    char *text = bench_read_file(path);
-    const char *p;
-    int lines = 0;
-
-    if (!text)
-        return;
-    p = text + strlen(text);
-    while (p > text && lines <= 8)
-        if (*--p == '\n')
-            lines++;
-    bench_log("last lines of %s:\n%s", path, p);
-    free(text);
+    char tail[4096];
+    bench_log("last lines of %s:\n%s", path, proc_tail(path, 8, tail, sizeof tail));
 }
 
 int bench_wait_log(bench_child_t *c, const char *needle, double timeout_s) {
@@ -244,7 +179,7 @@ int bench_wait_log(bench_child_t *c, const char *needle, double timeout_s) {
                 }
             }
         }
-        if (bench_exited(c->pid)) {
+        if (proc_exited(c->pid)) {
             bench_log("%s exited before logging \"%s\"", c->log, needle);
             bench_log_tail(c->log);
             return -1;
@@ -257,95 +192,6 @@ int bench_wait_log(bench_child_t *c, const char *needle, double timeout_s) {
         bench_log_tail(c->log);
     }
     return -1;
-}
-
-double proc_cpu_s(pid_t pid) {
-    char path[64], buf[1024];
-    unsigned long ut, st;
-    const char *p;
-    size_t n;
-    FILE *f;
-
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    f = fopen(path, "r");
-    if (!f)
-        return NAN;
-    n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    /* The command name may hold spaces: count fields from its closing
-     * parenthesis. state is field 3, utime 14, stime 15 (whole process). */
-    p = strrchr(buf, ')');
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-        return NAN;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
-double proc_sleeps(pid_t pid) {
-    char path[64], line[320];
-    double sum = 0;
-    struct dirent *e;
-    long v;
-    DIR *d;
-
-    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
-    d = opendir(path);
-    if (!d)
-        return NAN;
-    while ((e = readdir(d)) != NULL) {
-        FILE *f;
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(line, sizeof line, "/proc/%d/task/%s/status", (int)pid, e->d_name);
-        f = fopen(line, "r");
-        if (!f)
-            continue;
-        while (fgets(line, sizeof line, f))
-            if (sscanf(line, "voluntary_ctxt_switches: %ld", &v) == 1)
-                sum += (double)v;
-        fclose(f);
-    }
-    closedir(d);
-    return sum;
-}
-
-double proc_hwm_mb(pid_t pid) {
-    char path[64], line[256];
-    double mb = NAN;
-    long kb;
-    FILE *f;
-
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    f = fopen(path, "r");
-    if (!f)
-        return NAN;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
-            mb = (double)kb / 1024.0;
-    fclose(f);
-    return mb;
-}
-
-char *bench_read_file(const char *path) {
-    FILE *f = fopen(path, "r");
-    char *text = NULL;
-    long n;
-
-    if (!f)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
-        goto out;
-    text = malloc((size_t)n + 1);
-    if (text && fread(text, 1, (size_t)n, f) != (size_t)n) {
-        free(text);
-        text = NULL;
-        goto out;
-    }
-    if (text)
-        text[n] = '\0';
-out:
-    fclose(f);
-    return text;
 }
 
 const char *bench_bin(const bench_t *b, const char *name) {
@@ -420,7 +266,7 @@ int db_apply_file(const bench_t *b, PGconn *c, const char *rel) {
     int rc;
 
     snprintf(path, sizeof path, "%s/%s", b->source_root, rel);
-    sql = bench_read_file(path);
+    sql = proc_read_file(path);
     if (!sql) {
         bench_log("cannot read %s: %s", path, strerror(errno));
         return -1;
@@ -580,13 +426,13 @@ int relay_start_with(bench_t *b, bench_child_t *r, const char *const *sets, int 
     argv[2] = conf;
     argv[3] = NULL;
     r->started = bench_now();
-    r->pid = bench_spawn(argv, r->log, -1);
+    r->pid = proc_spawn(argv, r->log, -1);
     if (r->pid < 0)
         return -1;
     /* Logged once the session is up: connected, LISTEN issued, statements
      * prepared, leadership lock taken. */
     if (bench_wait_log(r, "msg=\"postgres connected\"", 15) != 0) {
-        bench_reap(r->pid, SIGKILL, 5);
+        proc_reap(r->pid, SIGKILL, 5000);
         r->pid = -1;
         return -1;
     }
@@ -596,7 +442,7 @@ int relay_start_with(bench_t *b, bench_child_t *r, const char *const *sets, int 
 }
 
 int relay_stop(bench_child_t *r) {
-    int rc = bench_reap(r->pid, SIGTERM, 30);
+    int rc = proc_reap(r->pid, SIGTERM, 30000);
     r->pid = -1;
     if (rc != 0) {
         bench_log("relay exited with %d", rc);
@@ -628,7 +474,7 @@ int mock_start(bench_t *b) {
         setenv("LD_PRELOAD", shim, 1);
     else
         bench_note(b, "%s missing: the mock keeps Nagle on and adds ~40 ms stalls to latencies", shim);
-    b->mock_pid = bench_spawn(argv, log, fds[1]);
+    b->mock_pid = proc_spawn(argv, log, fds[1]);
     unsetenv("LD_PRELOAD");
     close(fds[1]);
     /* Its first stdout line is the bootstrap list. */

@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,30 +33,6 @@ static unsigned rnd(unsigned n) {
     return (unsigned)(rng % n);
 }
 
-static pid_t spawn_ordergen(th_ctx_t *t, int orders, int rate) {
-    char n[16], r[16], out[512];
-    pid_t pid;
-    snprintf(n, sizeof n, "%d", orders);
-    snprintf(r, sizeof r, "%d", rate);
-    snprintf(out, sizeof out, "%s/ordergen.log", t->dir);
-    pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        FILE *f = freopen(out, "a", stderr);
-        (void)f;
-        execl(th_bin("obx-order-gen"), "obx-order-gen", "-d", t->conninfo, "-n", n, "--rate", r,
-              "--skus", "50", "--stock", "40", "--clients", "4", "--hot-skus", "10", (char *)NULL);
-        _exit(127);
-    }
-    return pid;
-}
-
-static void pg_restart(const char *mode) {
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "'%s' restart '%s' %s", th_src("tests/pg.sh"), getenv("OBX_TEST_PGDIR"), mode);
-    ck_assert_int_eq(th_run(cmd), 0);
-}
-
 static void cut_relay_connection(th_ctx_t *t) {
     PGconn *c = th_connect(t);
     th_exec(c, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
@@ -74,7 +49,7 @@ START_TEST(chaos_order_flow) {
     char rconf[512], sconf[512], pconf[512], topic[128], cnt[512] = "";
     const char *seed_env = getenv("OBX_CHAOS_SEED");
     int long_run = getenv("CHAOS_LONG") && atoi(getenv("CHAOS_LONG"));
-    int nfaults = long_run ? 60 : 14, orders = long_run ? 40000 : 8000, rate = long_run ? 250 : 200, st;
+    int nfaults = long_run ? 60 : 14, orders = long_run ? 40000 : 8000, rate = long_run ? 250 : 200;
     int counts[F_KINDS] = {0}, perm[F_KINDS];
     uint64_t seed = seed_env ? strtoull(seed_env, NULL, 10) : (uint64_t)time(NULL);
     long long dup_effects;
@@ -109,7 +84,7 @@ START_TEST(chaos_order_flow) {
     relay = th_relay_start(&t, rconf);
     stock = th_spawn(&t, "obx-stock-consumer", sconf, "stock.log");
     pay = th_spawn(&t, "obx-payment-consumer", pconf, "payment.log");
-    gen = spawn_ordergen(&t, orders, rate);
+    gen = th_ordergen_spawn(&t, orders, rate);
 
     /* Every kind at least once, in a seeded order, then seeded picks. */
     for (int i = 0; i < F_KINDS; i++)
@@ -137,8 +112,8 @@ START_TEST(chaos_order_flow) {
             th_relay_stop(pay, SIGKILL, 5000);
             pay = th_spawn(&t, "obx-payment-consumer", pconf, "payment.log");
             break;
-        case F_PG_FAST: pg_restart("fast"); break;
-        case F_PG_IMMEDIATE: pg_restart("immediate"); break;
+        case F_PG_FAST: th_pg_ctl("restart fast"); break;
+        case F_PG_IMMEDIATE: th_pg_ctl("restart immediate"); break;
         case F_PG_CUT: cut_relay_connection(&t); break;
         case F_BROKER_DOWN: {
             int b = 1 + (int)rnd(3);
@@ -164,10 +139,7 @@ START_TEST(chaos_order_flow) {
             break;
         }
     }
-    ck_assert_int_eq(waitpid(gen, &st, 0), gen);
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "order generator failed: see %s/ordergen.log", t.dir);
-    th_wait_count(&t, "SELECT count(*) FROM shop_order_outcomes", orders, 180000);
-    ck_assert(th_wait_drained(&t, 60000));
+    th_shop_finish(&t, gen, orders, 180000);
 
     snprintf(topic, sizeof topic, "%s.order", t.topic_prefix);
     th_consume(m.bootstrap, topic, (size_t)orders, 60000, &msgs);
@@ -193,9 +165,9 @@ START_TEST(chaos_order_flow) {
     ck_assert_int_eq(v.wrong_headers, 0);
     ck_assert_int_eq(dup_effects, 0);
     th_shop_check(&t, orders);
-    ck_assert_int_eq(th_relay_stop(stock, SIGTERM, 30000), 0);
-    ck_assert_int_eq(th_relay_stop(pay, SIGTERM, 30000), 0);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 30000), 0);
+    th_stop(stock, SIGTERM, 30000, 0);
+    th_stop(pay, SIGTERM, 30000, 0);
+    th_stop(relay, SIGTERM, 30000, 0);
     th_mock_stop(&m);
 }
 END_TEST

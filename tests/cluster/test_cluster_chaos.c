@@ -169,8 +169,8 @@ static void inject(chaos_t *x, int kind) {
         x->relay = th_relay_start(x->t, x->rconf);
         move_leader(x, p);
         break;
-    case F_PG_FAST: th_pg_restart("fast"); break;
-    case F_PG_IMMEDIATE: th_pg_restart("immediate"); break;
+    case F_PG_FAST: th_pg_ctl("restart fast"); break;
+    case F_PG_IMMEDIATE: th_pg_ctl("restart immediate"); break;
     }
     /* Heal before the next fault: never two faults' worth of nodes down. */
     th_cluster_wait_healthy(x->c, 90000);
@@ -263,9 +263,9 @@ START_TEST(cluster_chaos_order_flow) {
     ck_assert_int_eq(v.wrong_headers, 0);
     ck_assert_int_eq(dup_effects, 0);
     th_shop_check(&t, orders);
-    ck_assert_int_eq(th_relay_stop(stock, SIGTERM, 30000), 0);
-    ck_assert_int_eq(th_relay_stop(pay, SIGTERM, 30000), 0);
-    ck_assert_int_eq(th_relay_stop(x.relay, SIGTERM, 30000), 0);
+    th_stop(stock, SIGTERM, 30000, 0);
+    th_stop(pay, SIGTERM, 30000, 0);
+    th_stop(x.relay, SIGTERM, 30000, 0);
     th_cluster_close(&c);
 }
 END_TEST

@@ -194,11 +194,11 @@ static th_verify_t finish(th_ctx_t *t, th_cluster_t *c, pid_t relay, const char 
     const char *wrapper = getenv("OBX_TEST_RELAY_WRAPPER");
 
     await_fault(c, needle, before);
-    ck_assert_msg(th_wait_drained(t, 180000), "%s: the relay did not drain within 180 s", name);
+    th_drain(t, 180000);
     sw.stats = scan_log(t).stats;
     ck_assert_msg(th_wait(new_stats_line, &sw, 10000), "%s: no stats line after the drain", name);
     *log = scan_log(t);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 30000), 0);
+    th_stop(relay, SIGTERM, 30000, 0);
     th_cluster_read(c, topic, &msgs, 60000);
     v = th_verify_counts(t, &msgs, "win");
     th_msgs_free(&msgs);
@@ -382,11 +382,11 @@ START_TEST(first_request_refused_behind_a_pipelined_one) {
     }
     ck_assert_msg(answered_ms, "%s: the proxy answered %d of %d refused Produce requests within 60 s (see %s/proxy.log)",
                   name, th_cluster_proxy_log_count(&c, INJECTED) - injected, refuse, c.dir);
-    ck_assert_msg(th_wait_drained(&t, 180000), "%s: the relay did not drain within 180 s", name);
+    th_drain(&t, 180000);
     sw.stats = scan_log(&t).stats;
     ck_assert_msg(th_wait(new_stats_line, &sw, 10000), "%s: no stats line after the drain", name);
     log = scan_log(&t);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 30000), 0);
+    th_stop(relay, SIGTERM, 30000, 0);
     th_cluster_read(&c, topic, &msgs, 60000);
     v = th_verify_counts(&t, &msgs, "win");
     th_msgs_free(&msgs);

@@ -392,8 +392,8 @@ static pid_t relay_with(th_ctx_t *t, const th_mock_t *m, const char *relay_extra
 }
 
 static void finish(th_ctx_t *t, th_mock_t *m, pid_t relay) {
-    ck_assert_msg(th_wait_drained(t, 60000), "rows left unsent in %s", t->db);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_drain(t, 60000);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(m);
 }
 
@@ -440,9 +440,9 @@ START_TEST(healthy_run_fires_no_alert) {
     th_wait_count(&t, "SELECT count(*) FROM shop_stock_moves", 300, 60000);
     wait_reach(&t, "stock.log", " applied=300 ", NULL, 3); /* caught up, for a few intervals */
     ck_assert_int_eq(th_file_field(&t, "stock.log", " applied=300 ", "lag"), 0);
-    ck_assert(th_wait_drained(&t, 60000));
-    ck_assert_int_eq(th_relay_stop(stock, SIGTERM, 20000), 0);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_drain(&t, 60000);
+    th_stop(stock, SIGTERM, 20000, 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     PQfinish(c);
     th_mock_stop(&m);
 
@@ -476,7 +476,7 @@ START_TEST(row_failures) {
     relay = relay_with(&t, &m, "poll_interval_ms = 100;", "");
     th_exec(c, "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) VALUES ('order', NULL, 'X', 'x')");
     th_wait_log(&t, "event=row_parked", 30000);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     fires(&t, "relay.log", "row_parked", 1);
 
     from = th_file_count(&t, "relay.log", "") + 1;
@@ -501,7 +501,7 @@ START_TEST(broker_down) {
     mock_db(&t, &m, "alerts_broker", 2);
     relay = relay_with(&t, &m, "poll_interval_ms = 100;", "");
     ck_assert_int_eq(th_write(&t, 2, 20, 10, 50, "order"), 20);
-    ck_assert(th_wait_drained(&t, 30000));
+    th_drain(&t, 30000);
     ck_assert_int_eq(rd_kafka_mock_broker_set_down(m.mc, 1), 0);
     c = th_connect(&t);
     th_exec(c, "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload, created_at)"
@@ -514,18 +514,10 @@ START_TEST(broker_down) {
     fires(&t, "relay.log", "partition_stalled", 1);
     ck_assert_int_eq(rd_kafka_mock_broker_set_up(m.mc, 1), 0);
     th_check_published(&t, m.bootstrap, "order", 40);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST
-
-static void pg(const char *what) {
-    char cmd[1024];
-    const char *dir = getenv("OBX_TEST_PGDIR");
-    ck_assert_msg(dir && *dir, "OBX_TEST_PGDIR unset: tests/run.sh sets it");
-    snprintf(cmd, sizeof cmd, "'%s' %s '%s' >/dev/null", th_src("tests/pg.sh"), what, dir);
-    ck_assert_msg(th_run(cmd) == 0, "tests/pg.sh %s failed", what);
-}
 
 /* PostgreSQL stops: the relay says it is disconnected, and from its first
  * such line on no leader heartbeat comes. */
@@ -538,13 +530,13 @@ START_TEST(postgres_down) {
     mock_db(&t, &m, "alerts_pgdown", 2);
     relay = relay_with(&t, &m, "poll_interval_ms = 100;", "");
     th_wait_log(&t, "role=leader state=", 30000); /* a stats line */
-    pg("stop");
+    th_pg_ctl("stop");
     th_wait_log(&t, "state=disconnected", 30000);
     stats = th_file_count(&t, "relay.log", "event=stats");
     wait_reach(&t, "relay.log", "event=stats", NULL, stats + 3);
     wait_reach(&t, "relay.log", "event=postgres_connect_failed", NULL, 1);
     from = line_of(&t, "relay.log", "state=disconnected");
-    pg("start");
+    th_pg_ctl("start");
     fires(&t, "relay.log", "relay_disconnected", 1);
     fires(&t, "relay.log", "relay_not_leading", 1);        /* before the outage */
     silent(&t, "relay.log", "relay_not_leading", from);    /* from the outage on: as a leader's absence */
@@ -565,7 +557,7 @@ START_TEST(fatal_kafka_error) {
     mock_db(&t, &m, "alerts_fatal", 2);
     relay = relay_with(&t, &m, "", "max_in_flight_requests_per_connection = 1;");
     ck_assert_int_eq(th_write(&t, 2, 20, 10, 50, "order"), 20);
-    ck_assert(th_wait_drained(&t, 30000));
+    th_drain(&t, 30000);
     rd_kafka_mock_push_request_errors(m.mc, PRODUCE_API, 1, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);
     ck_assert_int_eq(th_write(&t, 2, 200, 10, 50, "order"), 200);
     th_wait_log(&t, "event=kafka_fatal_error", 30000);
@@ -654,7 +646,7 @@ START_TEST(health_events) {
     th_wait_log(&t, "role=standby", 30000);
     backends(&t, leader, standby, sizeof standby);
     signal_backends(standby, SIGSTOP);
-    ck_assert_int_eq(th_relay_stop(b, 0, 30000), 1); /* signal 0: only wait */
+    th_stop(b, 0, 30000, 1); /* signal 0: only wait */
     signal_backends(standby, SIGCONT);
     fires(&t, "relay.log", "loop_stuck", 1);
 
@@ -687,7 +679,7 @@ START_TEST(consumer_faults) {
     fires(&t, "stock.log", "batch_rolled_back", 1);
     th_exec(c, "ALTER TABLE consumer_offsets_away RENAME TO consumer_offsets");
     th_wait_count(&t, "SELECT count(*) FROM shop_stock_moves", 1200, 60000);
-    ck_assert_int_eq(th_relay_stop(stock, SIGTERM, 20000), 0);
+    th_stop(stock, SIGTERM, 20000, 0);
     PQfinish(c);
     finish(&t, &m, relay);
 }

@@ -3,6 +3,7 @@
  * missing, denied), migrate twice, secrets kept
  * out of the logs. */
 #include <check.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,8 +13,9 @@
 
 #include "harness.h"
 
-/* Runs the relay with args, output (stdout+stderr) into out; returns exit status. */
-static int relay_cmd(const th_ctx_t *t, const char *args, char *out, size_t size) {
+/* Runs the relay with args, output (stdout+stderr) into out; fails the
+ * test, showing the output, unless it exits with expect. */
+static void relay_cmd(const th_ctx_t *t, const char *args, int expect, char *out, size_t size) {
     char cmd[2048], path[512];
     FILE *f;
     size_t n;
@@ -26,7 +28,7 @@ static int relay_cmd(const th_ctx_t *t, const char *args, char *out, size_t size
     n = fread(out, 1, size - 1, f);
     out[n] = '\0';
     fclose(f);
-    return st;
+    ck_assert_msg(st == expect, "outbox-relay %s: exit status %d, expected %d; output:\n%s", args, st, expect, out);
 }
 
 static const char *write_file(const th_ctx_t *t, const char *name, const char *text) {
@@ -44,14 +46,14 @@ START_TEST(help_and_version) {
     th_ctx_t t;
     char out[8192];
     th_setup(&t, "cli_help");
-    ck_assert_int_eq(relay_cmd(&t, "--help", out, sizeof out), 0);
-    ck_assert_ptr_nonnull(strstr(out, "--check"));
-    ck_assert_ptr_nonnull(strstr(out, "migrate"));
-    ck_assert_int_eq(relay_cmd(&t, "--version", out, sizeof out), 0);
-    ck_assert_ptr_nonnull(strstr(out, "outbox-relay 0."));
-    ck_assert_ptr_nonnull(strstr(out, "librdkafka"));
-    ck_assert_int_eq(relay_cmd(&t, "--bogus", out, sizeof out), 2);
-    ck_assert_int_eq(relay_cmd(&t, "", out, sizeof out), 2); /* -c is required */
+    relay_cmd(&t, "--help", 0, out, sizeof out);
+    th_assert_has(out, "--check");
+    th_assert_has(out, "migrate");
+    relay_cmd(&t, "--version", 0, out, sizeof out);
+    th_assert_has(out, "outbox-relay 0.");
+    th_assert_has(out, "librdkafka");
+    relay_cmd(&t, "--bogus", 2, out, sizeof out);
+    relay_cmd(&t, "", 2, out, sizeof out); /* -c is required */
 }
 END_TEST
 
@@ -76,30 +78,40 @@ START_TEST(config_errors_exit_2_at_file_line) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *p = write_file(&t, "bad.conf", cases[i].text);
         snprintf(args, sizeof args, "-c '%s' --check", p);
-        ck_assert_int_eq(relay_cmd(&t, args, out, sizeof out), 2);
+        relay_cmd(&t, args, 2, out, sizeof out);
         snprintf(expect, sizeof expect, "%s:%d: ", p, cases[i].line);
         ck_assert_msg(strstr(out, expect) != NULL, "case %zu: \"%s\" lacks \"%s\"", i, out, expect);
         ck_assert_msg(strstr(out, cases[i].reason) != NULL, "case %zu: \"%s\" lacks \"%s\"", i, out,
                       cases[i].reason);
     }
     snprintf(args, sizeof args, "-c '%s/missing.conf'", t.dir);
-    ck_assert_int_eq(relay_cmd(&t, args, out, sizeof out), 2);
-    ck_assert_ptr_nonnull(strstr(out, "missing.conf: cannot open: No such file or directory"));
-    /* Unreadable: a root-only file read by the postgres user (root reads everything). */
+    relay_cmd(&t, args, 2, out, sizeof out);
+    th_assert_has(out, "missing.conf: cannot open: No such file or directory");
+    /* Unreadable: a root-only file read by the postgres user (root reads
+     * everything). The relay runs from a world-readable copy: a checkout
+     * under /root (mode 700) keeps the postgres user out of the build tree. */
     {
-        char cmd[2048], path[512];
+        char cmd[2048], path[512], bindir[] = "/tmp/obx-cli-bin.XXXXXX";
         FILE *f;
         size_t n;
+        int st;
         const char *p = write_file(&t, "secret-only-root.conf", cases[0].text);
+        ck_assert_msg(mkdtemp(bindir) != NULL, "mkdtemp: %s", strerror(errno));
+        snprintf(cmd, sizeof cmd, "chmod 755 '%s' && cp '%s' '%s/outbox-relay' && chmod 755 '%s/outbox-relay'",
+                 bindir, th_bin("outbox-relay"), bindir, bindir);
+        ck_assert_msg(th_run(cmd) == 0, "%s failed", cmd);
         snprintf(path, sizeof path, "%s/unreadable.out", t.dir);
-        snprintf(cmd, sizeof cmd, "runuser -u postgres -- '%s' -c '%s' --check >'%s' 2>&1",
-                 th_bin("outbox-relay"), p, path);
-        ck_assert_int_eq(th_run(cmd), 2);
+        snprintf(cmd, sizeof cmd, "runuser -u postgres -- '%s/outbox-relay' -c '%s' --check >'%s' 2>&1",
+                 bindir, p, path);
+        st = th_run(cmd);
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", bindir);
+        th_run(cmd);
         f = fopen(path, "r");
         n = fread(out, 1, sizeof out - 1, f);
         out[n] = '\0';
         fclose(f);
-        ck_assert_msg(strstr(out, "secret-only-root.conf: cannot open: Permission denied") != NULL, "%s", out);
+        ck_assert_msg(st == 2, "exit status %d, expected 2; output:\n%s", st, out);
+        th_assert_has(out, "secret-only-root.conf: cannot open: Permission denied");
     }
 }
 END_TEST
@@ -111,25 +123,25 @@ START_TEST(check_live_and_dead_servers) {
     th_mock_start(&m, 1);
     th_setup(&t, "cli_check");
     snprintf(args, sizeof args, "-c '%s' --check", th_config(&t, "ok.conf", m.bootstrap, "", ""));
-    ck_assert_int_eq(relay_cmd(&t, args, out, sizeof out), 0);
-    ck_assert_ptr_nonnull(strstr(out, "check: ok"));
-    ck_assert_ptr_nonnull(strstr(out, "SELECT, UPDATE and DELETE (retention) granted"));
+    relay_cmd(&t, args, 0, out, sizeof out);
+    th_assert_has(out, "check: ok");
+    th_assert_has(out, "SELECT, UPDATE and DELETE (retention) granted");
     /* Unreachable PostgreSQL. */
     snprintf(text, sizeof text, "postgres: { conninfo = \"host=%s/nowhere dbname=x\"; };\n"
                                 "kafka: { bootstrap_servers = \"%s\"; };\n", t.dir, m.bootstrap);
     snprintf(args, sizeof args, "-c '%s' --check", write_file(&t, "nopg.conf", text));
-    ck_assert_int_eq(relay_cmd(&t, args, out, sizeof out), 1);
-    ck_assert_ptr_nonnull(strstr(out, "postgres: FAILED"));
+    relay_cmd(&t, args, 1, out, sizeof out);
+    th_assert_has(out, "postgres: FAILED");
     /* A table that does not exist. */
     snprintf(text, sizeof text, "postgres: { conninfo = \"%s\"; table = \"public.nope\"; };\n"
                                 "kafka: { bootstrap_servers = \"%s\"; };\n", t.conninfo, m.bootstrap);
     snprintf(args, sizeof args, "-c '%s' --check", write_file(&t, "notable.conf", text));
-    ck_assert_int_eq(relay_cmd(&t, args, out, sizeof out), 1);
-    ck_assert_ptr_nonnull(strstr(out, "does not exist"));
+    relay_cmd(&t, args, 1, out, sizeof out);
+    th_assert_has(out, "does not exist");
     /* Unreachable broker. */
     snprintf(args, sizeof args, "-c '%s' --check", th_config(&t, "nokafka.conf", "127.0.0.1:1", "", ""));
-    ck_assert_int_eq(relay_cmd(&t, args, out, sizeof out), 1);
-    ck_assert_ptr_nonnull(strstr(out, "kafka: FAILED"));
+    relay_cmd(&t, args, 1, out, sizeof out);
+    th_assert_has(out, "kafka: FAILED");
     th_mock_stop(&m);
 }
 END_TEST
@@ -138,8 +150,8 @@ END_TEST
  * rows resolve to: ok with its partitions, missing, or denied (exit 1).
  * The check's own metadata requests never create a topic, so a missing
  * topic stays missing even where the broker would auto-create it. */
-static int check_with(th_ctx_t *t, const char *bootstrap, const char *routes_topic, char *out,
-                      size_t size) {
+static void check_with(th_ctx_t *t, const char *bootstrap, const char *routes_topic, int expect, char *out,
+                       size_t size) {
     char text[2048], args[1024];
     snprintf(text, sizeof text,
              "postgres: { conninfo = \"%s\"; };\nkafka: { bootstrap_servers = \"%s\"; };\n"
@@ -147,7 +159,7 @@ static int check_with(th_ctx_t *t, const char *bootstrap, const char *routes_top
              "routes = ( { aggregate_type = \"order\"; topic = \"%s\"; } );\n",
              t->conninfo, bootstrap, t->topic_prefix, routes_topic);
     snprintf(args, sizeof args, "-c '%s' --check", write_file(t, "topics.conf", text));
-    return relay_cmd(t, args, out, size);
+    relay_cmd(t, args, expect, out, size);
 }
 
 START_TEST(check_routed_topics) {
@@ -172,47 +184,47 @@ START_TEST(check_routed_topics) {
     rd_kafka_mock_topic_set_error(m.mc, denied, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
 
     /* A route to an existing topic, an empty outbox. */
-    ck_assert_msg(check_with(&t, m.bootstrap, ok, out, sizeof out) == 0, "%s", out);
+    check_with(&t, m.bootstrap, ok, 0, out, sizeof out);
     snprintf(line, sizeof line, "topic %s: ok (partitions 3; route aggregate_type=order)", ok);
-    ck_assert_msg(strstr(out, line) != NULL, "%s", out);
-    ck_assert_ptr_nonnull(strstr(out, "check: ok"));
+    th_assert_has(out, line);
+    th_assert_has(out, "check: ok");
 
     /* A route to a topic that does not exist; asking did not create it. */
     for (int i = 0; i < 2; i++) {
-        ck_assert_msg(check_with(&t, m.bootstrap, missing, out, sizeof out) == 1, "%s", out);
+        check_with(&t, m.bootstrap, missing, 1, out, sizeof out);
         snprintf(line, sizeof line, "topic %s: FAILED: missing (UNKNOWN_TOPIC_OR_PART", missing);
-        ck_assert_msg(strstr(out, line) != NULL, "%s", out);
-        ck_assert_ptr_nonnull(strstr(out, "auto.create.topics.enable"));
-        ck_assert_ptr_nonnull(strstr(out, "check: FAILED"));
+        th_assert_has(out, line);
+        th_assert_has(out, "auto.create.topics.enable");
+        th_assert_has(out, "check: FAILED");
     }
 
     /* A topic the principal may not describe. */
-    ck_assert_msg(check_with(&t, m.bootstrap, denied, out, sizeof out) == 1, "%s", out);
+    check_with(&t, m.bootstrap, denied, 1, out, sizeof out);
     snprintf(line, sizeof line, "topic %s: FAILED: denied (TOPIC_AUTHORIZATION_FAILED", denied);
-    ck_assert_msg(strstr(out, line) != NULL, "%s", out);
-    ck_assert_ptr_nonnull(strstr(out, "kafka-acls.sh"));
+    th_assert_has(out, line);
+    th_assert_has(out, "kafka-acls.sh");
 
     /* topic_pattern targets of the aggregate types in the outbox, and a
      * row's own topic column. */
     c = th_connect(&t);
     th_exec(c, "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
                " VALUES ('payment', 'p1', 'Paid', 'x'), ('order', 'o1', 'Placed', 'x')");
-    ck_assert_msg(check_with(&t, m.bootstrap, ok, out, sizeof out) == 1, "%s", out);
+    check_with(&t, m.bootstrap, ok, 1, out, sizeof out);
     snprintf(line, sizeof line, "topic %s: FAILED: missing (UNKNOWN_TOPIC_OR_PART;"
              " topic_pattern, aggregate_type=payment)", pattern);
-    ck_assert_msg(strstr(out, line) != NULL, "%s", out);
+    th_assert_has(out, line);
     ck_assert_int_eq(rd_kafka_mock_topic_create(m.mc, pattern, 2, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
-    ck_assert_msg(check_with(&t, m.bootstrap, ok, out, sizeof out) == 0, "%s", out);
+    check_with(&t, m.bootstrap, ok, 0, out, sizeof out);
     snprintf(line, sizeof line, "topic %s: ok (partitions 2; topic_pattern, aggregate_type=payment)",
              pattern);
-    ck_assert_msg(strstr(out, line) != NULL, "%s", out);
+    th_assert_has(out, line);
     snprintf(line, sizeof line, "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, topic,"
              " payload) VALUES ('refund', 'r1', 'Done', '%s', 'x')", denied);
     th_exec(c, line);
-    ck_assert_msg(check_with(&t, m.bootstrap, ok, out, sizeof out) == 1, "%s", out);
+    check_with(&t, m.bootstrap, ok, 1, out, sizeof out);
     snprintf(line, sizeof line, "topic %s: FAILED: denied (TOPIC_AUTHORIZATION_FAILED; rows' topic column)",
              denied);
-    ck_assert_msg(strstr(out, line) != NULL, "%s", out);
+    th_assert_has(out, line);
     th_exec(c, "DELETE FROM outbox");
     PQfinish(c);
 
@@ -220,9 +232,9 @@ START_TEST(check_routed_topics) {
      * still reports the topic missing, twice, since it never creates it. */
     if (real && *real) {
         for (int i = 0; i < 2; i++) {
-            ck_assert_msg(check_with(&t, real, missing, out, sizeof out) == 1, "%s", out);
+            check_with(&t, real, missing, 1, out, sizeof out);
             snprintf(line, sizeof line, "topic %s: FAILED: missing (UNKNOWN_TOPIC_OR_PART", missing);
-            ck_assert_msg(strstr(out, line) != NULL, "%s", out);
+            th_assert_has(out, line);
         }
     }
     th_mock_stop(&m);
@@ -242,8 +254,8 @@ START_TEST(migrate_twice_and_quoted_table) {
              "kafka: { bootstrap_servers = \"%s\"; };\nrelay: { topic_pattern = \"%s.${aggregate_type}\"; };\n",
              t.conninfo, m.bootstrap, t.topic_prefix);
     snprintf(args, sizeof args, "-c '%s' migrate", write_file(&t, "quoted.conf", text));
-    ck_assert_int_eq(relay_cmd(&t, args, out, sizeof out), 0);
-    ck_assert_int_eq(relay_cmd(&t, args, out, sizeof out), 0); /* idempotent */
+    relay_cmd(&t, args, 0, out, sizeof out);
+    relay_cmd(&t, args, 0, out, sizeof out); /* idempotent */
     c = th_connect(&t);
     th_exec(c, "INSERT INTO \"Order Events\" (aggregate_type, aggregate_id, event_type, payload)"
                " SELECT 'order', 'a' || g, 'OrderPlaced', 'x' FROM generate_series(1, 50) g");
@@ -256,7 +268,7 @@ START_TEST(migrate_twice_and_quoted_table) {
     }
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM \"Order Events\" WHERE sent_at IS NOT NULL"), 50);
     PQfinish(c);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST
@@ -276,7 +288,7 @@ START_TEST(password_never_logged) {
     relay = th_relay_start(&t, write_file(&t, "secret.conf", text));
     /* Not a synchronisation: the relay is meant to fail for a while, with debug logs on. */
     sleep(2);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     snprintf(path, sizeof path, "%s/relay.log", t.dir);
     f = fopen(path, "r");
     ck_assert_ptr_nonnull(f);
@@ -300,11 +312,11 @@ START_TEST(world_readable_secret_warns) {
     p = write_file(&t, "perm.conf", text);
     chmod(p, 0644);
     snprintf(args, sizeof args, "-c '%s' --check", p);
-    relay_cmd(&t, args, out, sizeof out);
-    ck_assert_ptr_nonnull(strstr(out, "readable by other users"));
+    relay_cmd(&t, args, 1, out, sizeof out); /* no broker at 127.0.0.1:1 */
+    th_assert_has(out, "readable by other users");
     chmod(p, 0600);
-    relay_cmd(&t, args, out, sizeof out);
-    ck_assert_ptr_null(strstr(out, "readable by other users"));
+    relay_cmd(&t, args, 1, out, sizeof out); /* no broker at 127.0.0.1:1 */
+    th_assert_lacks(out, "readable by other users");
 }
 END_TEST
 
@@ -335,7 +347,7 @@ START_TEST(sighup_reloads_and_keeps_old_on_error) {
         usleep(20000);
     ck_assert_int_eq(th_log_count(&t, "msg=\"config reloaded\" restart_needed_for=relay.batch_size"), 1);
     ck_assert_int_eq(th_write(&t, 1, 1, 1, 10, "order"), 1);
-    ck_assert(th_wait_drained(&t, 10000));
+    th_drain(&t, 10000);
     ck_assert_int_ge(th_log_count(&t, "level=debug"), 1); /* the new level took effect */
     write_file(&t, "reload.conf", "postgres: { conninfo = ; };\n");
     kill(relay, SIGHUP);
@@ -343,7 +355,7 @@ START_TEST(sighup_reloads_and_keeps_old_on_error) {
     while (th_log_count(&t, "reload failed, keeping the current config") < 1 && th_now_ms() < deadline)
         usleep(20000);
     ck_assert_int_eq(th_log_count(&t, "reload failed, keeping the current config"), 1);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST
@@ -372,20 +384,20 @@ START_TEST(least_privilege_role) {
     snprintf(text, sizeof text, "postgres: { conninfo = \"%suser=obx_reader_t\"; };\n"
                                 "kafka: { bootstrap_servers = \"%s\"; };\n", ci, m.bootstrap);
     snprintf(args, sizeof args, "-c '%s' --check", write_file(&t, "reader.conf", text));
-    ck_assert_int_eq(relay_cmd(&t, args, out, sizeof out), 1);
-    ck_assert_ptr_nonnull(strstr(out, "role obx_reader_t lacks SELECT and UPDATE on public.outbox"));
+    relay_cmd(&t, args, 1, out, sizeof out);
+    th_assert_has(out, "role obx_reader_t lacks SELECT and UPDATE on public.outbox");
     /* With UPDATE on the table but not on the waiting flag it cannot go idle. */
     th_exec(c, "GRANT UPDATE ON outbox TO obx_reader_t");
-    ck_assert_int_eq(relay_cmd(&t, args, out, sizeof out), 1);
-    ck_assert_ptr_nonnull(strstr(out, "role obx_reader_t lacks UPDATE on the waiting flag of public.outbox"));
+    relay_cmd(&t, args, 1, out, sizeof out);
+    th_assert_has(out, "role obx_reader_t lacks UPDATE on the waiting flag of public.outbox");
     snprintf(text, sizeof text, "postgres: { conninfo = \"%suser=obx_relay_t\"; };\n"
                                 "kafka: { bootstrap_servers = \"%s\"; };\n"
                                 "relay: { topic_pattern = \"%s.${aggregate_type}\"; };\n", ci, m.bootstrap, t.topic_prefix);
     snprintf(args, sizeof args, "-c '%s' --check", write_file(&t, "relay.conf", text));
-    ck_assert_int_eq(relay_cmd(&t, args, out, sizeof out), 0);
+    relay_cmd(&t, args, 0, out, sizeof out);
     relay = th_relay_start(&t, write_file(&t, "relay.conf", text));
     ck_assert_int_eq(th_write(&t, 2, 300, 10, 50, "order"), 300);
-    ck_assert(th_wait_drained(&t, 20000));
+    th_drain(&t, 20000);
     deadline = th_now_ms() + (int64_t)(10000 * th_mult());
     while (th_int(c, TH_RELAY_WAITING) == 0 && th_now_ms() < deadline)
         usleep(20000);
@@ -400,9 +412,9 @@ START_TEST(least_privilege_role) {
                " INSERT INTO public.outbox (aggregate_type, aggregate_id, event_type, payload)"
                " VALUES ('order', 'w-1', 'Placed', '\\x01')");
     PQfinish(w);
-    ck_assert(th_wait_drained(&t, 20000));
+    th_drain(&t, 20000);
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox WHERE aggregate_id = 'w-1' AND sent_at IS NOT NULL"), 1);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     ck_assert_int_eq(th_log_count(&t, "level=error"), 0);
     th_exec(c, "DROP OWNED BY obx_relay_t; DROP OWNED BY obx_reader_t; DROP OWNED BY obx_writer_t;"
                " DROP ROLE obx_relay_t; DROP ROLE obx_reader_t; DROP ROLE obx_writer_t");
@@ -423,7 +435,7 @@ START_TEST(non_utf8_headers_refused_at_insert) {
     c = th_connect(&t);
     r = PQexecParams(c, "SELECT outbox_enqueue('order', 'a', 'E', 'x'::bytea, $1::jsonb)", 1, NULL, vals, NULL, NULL, 0);
     ck_assert_int_eq(PQresultStatus(r), PGRES_FATAL_ERROR);
-    ck_assert_ptr_nonnull(strstr(PQresultErrorMessage(r), "invalid byte sequence for encoding \"UTF8\""));
+    th_assert_has(PQresultErrorMessage(r), "invalid byte sequence for encoding \"UTF8\"");
     PQclear(r);
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox"), 0);
     PQfinish(c);

@@ -78,7 +78,7 @@ START_TEST(bad_messages_parked_good_ones_flow) {
     th_gen_orders(&t, 300, 1000);
     th_wait_count(&t, "SELECT count(*) FROM shop_stock_moves", 300, 60000);
     th_wait_count(&t, "SELECT count(*) FROM dead_letters", 6, 30000);
-    ck_assert_int_eq(th_relay_stop(stock, SIGTERM, 20000), 0);
+    th_stop(stock, SIGTERM, 20000, 0);
     assert_dead_letter(&t, c, NULL, "missing event_id header");
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM dead_letters WHERE event_id = 'not-a-uuid'"
                                " AND reason = 'invalid event_id header'"), 1);
@@ -96,7 +96,7 @@ START_TEST(bad_messages_parked_good_ones_flow) {
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM processed_events WHERE status = 'parked'"), 4);
     ck_assert_int_eq(th_file_count(&t, "stock.log", "msg=\"message parked\""), 6);
     PQfinish(c);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST
@@ -129,7 +129,7 @@ static pid_t run_stock(th_ctx_t *t, const th_mock_t *m, const char *wait_sql, lo
     snprintf(conf, sizeof conf, "%s", th_consumer_conf(t, "stock.conf", m->bootstrap, "stock", "order"));
     stock = th_spawn(t, "obx-stock-consumer", conf, "stock.log");
     th_wait_count(t, wait_sql, n, 60000);
-    ck_assert_int_eq(th_relay_stop(stock, SIGTERM, 20000), 0);
+    th_stop(stock, SIGTERM, 20000, 0);
     return relay;
 }
 
@@ -160,7 +160,7 @@ START_TEST(compensation_through_the_flow) {
     ck_assert_int_eq(th_file_count(&t, "stock.log", "compensation before its original"), 1);
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM dead_letters"), 0);
     PQfinish(c);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST
@@ -190,7 +190,7 @@ START_TEST(batch_decides_like_one_at_a_time) {
                                " (('11', 'StockDeducted', 'deducted'), ('12', 'StockRejected', 'rejected'),"
                                " ('13', 'StockDeducted', 'deducted'), ('14', 'StockRejected', 'rejected'))"), 4);
     PQfinish(c);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST
@@ -244,7 +244,7 @@ START_TEST(from_latest_skips_history) {
     th_exec(c, "INSERT INTO shop_stock VALUES ('sku-1', 100000, 100000)");
     relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ""));
     insert_orders(c, 1, 40);
-    ck_assert_int_eq(th_wait_drained(&t, 30000), 1);
+    th_drain(&t, 30000);
     stock = spawn_latest(&t, &m);
     /* Both partitions assigned: their ends stored before anything is applied. */
     th_wait_count(&t, "SELECT count(*) FROM consumer_offsets WHERE consumer = 'stock'", 2, 60000);
@@ -254,16 +254,17 @@ START_TEST(from_latest_skips_history) {
     th_wait_count(&t, "SELECT count(*) FROM shop_stock_moves", 30, 60000);
     th_wait_count(&t, "SELECT COALESCE(sum(next_offset), 0) FROM consumer_offsets WHERE consumer = 'stock'", 70,
                   30000);
-    ck_assert_int_eq(th_relay_stop(stock, SIGTERM, 20000), 0);
+    th_stop(stock, SIGTERM, 20000, 0);
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM shop_stock_moves WHERE order_id <= 40"), 0);
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM shop_stock_moves WHERE order_id > 100"), 30);
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM processed_events WHERE consumer = 'stock'"), 30);
     /* A restart resumes at the stored offsets: nothing skipped, nothing again. */
     insert_orders(c, 201, 210);
-    ck_assert_int_eq(th_wait_drained(&t, 30000), 1);
+    th_drain(&t, 30000);
     stock = spawn_latest(&t, &m);
     th_wait_count(&t, "SELECT count(*) FROM shop_stock_moves", 40, 60000);
-    ck_assert_int_eq(th_relay_stop(stock, SIGTERM, 20000) | th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(stock, SIGTERM, 20000, 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     ck_assert_int_eq(th_file_count(&t, "stock.log", "event=partition_start_latest"), 2);
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM processed_events WHERE consumer = 'stock'"), 40);
     PQfinish(c);
@@ -331,7 +332,8 @@ START_TEST(stats_show_assignment_and_lag) {
     ck_assert_int_ge(th_file_field(&t, "stock.log", "event=stats", "last_applied_age_s"), 0);
     ck_assert_int_lt(th_file_field(&t, "stock.log", "event=stats", "last_applied_age_s"), 60);
     ck_assert_int_eq(th_file_count(&t, "stock.log", "lag=-"), 0);
-    ck_assert_int_eq(th_relay_stop(stock, SIGTERM, 20000) | th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(stock, SIGTERM, 20000, 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     PQfinish(c);
     th_mock_stop(&m);
 }

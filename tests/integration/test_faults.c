@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "proc.h"
 #include "shop.h"
 
 typedef struct {
@@ -87,16 +88,16 @@ START_TEST(relay_sigkill_twice) {
     w = (bg_write_t){&t, 10000, 0};
     pthread_create(&th, NULL, bg_writer, &w);
     wait_marked(&t, 1500);
-    ck_assert_int_eq(th_relay_stop(relay, SIGKILL, 5000), 128 + SIGKILL);
+    th_stop(relay, SIGKILL, 5000, 128 + SIGKILL);
     relay = th_relay_start(&t, conf);
     wait_marked(&t, 5000);
-    ck_assert_int_eq(th_relay_stop(relay, SIGKILL, 5000), 128 + SIGKILL);
+    th_stop(relay, SIGKILL, 5000, 128 + SIGKILL);
     relay = th_relay_start(&t, conf);
     pthread_join(th, NULL);
     ck_assert_int_eq(w.written, 10000);
     dups = check_all(&t, m.bootstrap, 10000);
     fprintf(stderr, "sigkill: 2 kills, 10000 rows, %ld duplicates published (allowed)\n", dups);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     ck_assert_int_eq(th_log_count(&t, "msg=\"relay starting\""), 3);
     th_mock_stop(&m);
 }
@@ -106,10 +107,7 @@ START_TEST(postgres_restart) {
     th_ctx_t t;
     th_mock_t m;
     pid_t relay;
-    char cmd[1024];
-    const char *pgdir = getenv("OBX_TEST_PGDIR");
 
-    ck_assert_msg(pgdir && *pgdir, "OBX_TEST_PGDIR unset: tests/run.sh sets it");
     th_mock_start(&m, 1);
     th_setup(&t, "pgrestart");
     mock_topic(&m, &t);
@@ -117,15 +115,13 @@ START_TEST(postgres_restart) {
     ck_assert_int_eq(th_write(&t, 4, 6000, 100, 300, "order"), 6000);
     relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "batch_size = 100;", ""));
     wait_marked(&t, 1000);
-    snprintf(cmd, sizeof cmd, "'%s' restart '%s' fast", th_src("tests/pg.sh"), pgdir);
-    ck_assert_int_eq(th_run(cmd), 0);
+    th_pg_ctl("restart fast");
     ck_assert_int_eq(th_write(&t, 4, 3000, 100, 300, "order"), 3000);
-    snprintf(cmd, sizeof cmd, "'%s' restart '%s' immediate", th_src("tests/pg.sh"), pgdir);
-    ck_assert_int_eq(th_run(cmd), 0);
+    th_pg_ctl("restart immediate");
     check_all(&t, m.bootstrap, 9000);
     ck_assert_int_ge(th_log_count(&t, "msg=\"postgres connection lost\""), 1);
     ck_assert_int_ge(th_log_count(&t, "msg=\"postgres connected\""), 2);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST
@@ -147,7 +143,7 @@ START_TEST(broker_down_10s) {
     mock_topic(&m, &t);
     relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ONE_IN_FLIGHT));
     ck_assert_int_eq(th_write(&t, 2, 1000, 50, 300, "order"), 1000);
-    ck_assert(th_wait_drained(&t, 30000));
+    th_drain(&t, 30000);
     ck_assert_int_eq(rd_kafka_mock_broker_set_down(m.mc, 1), 0);
     ck_assert_int_eq(th_write(&t, 2, 2000, 50, 300, "order"), 2000);
     /* The outage itself (not a synchronisation sleep): nothing may be marked
@@ -156,7 +152,7 @@ START_TEST(broker_down_10s) {
     ck_assert_int_eq(count_unsent(&t), 2000);
     ck_assert_int_eq(rd_kafka_mock_broker_set_up(m.mc, 1), 0);
     check_all(&t, m.bootstrap, 3000);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST
@@ -173,7 +169,7 @@ START_TEST(standby_takes_over) {
     conf = th_config(&t, "relay.conf", m.bootstrap, "poll_interval_ms = 100;", "");
     a = th_relay_start(&t, conf);
     ck_assert_int_eq(th_write(&t, 2, 500, 20, 100, "order"), 500);
-    ck_assert(th_wait_drained(&t, 30000));
+    th_drain(&t, 30000);
     b = th_relay_start(&t, conf);
     {
         int64_t deadline = th_now_ms() + (int64_t)(10000 * th_mult());
@@ -181,11 +177,11 @@ START_TEST(standby_takes_over) {
             usleep(20000);
     }
     ck_assert_int_eq(th_log_count(&t, "role=standby"), 1);
-    ck_assert_int_eq(th_relay_stop(a, SIGKILL, 5000), 128 + SIGKILL);
+    th_stop(a, SIGKILL, 5000, 128 + SIGKILL);
     ck_assert_int_eq(th_write(&t, 2, 500, 20, 100, "order"), 500);
     check_all(&t, m.bootstrap, 1000);
     ck_assert_int_eq(th_log_count(&t, "msg=\"leadership acquired\""), 1);
-    ck_assert_int_eq(th_relay_stop(b, SIGTERM, 20000), 0);
+    th_stop(b, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST
@@ -196,7 +192,7 @@ static int log_has_shutdown_line(void *p) {
 
 /* Stats lines that show rows in flight. */
 static int busy_stats(const th_ctx_t *t) {
-    return th_log_count(t, "msg=stats") - th_log_count(t, "inflight=0 backlog");
+    return th_log_count(t, "msg=stats") - th_file_count_fields(t, "relay.log", "msg=stats inflight=0");
 }
 
 typedef struct {
@@ -237,16 +233,17 @@ START_TEST(graceful_shutdown_in_flight) {
      * and a SIGTERM between them found nothing in flight). */
     rd_kafka_mock_broker_set_rtt(m.mc, 1, 5000);
     busy.before = busy_stats(&t);
-    ck_assert(th_wait(busy_stats_since, &busy, 20000));
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
-    ck_assert(th_wait(log_has_shutdown_line, &t, 1000));
+    ck_assert_msg(th_wait(busy_stats_since, &busy, 20000), "no stats line with rows in flight in %s/relay.log",
+                  t.dir);
+    th_stop(relay, SIGTERM, 20000, 0);
+    ck_assert_msg(th_wait(log_has_shutdown_line, &t, 1000), "no \"relay stopped\" in %s/relay.log", t.dir);
     rd_kafka_mock_broker_set_rtt(m.mc, 1, 0);
     c = th_connect(&t);
     marked = (int)th_int(c, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL");
     fprintf(stderr, "graceful: %d of 3000 rows marked at shutdown\n", marked);
     ck_assert_int_gt(marked, 0);
     ck_assert_int_lt(marked, 3000); /* it stopped claiming */
-    ck_assert_int_eq(th_log_count(&t, "inflight=0 deadline_ms"), 0); /* SIGTERM found rows in flight */
+    ck_assert_int_eq(th_file_count_fields(&t, "relay.log", "event=shutting_down inflight=0"), 0); /* SIGTERM found rows in flight */
     /* Every row marked sent must be on Kafka: marks only follow acknowledgements. */
     th_consume(m.bootstrap, topic, (size_t)marked, 30000, &msgs);
     r = PQexec(c, "SELECT event_id::text FROM outbox WHERE sent_at IS NOT NULL");
@@ -264,7 +261,7 @@ START_TEST(graceful_shutdown_in_flight) {
     ck_assert_int_eq(th_log_count(&t, "shutdown deadline passed"), 0);
     relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ""));
     check_all(&t, m.bootstrap, 3000);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST
@@ -275,12 +272,10 @@ START_TEST(consumers_survive_postgres_restart) {
     th_ctx_t t;
     th_mock_t m;
     pid_t relay, stock, pay;
-    char sconf[512], pconf[512], cmd[1024], topic[128];
-    const char *pgdir = getenv("OBX_TEST_PGDIR");
+    char sconf[512], pconf[512], topic[128];
     PGconn *c;
     static const char *const topics[] = {"order", "stock", "payment"};
 
-    ck_assert_msg(pgdir && *pgdir, "OBX_TEST_PGDIR unset: tests/run.sh sets it");
     th_mock_start(&m, 1);
     th_setup(&t, "consumer_pgrestart");
     for (int i = 0; i < 3; i++) {
@@ -297,19 +292,17 @@ START_TEST(consumers_survive_postgres_restart) {
     pay = th_spawn(&t, "obx-payment-consumer", pconf, "payment.log");
     th_gen_orders(&t, 3000, 40);
     th_wait_count(&t, "SELECT count(*) FROM shop_order_outcomes", 300, 60000);
-    snprintf(cmd, sizeof cmd, "'%s' restart '%s' fast", th_src("tests/pg.sh"), pgdir);
-    ck_assert_int_eq(th_run(cmd), 0);
+    th_pg_ctl("restart fast");
     th_wait_count(&t, "SELECT count(*) FROM shop_order_outcomes", 1500, 60000);
-    snprintf(cmd, sizeof cmd, "'%s' restart '%s' immediate", th_src("tests/pg.sh"), pgdir);
-    ck_assert_int_eq(th_run(cmd), 0);
+    th_pg_ctl("restart immediate");
     th_wait_count(&t, "SELECT count(*) FROM shop_order_outcomes", 3000, 120000);
-    ck_assert(th_wait_drained(&t, 30000));
+    th_drain(&t, 30000);
     th_shop_check(&t, 3000);
     ck_assert_int_ge(th_file_count(&t, "stock.log", "msg=\"postgres connected\"") +
                      th_file_count(&t, "payment.log", "msg=\"postgres connected\""), 4);
-    ck_assert_int_eq(th_relay_stop(stock, SIGTERM, 20000), 0);
-    ck_assert_int_eq(th_relay_stop(pay, SIGTERM, 20000), 0);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(stock, SIGTERM, 20000, 0);
+    th_stop(pay, SIGTERM, 20000, 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST
@@ -371,7 +364,7 @@ static pid_t inject_broker_errors(th_ctx_t *t, th_mock_t *m, const char *name, c
     log_debug(conf);
     relay = th_relay_start(t, conf);
     ck_assert_int_eq(th_write(t, 2, 200, 20, 100, "order"), 200);
-    ck_assert(th_wait_drained(t, 30000));
+    th_drain(t, 30000);
     rd_kafka_mock_push_request_errors(m->mc, PRODUCE_API, 8,
         RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
         RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, RD_KAFKA_RESP_ERR__TRANSPORT,
@@ -395,7 +388,7 @@ START_TEST(broker_errors_injected) {
     fprintf(stderr, "broker errors: 8 injected, %ld duplicates on the topic\n", dups);
     ck_assert_int_eq(implicit_acks(&t), 0);
     ck_assert_int_eq(th_log_count(&t, "msg=\"event parked\""), 0);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST
@@ -412,7 +405,7 @@ START_TEST(broker_errors_implicit_acks_accounted) {
     pid_t relay = inject_broker_errors(&t, &m, "implicitacks", "");
     long implicit;
 
-    ck_assert_msg(th_wait_drained(&t, 60000), "rows left unsent");
+    th_drain(&t, 60000);
     implicit = implicit_acks(&t);
     snprintf(topic, sizeof topic, "%s.order", t.topic_prefix);
     th_consume(m.bootstrap, topic, (size_t)(2200 - implicit), 60000, &msgs);
@@ -426,7 +419,7 @@ START_TEST(broker_errors_implicit_acks_accounted) {
     ck_assert_int_eq(v.order_violations, 0);
     ck_assert_int_eq(v.wrong_headers, 0);
     ck_assert_int_eq(th_log_count(&t, "msg=\"event parked\""), 0);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST
@@ -435,24 +428,8 @@ END_TEST
 static void finish_fast(th_ctx_t *t, th_mock_t *m, int32_t broker, pid_t relay, long rows) {
     rd_kafka_mock_broker_set_rtt(m->mc, broker, 0);
     check_all(t, m->bootstrap, rows);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(m);
-}
-
-/* CPU seconds the process has used (utime + stime of /proc/PID/stat). */
-static double proc_cpu_s(pid_t pid) {
-    char path[64], buf[1024], *p;
-    unsigned long long ut = 0, st = 0;
-    FILE *f;
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    f = fopen(path, "r");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_ptr_nonnull(fgets(buf, sizeof buf, f));
-    fclose(f);
-    p = strrchr(buf, ')'); /* the command name may hold spaces */
-    ck_assert_ptr_nonnull(p);
-    ck_assert_int_eq(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st), 2);
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 /* Acknowledgements that arrive while PostgreSQL is down wait for the
@@ -463,30 +440,26 @@ START_TEST(acks_wait_idly_while_postgres_is_down) {
     th_mock_t m;
     busy_arg_t busy = {&t, 0};
     pid_t relay;
-    char cmd[1024];
-    const char *pgdir = getenv("OBX_TEST_PGDIR");
     double cpu;
 
-    ck_assert_msg(pgdir && *pgdir, "OBX_TEST_PGDIR unset: tests/run.sh sets it");
     th_mock_start(&m, 1);
     th_setup(&t, "acksdown");
     mock_topic(&m, &t);
     ck_assert_int_eq(th_write(&t, 2, 300, 20, 100, "order"), 300);
     rd_kafka_mock_broker_set_rtt(m.mc, 1, 2000);
     relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ""));
-    ck_assert(th_wait(busy_stats_since, &busy, 20000)); /* rows in flight */
-    snprintf(cmd, sizeof cmd, "'%s' stop '%s'", th_src("tests/pg.sh"), pgdir);
-    ck_assert_int_eq(th_run(cmd), 0);
+    ck_assert_msg(th_wait(busy_stats_since, &busy, 20000), "no stats line with rows in flight in %s/relay.log",
+                  t.dir);
+    th_pg_ctl("stop");
     /* A stats line of the disconnected relay with nothing in flight: the
      * acknowledgements came while PostgreSQL was down. */
-    th_wait_log(&t, "inflight=0 backlog_known=false", 30000);
+    th_wait_log_fields(&t, "msg=stats inflight=0 backlog_known=false", 30000);
     cpu = proc_cpu_s(relay);
     usleep(1000000); /* a measuring window, not a wait for an event */
     cpu = proc_cpu_s(relay) - cpu;
     fprintf(stderr, "postgres down, acks pending: relay used %.2f s of CPU in 1 s\n", cpu);
     ck_assert_double_lt(cpu, 0.3);
-    snprintf(cmd, sizeof cmd, "'%s' start '%s' >/dev/null", th_src("tests/pg.sh"), pgdir);
-    ck_assert_int_eq(th_run(cmd), 0);
+    th_pg_ctl("start");
     finish_fast(&t, &m, 1, relay, 300);
 }
 END_TEST
@@ -514,7 +487,7 @@ START_TEST(marks_do_not_wait_for_a_slow_broker) {
     relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ""));
     ck_assert_int_eq(th_write(&t, 2, 200, 50, 100, "order"), 200);
     some = (marked_arg_t){&t, 1};
-    ck_assert(th_wait(marked_at_least, &some, 30000));
+    ck_assert_msg(th_wait(marked_at_least, &some, 30000), "no row marked sent within 30 s; see %s/relay.log", t.dir);
     c = th_connect(&t);
     unsent = th_int(c, "SELECT count(*) FROM outbox WHERE sent_at IS NULL");
     PQfinish(c);
@@ -537,7 +510,7 @@ START_TEST(fatal_idempotence_error_recreates_producer) {
     mock_topic(&m, &t);
     relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "", ONE_IN_FLIGHT));
     ck_assert_int_eq(th_write(&t, 2, 200, 20, 100, "order"), 200);
-    ck_assert(th_wait_drained(&t, 30000));
+    th_drain(&t, 30000);
     rd_kafka_mock_push_request_errors(m.mc, PRODUCE_API, 1, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);
     ck_assert_int_eq(th_write(&t, 2, 1000, 20, 100, "order"), 1000);
     dups = check_all(&t, m.bootstrap, 1200);
@@ -546,7 +519,7 @@ START_TEST(fatal_idempotence_error_recreates_producer) {
     ck_assert_int_ge(th_log_count(&t, "msg=\"kafka fatal error, recreating the producer\""), 1);
     ck_assert_int_ge(th_log_count(&t, "kafka producer recreated"), 1);
     ck_assert_int_eq(th_log_count(&t, "msg=\"publish failed\""), 0); /* not the rows' fault */
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "proc.h"
 
 typedef struct {
     char conf[512];
@@ -71,15 +72,6 @@ static void mock_topic(th_mock_t *m, const th_ctx_t *t) {
     ck_assert_int_eq(rd_kafka_mock_topic_create(m->mc, topic, 2, 1), 0);
 }
 
-
-static void pg_ctl(const char *what) {
-    char cmd[1024];
-    const char *pgdir = getenv("OBX_TEST_PGDIR");
-    ck_assert_msg(pgdir && *pgdir, "OBX_TEST_PGDIR unset: tests/run.sh sets it");
-    snprintf(cmd, sizeof cmd, "'%s' %s '%s' >/dev/null", th_src("tests/pg.sh"), what, pgdir);
-    ck_assert_msg(th_run(cmd) == 0, "tests/pg.sh %s failed", what);
-}
-
 START_TEST(probe_follows_postgres_and_the_brokers) {
     th_ctx_t t;
     th_mock_t m;
@@ -104,16 +96,16 @@ START_TEST(probe_follows_postgres_and_the_brokers) {
     ck_assert_int_eq(rd_kafka_mock_broker_set_up(m.mc, 1), 0);
     probe_wait(conf, "", 0, "health: ok: role=leader", 30000);
 
-    pg_ctl("stop");
+    th_pg_ctl("stop");
     probe_wait(conf, "--ready", 1, "PostgreSQL", 30000);
     probe_is(conf, "", 1, "PostgreSQL");
     probe_is(conf, "--live", 0, "role=disconnected");
-    pg_ctl("start");
+    th_pg_ctl("start");
     probe_wait(conf, "", 0, "health: ok: role=leader", 30000);
 
     ck_assert_int_eq(th_write(&t, 2, 200, 20, 100, "order"), 200);
     th_check_published(&t, m.bootstrap, "order", 400);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     probe_is(conf, "--live", 1, "is not running");
     th_mock_stop(&m);
 }
@@ -153,19 +145,8 @@ static long wait_backend(const th_ctx_t *t, int leader) {
     return b.pid;
 }
 
-typedef struct {
-    pid_t pid;
-    int status;
-} exited_t;
-
-static int has_exited(void *arg) {
-    exited_t *e = arg;
-    int st;
-    if (waitpid(e->pid, &st, WNOHANG) != e->pid)
-        return 0;
-    e->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    return 1;
-}
+/* Exited, left for th_stop to reap. */
+static int has_exited(void *arg) { return proc_exited(*(const pid_t *)arg); }
 
 static int log_has(const th_ctx_t *t, const char *log, const char *needle) {
     return th_file_count(t, log, needle) > 0;
@@ -195,7 +176,7 @@ START_TEST(stuck_loop_exits_and_unanswered_queries_reconnect) {
     th_mock_t m;
     char health[600];
     char conf_a[512], conf_b[512];
-    exited_t b = {0, -1};
+    pid_t b;
     long pid;
     pid_t a;
 
@@ -208,7 +189,7 @@ START_TEST(stuck_loop_exits_and_unanswered_queries_reconnect) {
     probe_wait(conf_a, "", 0, "role=leader", 20000);
     snprintf(health, sizeof health, "file = \"%s/b.health\"; max_age_s = 1; stuck_timeout_s = 3;", t.dir);
     snprintf(conf_b, sizeof conf_b, "%s", th_config_group(&t, "b.conf", m.bootstrap, "poll_interval_ms = 100;", "health", health));
-    b.pid = th_spawn(&t, "outbox-relay", conf_b, "b.log");
+    b = th_spawn(&t, "outbox-relay", conf_b, "b.log");
     probe_wait(conf_b, "", 0, "role=standby", 20000);
 
     pid = wait_backend(&t, 0);
@@ -216,7 +197,7 @@ START_TEST(stuck_loop_exits_and_unanswered_queries_reconnect) {
     probe_wait(conf_b, "--live", 1, "stuck", 10000);
     ck_assert_msg(th_wait(has_exited, &b, 20000), "the stuck standby did not exit");
     ck_assert_int_eq(kill((pid_t)pid, SIGCONT), 0);
-    ck_assert_int_eq(b.status, 1);
+    th_stop(b, 0, 1000, 1);
     ck_assert_msg(log_has(&t, "b.log", "event=loop_stuck"), "no loop_stuck line in %s/b.log", t.dir);
     probe_is(conf_a, "", 0, "role=leader");
 
@@ -228,7 +209,7 @@ START_TEST(stuck_loop_exits_and_unanswered_queries_reconnect) {
     ck_assert_int_eq(kill((pid_t)pid, SIGCONT), 0);
     probe_wait(conf_a, "", 0, "role=leader", 30000);
     th_check_published(&t, m.bootstrap, "order", 200);
-    ck_assert_int_eq(th_relay_stop(a, SIGTERM, 20000), 0);
+    th_stop(a, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST
@@ -292,7 +273,7 @@ START_TEST(systemd_hears_ready_status_watchdog_and_stopping) {
     ck_assert_int_ge(pings, 3);
     kill(relay, SIGTERM);
     ck_assert_msg(notify_wait(fd, "STOPPING=1", &pings, 20000), "no STOPPING=1");
-    ck_assert_int_eq(th_relay_stop(relay, 0, 20000), 0); /* signal 0: only wait */
+    th_stop(relay, 0, 20000, 0); /* signal 0: only wait */
     close(fd);
     unlink(sa.sun_path);
     th_mock_stop(&m);

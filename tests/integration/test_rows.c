@@ -52,7 +52,7 @@ static void verify_and_stop(th_ctx_t *t, th_mock_t *m, const char *topic, size_t
     ck_assert_int_eq(th_verify(t, &msgs, "order"), 0);
     ck_assert_int_eq(msgs.n, n);
     th_msgs_free(&msgs);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(m);
 }
 
@@ -80,7 +80,7 @@ START_TEST(bad_rows_parked_rest_flows) {
     insert_bad(c, "('order', 'agg-3', 'OrderPlaced', 'x', '{\"n\": 1}', NULL)", numhdr, sizeof numhdr);
     insert_bad(c, "('order', 'agg-4', 'OrderPlaced', 'x', NULL, 'bad topic!')", badtopic, sizeof badtopic);
     ck_assert_int_eq(th_write(&t, 2, 100, 10, 300, "order"), 100);
-    ck_assert(th_wait_drained(&t, 30000));
+    th_drain(&t, 30000);
     assert_parked(c, &t, big, "MSG_SIZE_TOO_LARGE");
     assert_parked(c, &t, nullkey, "aggregate_id is NULL or empty");
     assert_parked(c, &t, emptykey, "aggregate_id is NULL or empty");
@@ -95,7 +95,7 @@ START_TEST(bad_rows_parked_rest_flows) {
     snprintf(sql, sizeof sql, "UPDATE outbox SET aggregate_id = 'fixed', parked_at = NULL, attempts = 0"
                               " WHERE event_id = '%s'", nullkey);
     th_exec(c, sql);
-    ck_assert(th_wait_drained(&t, 20000));
+    th_drain(&t, 20000);
     ck_assert_int_eq(th_log_count(&t, "rows released, rescanning from the start"), 1);
     PQfinish(c);
     verify_and_stop(&t, &m, topic, 201, relay);
@@ -118,7 +118,7 @@ START_TEST(one_megabyte_payload_flows) {
                                          "message_max_bytes = 2000000;"));
     c = th_connect(&t);
     insert_bad(c, "('order', 'agg-1', 'OrderPlaced', decode(repeat('ab', 1048576), 'hex'), NULL, NULL)", eid, sizeof eid);
-    ck_assert(th_wait_drained(&t, 30000));
+    th_drain(&t, 30000);
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL"), 1);
     PQfinish(c);
     th_consume(m.bootstrap, topic, 1, 30000, &msgs);
@@ -126,7 +126,7 @@ START_TEST(one_megabyte_payload_flows) {
     ck_assert_str_eq(msgs.v[0].event_id, eid);
     ck_assert_int_eq(msgs.v[0].payload_len, 1048576);
     th_msgs_free(&msgs);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST
@@ -161,13 +161,13 @@ START_TEST(block_policy_stops_at_bad_row) {
     ck_assert_int_ge(th_log_count(&t, "msg=\"publish failed, blocking\""), 2);
     /* The operator fixes the row: the line moves again. */
     th_exec(c, "UPDATE outbox SET aggregate_id = 'fixed' WHERE aggregate_id IS NULL");
-    ck_assert(th_wait_drained(&t, 20000));
+    th_drain(&t, 20000);
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL"), 41);
     PQfinish(c);
     th_consume(m.bootstrap, topic, 41, 30000, &msgs);
     th_verify(&t, &msgs, "order");
     th_msgs_free(&msgs);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST
@@ -192,11 +192,11 @@ START_TEST(idle_wake_on_notify) {
     relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "poll_interval_ms = 60000;", ""));
     c = th_connect(&t);
     ck_assert_int_eq(th_write(&t, 1, 1, 1, 10, "order"), 1); /* warm the producer up */
-    ck_assert(th_wait_drained(&t, 30000));
+    th_drain(&t, 30000);
     for (int i = 0; i < n; i++) {
         th_wait_count(&t, TH_RELAY_WAITING, 1, 10000);
         ck_assert_int_eq(th_write(&t, 1, 1, 1, 10, "order"), 1);
-        ck_assert(th_wait_drained(&t, 5000));
+        th_drain(&t, 5000);
         lat_us[i] = th_int(c, "SELECT (extract(epoch FROM sent_at - created_at) * 1e6)::bigint"
                               " FROM outbox ORDER BY id DESC LIMIT 1");
     }
@@ -207,7 +207,7 @@ START_TEST(idle_wake_on_notify) {
     /* Writers paid NOTIFY only while the relay was idle: the flag is set now. */
     th_wait_count(&t, TH_RELAY_WAITING, 1, 10000);
     PQfinish(c);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     /* A graceful stop clears the flag so writers stop paying NOTIFY. */
     c = th_connect(&t);
     ck_assert_int_eq(th_int(c, TH_RELAY_WAITING), 0);
@@ -228,7 +228,7 @@ static int notifies_while_following(th_ctx_t *t, int n, int gap_ms) {
         ck_assert_int_eq(th_write(t, 1, 1, 1, 10, "order"), 1);
         usleep((useconds_t)gap_ms * 1000);
     }
-    ck_assert(th_wait_drained(t, 30000));
+    th_drain(t, 30000);
     ck_assert_int_eq(PQconsumeInput(l), 1);
     while ((nt = PQnotifies(l)) != NULL) {
         count++;
@@ -257,10 +257,10 @@ START_TEST(busy_writers_pay_no_notify) {
     snprintf(extra, sizeof extra, "poll_interval_ms = 60000; busy_poll_ms = %d;", 1000 * (int)th_mult());
     relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, extra, ""));
     ck_assert_int_eq(th_write(&t, 1, 1, 1, 10, "order"), 1);
-    ck_assert(th_wait_drained(&t, 30000));
+    th_drain(&t, 30000);
     th_wait_count(&t, TH_RELAY_WAITING, 1, 30000);
     busy = notifies_while_following(&t, n, gap_ms);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     /* Following them, the relay never stalls: a claim that ended exactly at
      * the horizon once left it waiting out its 1 s poll timeout. */
     c = th_connect(&t);
@@ -272,7 +272,7 @@ START_TEST(busy_writers_pay_no_notify) {
                                          "poll_interval_ms = 60000; busy_poll_ms = 0;", ""));
     th_wait_count(&t, TH_RELAY_WAITING, 1, 30000);
     sleepy = notifies_while_following(&t, n, gap_ms);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     fprintf(stderr, "busy poll: %d rows %d ms apart sent %d NOTIFYs (busy_poll_ms = 0: %d), slowest %d ms\n",
             n, gap_ms, busy, sleepy, lag_ms);
     ck_assert_int_lt(lag_ms, (int)(500 * th_mult()));
@@ -312,12 +312,12 @@ START_TEST(long_transaction_keeps_key_order) {
     th_exec(c, "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
                " VALUES ('order', 'long-tx', 'Second', '\\x02')");
     ck_assert_int_eq(th_write(&t, 2, after, 100, 50, "order"), after);
-    ck_assert(th_wait_drained(&t, 60000));
+    th_drain(&t, 60000);
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox WHERE sent_at IS NULL"), 0);
     th_consume(m.bootstrap, topic, (size_t)(backlog + after + 2), 60000, &msgs);
     th_verify(&t, &msgs, "order");
     th_msgs_free(&msgs);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     PQfinish(lt);
     PQfinish(c);
     th_mock_stop(&m);
@@ -367,7 +367,7 @@ START_TEST(stop_while_setting_waiting_flag) {
     kill(relay, SIGTERM);
     th_exec(h2, "COMMIT");
     t0 = th_now_ms();
-    ck_assert_int_eq(th_relay_stop(relay, 0, 20000), 0);
+    th_stop(relay, 0, 20000, 0);
     fprintf(stderr, "stop while setting the waiting flag: exited %lld ms after it was set\n",
             (long long)(th_now_ms() - t0));
     ck_assert_int_lt(th_now_ms() - t0, (int64_t)(2500 * th_mult()));
@@ -403,7 +403,7 @@ START_TEST(missing_acl_holds_rows_until_granted) {
     snprintf(needle, sizeof needle, "topic=%s ", topic);
     th_wait_log(&t, "event=topic_not_authorized", 20000);
     /* Several rescans found the topic still refused. */
-    ck_assert(th_wait(deferred_many, &t, 30000));
+    ck_assert_msg(th_wait(deferred_many, &t, 30000), "no stats line with deferred >= 10 in %s/relay.log", t.dir);
     PGconn *c = th_connect(&t);
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL"), 0);
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL"), 0);
@@ -415,7 +415,7 @@ START_TEST(missing_acl_holds_rows_until_granted) {
     ck_assert_int_ge(th_log_count(&t, "Write and Describe on the topic"), 1);
     /* The ACL is granted: the relay resumes by itself. */
     rd_kafka_mock_topic_set_error(m.mc, topic, RD_KAFKA_RESP_ERR_NO_ERROR);
-    ck_assert(th_wait_drained(&t, 30000));
+    th_drain(&t, 30000);
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL"), 100);
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL"), 0);
     PQfinish(c);

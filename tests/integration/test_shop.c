@@ -51,26 +51,26 @@ START_TEST(flash_sale_with_kills_and_rebalances) {
 
     /* Faults, each at a point where work is under way. */
     th_wait_count(&t, "SELECT count(*) FROM shop_stock_moves", 500, 60000);
-    ck_assert_int_eq(th_relay_stop(relay, SIGKILL, 5000), 128 + SIGKILL);
+    th_stop(relay, SIGKILL, 5000, 128 + SIGKILL);
     relay = th_relay_start(&t, rconf);
     th_wait_count(&t, "SELECT count(*) FROM shop_stock_moves", 1500, 60000);
-    ck_assert_int_eq(th_relay_stop(stock_a, SIGKILL, 5000), 128 + SIGKILL);
+    th_stop(stock_a, SIGKILL, 5000, 128 + SIGKILL);
     th_wait_count(&t, "SELECT count(*) FROM shop_order_outcomes", 1000, 60000);
-    ck_assert_int_eq(th_relay_stop(pay, SIGKILL, 5000), 128 + SIGKILL);
+    th_stop(pay, SIGKILL, 5000, 128 + SIGKILL);
     pay = th_spawn(&t, "obx-payment-consumer", pconf, "payment.log");
     stock_a = th_spawn(&t, "obx-stock-consumer", sconf, "stock-a.log");
     th_wait_count(&t, "SELECT count(*) FROM shop_stock_moves", 3000, 60000);
-    ck_assert_int_eq(th_relay_stop(stock_b, SIGTERM, 20000), 0); /* a clean leave: rebalance */
+    th_stop(stock_b, SIGTERM, 20000, 0); /* a clean leave: rebalance */
 
     th_wait_count(&t, "SELECT count(*) FROM shop_order_outcomes", ORDERS, 120000);
     fprintf(stderr, "flash sale: all %d orders decided %lld ms after the first write\n", ORDERS,
             (long long)(th_now_ms() - t0));
-    ck_assert(th_wait_drained(&t, 30000));
+    th_drain(&t, 30000);
     th_shop_check(&t, ORDERS);
     ck_assert_int_ge(th_file_count(&t, "stock-a.log", "msg=\"partition assigned\""), 2);
 
     /* Replay: the stock consumer forgets its offsets and reads the topic from 0. */
-    ck_assert_int_eq(th_relay_stop(stock_a, SIGTERM, 20000), 0);
+    th_stop(stock_a, SIGTERM, 20000, 0);
     c = th_connect(&t);
     th_exec(c, "DELETE FROM consumer_offsets WHERE consumer = 'stock'");
     PQfinish(c);
@@ -84,7 +84,7 @@ START_TEST(flash_sale_with_kills_and_rebalances) {
             usleep(50000);
         PQfinish(c);
     }
-    ck_assert_int_eq(th_relay_stop(stock_a, SIGTERM, 20000), 0);
+    th_stop(stock_a, SIGTERM, 20000, 0);
     /* Every event of the replay was a duplicate: effects unchanged. The
      * topic may hold more than ORDERS messages: the relay killed above
      * publishes again what it had not marked. */
@@ -101,8 +101,8 @@ START_TEST(flash_sale_with_kills_and_rebalances) {
     }
     th_shop_check(&t, ORDERS);
 
-    ck_assert_int_eq(th_relay_stop(pay, SIGTERM, 20000), 0);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(pay, SIGTERM, 20000, 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST
@@ -135,14 +135,14 @@ START_TEST(flash_sale_real_broker) {
     stock_b = th_spawn(&t, "obx-stock-consumer", sconf, "stock-b.log"); /* joins: rebalance */
     /* Under valgrind the flow could finish before B had even connected, and
      * the SIGTERM below then caught it starting up. */
-    ck_assert(th_wait(stock_b_joined, &t, 60000));
+    ck_assert_msg(th_wait(stock_b_joined, &t, 60000), "consumer B never joined; see %s/stock-b.log", t.dir);
     th_wait_count(&t, "SELECT count(*) FROM shop_order_outcomes", 2000, 120000);
-    ck_assert(th_wait_drained(&t, 30000));
+    th_drain(&t, 30000);
     th_shop_check(&t, 2000);
-    ck_assert_int_eq(th_relay_stop(stock_b, SIGTERM, 30000), 0);
-    ck_assert_int_eq(th_relay_stop(stock_a, SIGTERM, 30000), 0);
-    ck_assert_int_eq(th_relay_stop(pay, SIGTERM, 30000), 0);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 30000), 0);
+    th_stop(stock_b, SIGTERM, 30000, 0);
+    th_stop(stock_a, SIGTERM, 30000, 0);
+    th_stop(pay, SIGTERM, 30000, 0);
+    th_stop(relay, SIGTERM, 30000, 0);
     ck_assert_int_ge(th_file_count(&t, "stock-a.log", "msg=\"partitions revoked\""), 1);
 }
 END_TEST

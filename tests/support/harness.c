@@ -1,4 +1,5 @@
 #include "harness.h"
+#include "proc.h"
 
 #include <check.h>
 #include <errno.h>
@@ -45,6 +46,20 @@ const char *th_src(const char *rel) {
 int th_run(const char *cmd) {
     int st = system(cmd);
     return st == -1 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+void th_pg_ctl(const char *what) {
+    char cmd[1024];
+    const char *dir = getenv("OBX_TEST_PGDIR");
+    int st;
+    ck_assert_msg(dir && *dir, "OBX_TEST_PGDIR unset: tests/run.sh sets it");
+    /* pg.sh's arguments are "start|stop DIR" and "restart DIR MODE". */
+    if (strncmp(what, "restart ", 8) == 0)
+        snprintf(cmd, sizeof cmd, "'%s' restart '%s' %s >/dev/null", th_src("tests/pg.sh"), dir, what + 8);
+    else
+        snprintf(cmd, sizeof cmd, "'%s' %s '%s' >/dev/null", th_src("tests/pg.sh"), what, dir);
+    st = th_run(cmd);
+    ck_assert_msg(st == 0, "tests/pg.sh %s exited %d: %s", what, st, cmd);
 }
 
 static PGconn *connect_db(const char *db) {
@@ -100,7 +115,39 @@ void th_setup(th_ctx_t *t, const char *name) {
     ck_assert_msg(th_run(cmd) == 0, "migrate failed, see %s/migrate.log", t->dir);
 }
 
-void th_teardown(th_ctx_t *t) { (void)t; }
+/* Every child th_spawn started and has not reaped, with its log, so that
+ * th_relay_stop can show the log and the test's end can kill what is left. */
+static struct {
+    pid_t pid;
+    char log[512];
+} children[64];
+static int nchildren;
+
+static const char *child_log(pid_t pid) {
+    for (int i = 0; i < nchildren; i++)
+        if (children[i].pid == pid)
+            return children[i].log;
+    return NULL;
+}
+
+static void child_forget(pid_t pid) {
+    for (int i = 0; i < nchildren; i++)
+        if (children[i].pid == pid)
+            children[i] = children[--nchildren];
+}
+
+void th_kill_children(void) {
+    while (nchildren > 0) {
+        fprintf(stderr, "harness: killing pid %d left running (log %s)\n", (int)children[0].pid, children[0].log);
+        proc_reap(children[0].pid, SIGKILL, 5000);
+        child_forget(children[0].pid);
+    }
+}
+
+void th_teardown(th_ctx_t *t) {
+    (void)t;
+    th_kill_children();
+}
 
 const char *th_config(th_ctx_t *t, const char *file, const char *bootstrap,
                       const char *relay_extra, const char *kafka_extra) {
@@ -136,30 +183,30 @@ const char *th_config_group(th_ctx_t *t, const char *file, const char *bootstrap
     return path;
 }
 
-pid_t th_spawn(const th_ctx_t *t, const char *bin, const char *conf, const char *logname) {
-    char log[512];
+pid_t th_spawn_argv(const th_ctx_t *t, char *const argv[], const char *logname) {
+    static int registered;
     pid_t pid;
-    snprintf(log, sizeof log, "%s/%s", t->dir, logname);
-    pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, STDERR_FILENO);
-            close(fd);
-        }
-        if (getenv("OBX_TEST_RELAY_WRAPPER")) {
-            /* exec keeps the pid, so signals reach the wrapped program. */
-            char cmd[2048];
-            snprintf(cmd, sizeof cmd, "exec %s '%s' -c '%s'", getenv("OBX_TEST_RELAY_WRAPPER"),
-                     th_bin(bin), conf);
-            execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        } else {
-            execl(th_bin(bin), bin, "-c", conf, (char *)NULL);
-        }
-        _exit(127);
-    }
+    ck_assert_msg(nchildren < (int)(sizeof children / sizeof children[0]), "more than %d children",
+                  nchildren);
+    /* A failed assertion exits the test's process without its teardown. */
+    if (!registered++)
+        atexit(th_kill_children);
+    snprintf(children[nchildren].log, sizeof children[nchildren].log, "%s/%s", t->dir, logname);
+    pid = proc_spawn(argv, children[nchildren].log, -1);
+    ck_assert_msg(pid > 0, "fork %s: %s", argv[0], strerror(errno));
+    children[nchildren++].pid = pid;
     return pid;
+}
+
+pid_t th_spawn(const th_ctx_t *t, const char *bin, const char *conf, const char *logname) {
+    char path[512], cmd[2048];
+    snprintf(path, sizeof path, "%s", th_bin(bin));
+    if (getenv("OBX_TEST_RELAY_WRAPPER")) {
+        /* exec keeps the pid, so signals reach the wrapped program. */
+        snprintf(cmd, sizeof cmd, "exec %s '%s' -c '%s'", getenv("OBX_TEST_RELAY_WRAPPER"), path, conf);
+        return th_spawn_argv(t, (char *const[]){"/bin/sh", "-c", cmd, NULL}, logname);
+    }
+    return th_spawn_argv(t, (char *const[]){path, "-c", (char *)conf, NULL}, logname);
 }
 
 pid_t th_relay_start(const th_ctx_t *t, const char *conf) {
@@ -181,22 +228,38 @@ void th_apply_sql(PGconn *c, const char *rel) {
     free(sql);
 }
 
-int th_relay_stop(pid_t pid, int sig, int timeout_ms) {
-    int64_t deadline = th_now_ms() + (int64_t)(timeout_ms * th_mult());
-    int st;
-    kill(pid, sig);
-    while (th_now_ms() < deadline) {
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        usleep(10000);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &st, 0);
-    return -1;
+/* The last lines of DIR/log for a failure message. */
+static const char *tail_of(const char *path, char *out, size_t size) {
+    return proc_tail(path, 8, out, size);
 }
 
-int th_file_count(const th_ctx_t *t, const char *logname, const char *needle) {
+int th_relay_stop(pid_t pid, int sig, int timeout_ms) {
+    const char *log = child_log(pid);
+    char tail[2048];
+    int st = proc_reap(pid, sig, timeout_ms * th_mult());
+    if (st == -1 && log)
+        fprintf(stderr, "pid %d did not exit within %d ms (killed); %s ends:\n%s\n", (int)pid,
+                (int)(timeout_ms * th_mult()), log, tail_of(log, tail, sizeof tail));
+    child_forget(pid);
+    return st;
+}
+
+void th_stop(pid_t pid, int sig, int timeout_ms, int expect) {
+    const char *log = child_log(pid);
+    char path[512], tail[2048];
+    int st;
+    snprintf(path, sizeof path, "%s", log ? log : "(not spawned by the harness)");
+    st = th_relay_stop(pid, sig, timeout_ms);
+    ck_assert_msg(st == expect, "pid %d after signal %d: exit status %d, expected %d (-1: still running after %d ms); %s ends:\n%s",
+                  (int)pid, sig, st, expect, (int)(timeout_ms * th_mult()), path,
+                  log ? tail_of(path, tail, sizeof tail) : "");
+}
+
+static int line_has(const char *line, const char *needle) { return strstr(line, needle) != NULL; }
+
+/* Counts the lines of DIR/log that match(line, arg). */
+static int count_lines(const th_ctx_t *t, const char *logname, int (*match)(const char *, const char *),
+                       const char *arg) {
     char path[512], line[8192];
     int n = 0;
     FILE *f;
@@ -205,10 +268,13 @@ int th_file_count(const th_ctx_t *t, const char *logname, const char *needle) {
     if (!f)
         return 0;
     while (fgets(line, sizeof line, f))
-        if (strstr(line, needle))
-            n++;
+        n += match(line, arg);
     fclose(f);
     return n;
+}
+
+int th_file_count(const th_ctx_t *t, const char *logname, const char *needle) {
+    return count_lines(t, logname, line_has, needle);
 }
 
 long long th_file_field(const th_ctx_t *t, const char *logname, const char *needle, const char *key) {
@@ -227,6 +293,30 @@ long long th_file_field(const th_ctx_t *t, const char *logname, const char *need
     }
     fclose(f);
     return v;
+}
+
+/* 1 when every "key=value" of fields (space-separated) is a whole field of
+ * line, wherever it stands. */
+static int line_has_fields(const char *line, const char *fields) {
+    char f[256];
+    for (const char *p = fields; *p;) {
+        size_t n = strcspn(p, " ");
+        const char *at = line;
+        int found = 0;
+        snprintf(f, sizeof f, "%.*s", (int)n, p);
+        while (!found && (at = strstr(at, f)) != NULL) {
+            found = (at == line || at[-1] == ' ') && strchr(" \n", at[strlen(f)]);
+            at++;
+        }
+        if (!found)
+            return 0;
+        p += n + strspn(p + n, " ");
+    }
+    return 1;
+}
+
+int th_file_count_fields(const th_ctx_t *t, const char *logname, const char *fields) {
+    return count_lines(t, logname, line_has_fields, fields);
 }
 
 int th_log_count(const th_ctx_t *t, const char *needle) {
@@ -264,7 +354,17 @@ static int count_reached(void *p) {
 
 void th_wait_count(const th_ctx_t *t, const char *sql, long n, int timeout_ms) {
     wait_arg_t a = {t, sql, n};
-    ck_assert_msg(th_wait(count_reached, &a, timeout_ms), "never reached %ld: %s", n, sql);
+    char path[512], tail[2048];
+    PGconn *c;
+    long long last;
+    if (th_wait(count_reached, &a, timeout_ms))
+        return;
+    c = th_connect(t);
+    last = th_int(c, sql);
+    PQfinish(c);
+    snprintf(path, sizeof path, "%s/relay.log", t->dir);
+    ck_assert_msg(0, "never reached %ld within %d ms (now %lld): %s; %s ends:\n%s", n,
+                  (int)(timeout_ms * th_mult()), last, sql, path, tail_of(path, tail, sizeof tail));
 }
 
 static int log_has(void *p) {
@@ -272,17 +372,37 @@ static int log_has(void *p) {
     return th_log_count(a->t, a->text) > 0;
 }
 
-void th_wait_log(const th_ctx_t *t, const char *needle, int timeout_ms) {
-    wait_arg_t a = {t, needle, 0};
-    ck_assert_msg(th_wait(log_has, &a, timeout_ms), "relay log never showed: %s", needle);
+static int log_has_fields(void *p) {
+    wait_arg_t *a = p;
+    return th_file_count_fields(a->t, "relay.log", a->text) > 0;
 }
 
+static void wait_log(const th_ctx_t *t, int (*has)(void *), const char *needle, int timeout_ms) {
+    wait_arg_t a = {t, needle, 0};
+    char path[512], tail[2048];
+    if (th_wait(has, &a, timeout_ms))
+        return;
+    snprintf(path, sizeof path, "%s/relay.log", t->dir);
+    ck_assert_msg(0, "no line with \"%s\" within %d ms; %s ends:\n%s", needle, (int)(timeout_ms * th_mult()),
+                  path, tail_of(path, tail, sizeof tail));
+}
+
+void th_wait_log(const th_ctx_t *t, const char *needle, int timeout_ms) {
+    wait_log(t, log_has, needle, timeout_ms);
+}
+
+void th_wait_log_fields(const th_ctx_t *t, const char *fields, int timeout_ms) {
+    wait_log(t, log_has_fields, fields, timeout_ms);
+}
+
+#define UNSENT_SQL "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL"
+
 static int drained(void *arg) {
-    const th_ctx_t *t = arg;
-    PGconn *c = PQconnectdb(t->conninfo);
+    wait_arg_t a = {arg, UNSENT_SQL, 0};
+    PGconn *c = PQconnectdb(a.t->conninfo);
     int done = 0;
     if (PQstatus(c) == CONNECTION_OK) {
-        PGresult *r = PQexec(c, "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL");
+        PGresult *r = PQexec(c, a.text);
         done = PQresultStatus(r) == PGRES_TUPLES_OK && atoll(PQgetvalue(r, 0, 0)) == 0;
         PQclear(r);
     }
@@ -290,8 +410,31 @@ static int drained(void *arg) {
     return done;
 }
 
+/* Why a drain did not finish: rows left and the relay log's end. */
+static const char *undrained(const th_ctx_t *t, int timeout_ms, char *out, size_t size) {
+    char path[512], tail[2048];
+    PGconn *c = PQconnectdb(t->conninfo);
+    PGresult *r = PQexec(c, UNSENT_SQL);
+    snprintf(path, sizeof path, "%s/relay.log", t->dir);
+    snprintf(out, size, "%s rows of %s unsent and unparked after %d ms; %s ends:\n%s",
+             PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 0) : PQerrorMessage(c), t->db,
+             (int)(timeout_ms * th_mult()), path, tail_of(path, tail, sizeof tail));
+    PQclear(r);
+    PQfinish(c);
+    return out;
+}
+
 int th_wait_drained(const th_ctx_t *t, int timeout_ms) {
-    return th_wait(drained, (void *)t, timeout_ms);
+    char why[3072];
+    if (th_wait(drained, (void *)t, timeout_ms))
+        return 1;
+    fprintf(stderr, "%s\n", undrained(t, timeout_ms, why, sizeof why));
+    return 0;
+}
+
+void th_drain(const th_ctx_t *t, int timeout_ms) {
+    char why[3072];
+    ck_assert_msg(th_wait(drained, (void *)t, timeout_ms), "%s", undrained(t, timeout_ms, why, sizeof why));
 }
 
 typedef struct {
@@ -616,26 +759,30 @@ long th_check_published(const th_ctx_t *t, const char *bootstrap, const char *ag
     char topic[128];
     long dups;
     snprintf(topic, sizeof topic, "%s.%s", t->topic_prefix, aggregate_type);
-    ck_assert_msg(th_wait_drained(t, 60000), "rows left unsent in %s", t->db);
+    th_drain(t, 60000);
     th_consume(bootstrap, topic, (size_t)rows, 60000, &msgs);
     dups = th_verify(t, &msgs, aggregate_type);
     th_msgs_free(&msgs);
     return dups;
 }
 
-int th_main(const char *suite, int timeout_s, const TTest *const *tests, size_t n) {
-    Suite *s = suite_create(suite);
-    TCase *tc = tcase_create(suite);
-    SRunner *sr;
+int th_run_suite(Suite *s) {
+    SRunner *sr = srunner_create(s);
     int failed;
-
-    tcase_set_timeout(tc, timeout_s * th_mult());
-    for (size_t i = 0; i < n; i++)
-        tcase_add_test(tc, tests[i]);
-    suite_add_tcase(s, tc);
-    sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed ? 1 : 0;
+}
+
+int th_main(const char *suite, int timeout_s, const TTest *const *tests, size_t n) {
+    Suite *s = suite_create(suite);
+    TCase *tc = tcase_create(suite);
+
+    tcase_set_timeout(tc, timeout_s * th_mult());
+    tcase_add_checked_fixture(tc, NULL, th_kill_children);
+    for (size_t i = 0; i < n; i++)
+        tcase_add_test(tc, tests[i]);
+    suite_add_tcase(s, tc);
+    return th_run_suite(s);
 }

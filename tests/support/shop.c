@@ -5,7 +5,6 @@
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,29 +39,14 @@ void th_gen_orders(th_ctx_t *t, int n, int stock) {
 }
 
 pid_t th_ordergen_spawn(th_ctx_t *t, int n, int rate) {
-    char ns[16], rs[16], skus[16], out[512];
-    pid_t pid;
+    char ns[16], rs[16], skus[16], path[512];
     snprintf(ns, sizeof ns, "%d", n);
     snprintf(rs, sizeof rs, "%d", rate);
     snprintf(skus, sizeof skus, "%d", TH_SHOP_SKUS);
-    snprintf(out, sizeof out, "%s/ordergen.log", t->dir);
-    pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        FILE *f = freopen(out, "a", stderr);
-        (void)f;
-        execl(th_bin("obx-order-gen"), "obx-order-gen", "-d", t->conninfo, "-n", ns, "--rate", rs,
-              "--skus", skus, "--stock", "40", "--clients", "4", "--hot-skus", "10", (char *)NULL);
-        _exit(127);
-    }
-    return pid;
-}
-
-void th_pg_restart(const char *mode) {
-    char cmd[1024];
-    ck_assert_msg(getenv("OBX_TEST_PGDIR"), "OBX_TEST_PGDIR unset: tests/run.sh sets it");
-    snprintf(cmd, sizeof cmd, "'%s' restart '%s' %s", th_src("tests/pg.sh"), getenv("OBX_TEST_PGDIR"), mode);
-    ck_assert_msg(th_run(cmd) == 0, "%s failed", cmd);
+    snprintf(path, sizeof path, "%s", th_bin("obx-order-gen"));
+    return th_spawn_argv(t, (char *const[]){path, "-d", t->conninfo, "-n", ns, "--rate", rs, "--skus", skus,
+                                            "--stock", "40", "--clients", "4", "--hot-skus", "10", NULL},
+                         "ordergen.log");
 }
 
 static uint64_t rng;
@@ -98,11 +82,9 @@ void th_chaos_schedule(int kinds, int n, int *kinds_out) {
 }
 
 void th_shop_finish(th_ctx_t *t, pid_t gen, int orders, int timeout_ms) {
-    int st;
-    ck_assert_int_eq(waitpid(gen, &st, 0), gen);
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "order generator failed: see %s/ordergen.log", t->dir);
+    th_stop(gen, 0, 3600000, 0); /* signal 0: only wait; the test timeout bounds it */
     th_wait_count(t, "SELECT count(*) FROM shop_order_outcomes", orders, timeout_ms);
-    ck_assert_msg(th_wait_drained(t, 60000), "outbox not drained 60 s after the last outcome");
+    th_drain(t, 60000);
 }
 
 long long th_shop_dup_effects(th_ctx_t *t) {

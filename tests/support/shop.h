@@ -14,8 +14,6 @@ void th_gen_orders(th_ctx_t *t, int n, int stock);
 /* Starts obx-order-gen in the background: n orders at rate orders/s over
  * TH_SHOP_SKUS skus (40 units each, 10 hot); stderr to DIR/ordergen.log. */
 pid_t th_ordergen_spawn(th_ctx_t *t, int n, int rate);
-/* tests/pg.sh restart of the test PostgreSQL, mode "fast" or "immediate". */
-void th_pg_restart(const char *mode);
 /* Seed of a chaos schedule: OBX_CHAOS_SEED, else the time; prints
  * "<label>: seed=N (rerun with OBX_CHAOS_SEED=N)" and seeds th_rnd. */
 uint64_t th_chaos_seed(const char *label);

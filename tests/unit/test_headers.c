@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "harness.h"
 #include "headers.h"
 #include "pgbin.h"
 
@@ -616,11 +617,4 @@ static Suite *headers_suite(void) {
     return s;
 }
 
-int main(void) {
-    SRunner *sr = srunner_create(headers_suite());
-    int failed;
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TH_SUITE_MAIN(headers_suite)

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "harness.h"
 #include "log.h"
 
 #define TS_LEN 24 /* 2024-05-01T12:00:00.123Z */
@@ -883,11 +884,4 @@ static Suite *log_suite(void) {
     return s;
 }
 
-int main(void) {
-    SRunner *sr = srunner_create(log_suite());
-    int failed;
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TH_SUITE_MAIN(log_suite)

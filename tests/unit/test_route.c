@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "harness.h"
 #include "route.h"
 
 /* Returns a string of n copies of c (static storage, up to 1023 chars). */
@@ -273,11 +274,4 @@ static Suite *route_suite(void) {
     return s;
 }
 
-int main(void) {
-    SRunner *sr = srunner_create(route_suite());
-    int failed;
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TH_SUITE_MAIN(route_suite)
