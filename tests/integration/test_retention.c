@@ -130,7 +130,7 @@ START_TEST(retention_deletes_rows_sent_long_enough_ago_and_nothing_else) {
 
     b = th_spawn(&t, "outbox-relay", conf, "b.log");
     wait_standby(&t, "b.log");
-    ck_assert_int_eq(th_relay_stop(a, SIGKILL, 5000), 128 + SIGKILL);
+    th_stop(a, SIGKILL, 5000, 128 + SIGKILL);
     ck_assert_int_eq(th_write(&t, 2, 300, 20, 100, "order"), 300);
     th_wait_count(&t, "SELECT (count(*) = 3)::int FROM outbox", 1, 60000);
     ck_assert_int_eq(th_file_count(&t, "b.log", "event=leadership_acquired"), 1);
@@ -145,7 +145,7 @@ START_TEST(retention_deletes_rows_sent_long_enough_ago_and_nothing_else) {
     fprintf(stderr, "retention: 800 rows, 797 deleted after keep_s, 3 parked kept, %zu messages\n", msgs.n);
     th_msgs_free(&msgs);
     PQfinish(c);
-    ck_assert_int_eq(th_relay_stop(b, SIGTERM, 20000), 0);
+    th_stop(b, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST
@@ -188,7 +188,7 @@ START_TEST(retention_keeps_unsent_rows_behind_a_blocked_one) {
     ck_assert_int_eq(ledger_missing(c, &msgs, "true"), 0);
     th_msgs_free(&msgs);
     PQfinish(c);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST
@@ -250,7 +250,7 @@ static void assert_refused_and_publishing_goes_on(th_ctx_t *t, const th_mock_t *
     ck_assert_int_ge(th_log_count(t, cause), 1);
     th_check_published(t, m->bootstrap, "order", 200);
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox"), 200);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
 }
 
 START_TEST(retention_without_delete_privilege_is_logged_and_publishing_goes_on) {
@@ -358,7 +358,7 @@ START_TEST(partitions_drop_only_partitions_sent_long_enough_ago_and_stay_ahead) 
 
     b = th_spawn(&t, "outbox-relay", conf, "b.log");
     wait_standby(&t, "b.log");
-    ck_assert_int_eq(th_relay_stop(a, SIGKILL, 5000), 128 + SIGKILL);
+    th_stop(a, SIGKILL, 5000, 128 + SIGKILL);
     write_rounds(&t, 3);
     th_wait_count(&t, "SELECT count(*) FROM deleted", 700, 60000);
     th_wait_count(&t, partitions_ahead_sql, 3, 30000);
@@ -379,7 +379,7 @@ START_TEST(partitions_drop_only_partitions_sent_long_enough_ago_and_stay_ahead) 
                     " %zu messages\n", msgs.n);
     th_msgs_free(&msgs);
     PQfinish(c);
-    ck_assert_int_eq(th_relay_stop(b, SIGTERM, 20000), 0);
+    th_stop(b, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST
@@ -420,7 +420,7 @@ START_TEST(partitions_keep_a_row_committed_during_the_detach) {
     th_msgs_free(&msgs);
     PQfinish(w);
     PQfinish(c);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST
@@ -463,7 +463,7 @@ START_TEST(partitions_convert_an_existing_outbox) {
     ck_assert_int_eq(ledger_missing(c, &msgs, "true"), 0);
     th_msgs_free(&msgs);
     PQfinish(c);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 20000), 0);
+    th_stop(relay, SIGTERM, 20000, 0);
     th_mock_stop(&m);
 }
 END_TEST

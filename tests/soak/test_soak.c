@@ -249,7 +249,7 @@ START_TEST(soak_retention_keeps_the_outbox_small_and_loses_nothing) {
                 samples[n].size_mb, samples[n].dead, samples[n].claim_ms, samples[n].p99_ms);
         n++;
         if (!killed && at >= 0.35) {
-            ck_assert_int_eq(th_relay_stop(relay, SIGKILL, 5000), 128 + SIGKILL);
+            th_stop(relay, SIGKILL, 5000, 128 + SIGKILL);
             relay = th_relay_start(&t, conf);
             killed = 1;
             fprintf(stderr, "soak: relay killed (SIGKILL) and started again\n");
@@ -318,7 +318,7 @@ START_TEST(soak_retention_keeps_the_outbox_small_and_loses_nothing) {
     ck_assert_msg(v.lost == 0 && v.unsent == 0 && v.order_violations == 0 && v.wrong_headers == 0,
                   "lost %ld, unsent %ld, order violations %ld, wrong headers %ld", v.lost, v.unsent,
                   v.order_violations, v.wrong_headers);
-    ck_assert_int_eq(th_relay_stop(relay, SIGTERM, 30000), 0);
+    th_stop(relay, SIGTERM, 30000, 0);
     snprintf(cmd, sizeof cmd, "PGPORT=%s '%s' stop '%s'", port, th_src("tests/pg.sh"), dir);
     th_run(cmd);
 }
