@@ -148,6 +148,12 @@ static const obx_config_key_t keys[] = {
      .doc = "inbox rows older than this are deleted: longer than a duplicate can still arrive"},
     {.group = "inbox", .name = "cleanup_interval_s", INT(inbox_cleanup_interval_s, 3600, 0, 86400), CONSUMER,
      .reload = 1, .doc = "how often to delete old inbox rows (0 = never)"},
+    {.group = "inbox", .name = "dead_letters_retention_s", INT(inbox_dead_letters_retention_s, 2592000, 0, 315360000),
+     CONSUMER, .reload = 1,
+     .doc = "this consumer's dead letters older than this are deleted, released or not (0 = kept)"},
+    {.group = "inbox", .name = "gone_consumer_s", INT(inbox_gone_consumer_s, 0, 0, 315360000), CONSUMER, .reload = 1,
+     .doc = "offsets, inbox rows and dead letters of other consumer names not running for this long are deleted "
+            "(0 = never; one that comes back starts by consumer.from)"},
     {.group = "inbox", .name = "cleanup_batch", INT(inbox_cleanup_batch, 1000, 1, 100000), CONSUMER, .reload = 1,
      .doc = "inbox rows per delete transaction"},
     {.group = "log", .name = "level", ENUM(log_level, "info", parse_level, "debug, info, warn, error"), BOTH,

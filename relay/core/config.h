@@ -84,6 +84,8 @@ typedef struct {
     int inbox_retention_s;
     int inbox_cleanup_interval_s;
     int inbox_cleanup_batch;
+    int inbox_dead_letters_retention_s; /* 0 = kept */
+    int inbox_gone_consumer_s;  /* 0 = never */
 
     int log_level;            /* obx_log_level_t */
     int log_format;           /* obx_log_format_t */

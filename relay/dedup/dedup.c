@@ -592,22 +592,20 @@ int obx_dedup_compensate_tx(PGconn *conn, const char *consumer, const obx_event_
     return set_status(conn, consumer, original_event_id, "compensated", errstr, errsize);
 }
 
-long obx_dedup_cleanup(PGconn *conn, const char *consumer, long retention_s, int batch,
-                       char *errstr, size_t errsize) {
+/* Runs a DELETE of at most batch rows ($1 consumer, $2 seconds, $3 batch)
+ * until one deletes fewer: each its own transaction, no long lock on a hot
+ * table. Returns the rows deleted or -1. */
+static long delete_batches(PGconn *conn, const char *sql, const char *consumer, long secs_v, int batch,
+                           char *errstr, size_t errsize) {
     char secs[24], lim[16];
     const char *vals[3] = {consumer, secs, lim};
     long total = 0;
     int n;
 
-    snprintf(secs, sizeof secs, "%ld", retention_s);
+    snprintf(secs, sizeof secs, "%ld", secs_v);
     snprintf(lim, sizeof lim, "%d", batch);
-    /* Small batches, each its own transaction: no long lock on a hot table. */
     do {
-        PGresult *res = run(conn,
-            "DELETE FROM processed_events WHERE ctid = ANY (ARRAY("
-            " SELECT ctid FROM processed_events WHERE consumer = $1"
-            " AND processed_at < now() - make_interval(secs => $2::bigint) LIMIT $3))",
-            3, vals, errstr, errsize);
+        PGresult *res = run(conn, sql, 3, vals, errstr, errsize);
         if (!res)
             return -1;
         n = atoi(PQcmdTuples(res));
@@ -615,4 +613,56 @@ long obx_dedup_cleanup(PGconn *conn, const char *consumer, long retention_s, int
         total += n;
     } while (n == batch);
     return total;
+}
+
+long obx_dedup_cleanup(PGconn *conn, const char *consumer, long retention_s, int batch,
+                       char *errstr, size_t errsize) {
+    return delete_batches(conn,
+        "DELETE FROM processed_events WHERE ctid = ANY (ARRAY("
+        " SELECT ctid FROM processed_events WHERE consumer = $1"
+        " AND processed_at < now() - make_interval(secs => $2::bigint) LIMIT $3))",
+        consumer, retention_s, batch, errstr, errsize);
+}
+
+long obx_dedup_cleanup_dead_letters(PGconn *conn, const char *consumer, long retention_s, int batch,
+                                    char *errstr, size_t errsize) {
+    return delete_batches(conn,
+        "DELETE FROM dead_letters WHERE id = ANY (ARRAY("
+        " SELECT id FROM dead_letters WHERE consumer = $1"
+        " AND created_at < now() - make_interval(secs => $2::bigint) ORDER BY id LIMIT $3))",
+        consumer, retention_s, batch, errstr, errsize);
+}
+
+long obx_dedup_forget_gone(PGconn *conn, const char *consumer, long gone_s, int batch, char *errstr,
+                           size_t errsize) {
+    const char *vals[1] = {consumer};
+    long offsets, inbox, dead;
+
+    /* This consumer is alive, idle or not: its offsets must not look gone. */
+    if (run_ok(conn, "UPDATE consumer_offsets SET updated_at = now() WHERE consumer = $1", 1, vals, errstr,
+               errsize) != 0)
+        return -1;
+    offsets = delete_batches(conn,
+        "DELETE FROM consumer_offsets WHERE ctid = ANY (ARRAY("
+        " SELECT ctid FROM consumer_offsets WHERE consumer <> $1"
+        " AND updated_at < now() - make_interval(secs => $2::bigint) LIMIT $3))",
+        consumer, gone_s, batch, errstr, errsize);
+    if (offsets < 0)
+        return -1;
+    /* A consumer without offsets that wrote nothing for gone_s is gone. */
+    inbox = delete_batches(conn,
+        "DELETE FROM processed_events WHERE ctid = ANY (ARRAY("
+        " SELECT p.ctid FROM processed_events p WHERE p.consumer <> $1"
+        " AND p.processed_at < now() - make_interval(secs => $2::bigint)"
+        " AND NOT EXISTS (SELECT 1 FROM consumer_offsets o WHERE o.consumer = p.consumer) LIMIT $3))",
+        consumer, gone_s, batch, errstr, errsize);
+    if (inbox < 0)
+        return -1;
+    dead = delete_batches(conn,
+        "DELETE FROM dead_letters WHERE id = ANY (ARRAY("
+        " SELECT d.id FROM dead_letters d WHERE d.consumer <> $1"
+        " AND d.created_at < now() - make_interval(secs => $2::bigint)"
+        " AND NOT EXISTS (SELECT 1 FROM consumer_offsets o WHERE o.consumer = d.consumer) ORDER BY d.id LIMIT $3))",
+        consumer, gone_s, batch, errstr, errsize);
+    return dead < 0 ? -1 : offsets + inbox + dead;
 }

@@ -20,4 +20,15 @@ int obx_dedup_apply_batch_tx(PGconn *conn, const char *consumer, const obx_event
                              obx_effect_fn fn, obx_batch_effect_fn batch_fn, void *arg,
                              obx_apply_status_t *status, char *errstr, size_t errsize);
 
+/* Retention beyond the inbox (obx_dedup_cleanup), in batches of at most
+ * batch rows: this consumer's dead letters older than retention_s; and,
+ * after marking this consumer's offsets as just seen, the offsets of other
+ * consumers not seen for gone_s, then the inbox rows and dead letters of
+ * consumers left without offsets, older than gone_s. Return the rows
+ * deleted, or -1 with errstr. */
+long obx_dedup_cleanup_dead_letters(PGconn *conn, const char *consumer, long retention_s, int batch,
+                                    char *errstr, size_t errsize);
+long obx_dedup_forget_gone(PGconn *conn, const char *consumer, long gone_s, int batch, char *errstr,
+                           size_t errsize);
+
 #endif

@@ -541,13 +541,21 @@ static void periodic(runner_t *r) {
     stats_if_due(r);
     if (r->cfg->inbox_cleanup_interval_s > 0 && now >= r->next_cleanup_ms && db_ok(r)) {
         char err[512];
-        long n = obx_dedup_cleanup(r->conn, r->cfg->consumer_name, r->cfg->inbox_retention_s,
-                                   r->cfg->inbox_cleanup_batch, err, sizeof err);
-        if (n < 0)
+        const obx_config_t *c = r->cfg;
+        long n = obx_dedup_cleanup(r->conn, c->consumer_name, c->inbox_retention_s, c->inbox_cleanup_batch, err,
+                                   sizeof err);
+        long dead = n < 0 || c->inbox_dead_letters_retention_s == 0
+                        ? 0 : obx_dedup_cleanup_dead_letters(r->conn, c->consumer_name, c->inbox_dead_letters_retention_s,
+                                                             c->inbox_cleanup_batch, err, sizeof err);
+        long gone = n < 0 || dead < 0 || c->inbox_gone_consumer_s == 0
+                        ? 0 : obx_dedup_forget_gone(r->conn, c->consumer_name, c->inbox_gone_consumer_s,
+                                                    c->inbox_cleanup_batch, err, sizeof err);
+        if (n < 0 || dead < 0 || gone < 0)
             OBX_LOG(OBX_LOG_WARN, "inbox_cleanup_failed", "inbox cleanup failed", KS("error", err));
-        else if (n > 0)
-            OBX_LOG(OBX_LOG_INFO, "inbox_cleanup",
-                    "inbox cleanup", KI("deleted", n), KI("retention_s", r->cfg->inbox_retention_s));
+        else if (n + dead + gone > 0)
+            OBX_LOG(OBX_LOG_INFO, "inbox_cleanup", "inbox cleanup", KI("deleted", n),
+                    KI("retention_s", c->inbox_retention_s), KI("dead_letters_deleted", dead),
+                    KI("gone_consumers_rows_deleted", gone));
         r->next_cleanup_ms = now + (int64_t)r->cfg->inbox_cleanup_interval_s * 1000;
     }
 }
@@ -649,8 +657,8 @@ out:
 static int check_inbox(PGconn *conn) {
     static const char *const tables[][2] = {
         {"processed_events", "SELECT,INSERT,UPDATE,DELETE"},
-        {"consumer_offsets", "SELECT,INSERT,UPDATE"},
-        {"dead_letters", "INSERT"},
+        {"consumer_offsets", "SELECT,INSERT,UPDATE,DELETE"},
+        {"dead_letters", "INSERT,SELECT,DELETE"},
     };
     int failed = 0;
     for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {

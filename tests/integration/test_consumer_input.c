@@ -383,6 +383,53 @@ START_TEST(check_names_missing_topic_and_table) {
 }
 END_TEST
 
+/* Consumer-side retention: this consumer's old dead letters go, its recent
+ * ones stay; a consumer name not seen for gone_consumer_s loses its offsets,
+ * inbox rows and dead letters; one seen lately, and this consumer itself
+ * however old its offsets, keep theirs. */
+START_TEST(cleanup_forgets_old_dead_letters_and_gone_consumers) {
+    th_ctx_t t;
+    th_mock_t m;
+    char conf[512];
+    pid_t stock;
+    FILE *f;
+    PGconn *c = shop_setup(&t, &m, "consumer_retention", 1);
+
+    th_exec(c, "INSERT INTO dead_letters (consumer, topic, kafka_partition, kafka_offset, reason, created_at) VALUES"
+               " ('stock', 't', 0, 1, 'old', now() - interval '2 hours'),"
+               " ('stock', 't', 0, 2, 'recent', now()),"
+               " ('ghost', 't', 0, 1, 'ghost', now() - interval '2 hours'),"
+               " ('sleeper', 't', 0, 1, 'sleeper', now() - interval '2 hours')");
+    th_exec(c, "INSERT INTO consumer_offsets (consumer, topic, kafka_partition, next_offset, updated_at) VALUES"
+               " ('stock', 'x', 0, 5, now() - interval '2 hours'),"
+               " ('ghost', 'x', 0, 5, now() - interval '2 hours'),"
+               " ('sleeper', 'x', 0, 5, now() - interval '10 minutes')");
+    th_exec(c, "INSERT INTO processed_events (consumer, event_id, status, processed_at) VALUES"
+               " ('ghost', gen_random_uuid(), 'applied', now() - interval '2 hours'),"
+               " ('sleeper', gen_random_uuid(), 'applied', now() - interval '2 hours')");
+    snprintf(conf, sizeof conf, "%s", th_consumer_conf(&t, "stock.conf", m.bootstrap, "stock", "order"));
+    f = fopen(conf, "a");
+    ck_assert_msg(f != NULL, "append to %s", conf);
+    fputs("inbox: { cleanup_interval_s = 1; dead_letters_retention_s = 3600; gone_consumer_s = 3600; };\n", f);
+    fclose(f);
+    stock = th_spawn(&t, "obx-stock-consumer", conf, "stock.log");
+    th_wait_count(&t, "SELECT count(*) FROM consumer_offsets WHERE consumer = 'stock' AND updated_at > now() - interval '1 minute'",
+                  1, 30000);
+    th_wait_count(&t, "SELECT (count(*) = 0)::int FROM dead_letters WHERE reason IN ('old', 'ghost')", 1, 30000);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM dead_letters WHERE reason IN ('recent', 'sleeper')"), 2);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM consumer_offsets WHERE consumer = 'ghost'"), 0);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM processed_events WHERE consumer = 'ghost'"), 0);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM consumer_offsets WHERE consumer IN ('stock', 'sleeper')"), 2);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM processed_events WHERE consumer = 'sleeper'"), 1);
+    th_stop(stock, SIGTERM, 20000, 0);
+    /* The pass logs once its deletes are done; the consumer has exited since. */
+    ck_assert_int_ge(th_file_field(&t, "stock.log", "event=inbox_cleanup", "dead_letters_deleted"), 1);
+    ck_assert_int_ge(th_file_count_fields(&t, "stock.log", "event=inbox_cleanup"), 1);
+    PQfinish(c);
+    th_mock_stop(&m);
+}
+END_TEST
+
 TH_MAIN("consumer_input", 120, bad_messages_parked_good_ones_flow, compensation_through_the_flow,
         batch_decides_like_one_at_a_time, from_latest_skips_history, check_names_missing_topic_and_table,
-        stats_show_assignment_and_lag)
+        stats_show_assignment_and_lag, cleanup_forgets_old_dead_letters_and_gone_consumers)
