@@ -635,34 +635,33 @@ long obx_dedup_cleanup_dead_letters(PGconn *conn, const char *consumer, long ret
 
 long obx_dedup_forget_gone(PGconn *conn, const char *consumer, long gone_s, int batch, char *errstr,
                            size_t errsize) {
+    /* The offsets of names not seen for gone_s first; then the inbox rows
+     * and dead letters of names left without offsets, as old. */
+    static const char *const sql[] = {
+        "DELETE FROM consumer_offsets WHERE ctid = ANY (ARRAY("
+        " SELECT ctid FROM consumer_offsets WHERE consumer <> $1"
+        " AND updated_at < now() - make_interval(secs => $2::bigint) LIMIT $3))",
+        "DELETE FROM processed_events WHERE ctid = ANY (ARRAY("
+        " SELECT p.ctid FROM processed_events p WHERE p.consumer <> $1"
+        " AND p.processed_at < now() - make_interval(secs => $2::bigint)"
+        " AND NOT EXISTS (SELECT 1 FROM consumer_offsets o WHERE o.consumer = p.consumer) LIMIT $3))",
+        "DELETE FROM dead_letters WHERE id = ANY (ARRAY("
+        " SELECT d.id FROM dead_letters d WHERE d.consumer <> $1"
+        " AND d.created_at < now() - make_interval(secs => $2::bigint)"
+        " AND NOT EXISTS (SELECT 1 FROM consumer_offsets o WHERE o.consumer = d.consumer) ORDER BY d.id LIMIT $3))",
+    };
     const char *vals[1] = {consumer};
-    long offsets, inbox, dead;
+    long total = 0;
 
     /* This consumer is alive, idle or not: its offsets must not look gone. */
     if (run_ok(conn, "UPDATE consumer_offsets SET updated_at = now() WHERE consumer = $1", 1, vals, errstr,
                errsize) != 0)
         return -1;
-    offsets = delete_batches(conn,
-        "DELETE FROM consumer_offsets WHERE ctid = ANY (ARRAY("
-        " SELECT ctid FROM consumer_offsets WHERE consumer <> $1"
-        " AND updated_at < now() - make_interval(secs => $2::bigint) LIMIT $3))",
-        consumer, gone_s, batch, errstr, errsize);
-    if (offsets < 0)
-        return -1;
-    /* A consumer without offsets that wrote nothing for gone_s is gone. */
-    inbox = delete_batches(conn,
-        "DELETE FROM processed_events WHERE ctid = ANY (ARRAY("
-        " SELECT p.ctid FROM processed_events p WHERE p.consumer <> $1"
-        " AND p.processed_at < now() - make_interval(secs => $2::bigint)"
-        " AND NOT EXISTS (SELECT 1 FROM consumer_offsets o WHERE o.consumer = p.consumer) LIMIT $3))",
-        consumer, gone_s, batch, errstr, errsize);
-    if (inbox < 0)
-        return -1;
-    dead = delete_batches(conn,
-        "DELETE FROM dead_letters WHERE id = ANY (ARRAY("
-        " SELECT d.id FROM dead_letters d WHERE d.consumer <> $1"
-        " AND d.created_at < now() - make_interval(secs => $2::bigint)"
-        " AND NOT EXISTS (SELECT 1 FROM consumer_offsets o WHERE o.consumer = d.consumer) ORDER BY d.id LIMIT $3))",
-        consumer, gone_s, batch, errstr, errsize);
-    return dead < 0 ? -1 : offsets + inbox + dead;
+    for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
+        long n = delete_batches(conn, sql[i], consumer, gone_s, batch, errstr, errsize);
+        if (n < 0)
+            return -1;
+        total += n;
+    }
+    return total;
 }
