@@ -1066,6 +1066,11 @@ static void recreate_producer(relay_t *r) {
     }
     r->fatal = 0;
     obx_scan_stop(&r->scan);
+    /* A claim sent before the producer failed must not come back to the new
+     * one: its rows would go out ahead of the failed rows of their keys,
+     * which only the rescan from the low water publishes again. */
+    if (r->op == OP_CLAIM)
+        r->claim_discard = 1;
     OBX_LOG(OBX_LOG_INFO, "producer_recreated",
             "kafka producer recreated; unmarked rows will be published again");
 }
