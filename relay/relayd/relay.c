@@ -135,7 +135,6 @@ typedef struct {
      * on sent_at, which keeps marks HOT) and the pending claim. */
     obx_scan_t scan;
     obx_scan_claim_t claim;  /* the pending claim (op == OP_CLAIM) */
-    int claim_discard;       /* ... was sent ahead of a batch that then stopped short */
     int64_t retry_at;        /* earliest rescan after a failed or deferred row */
 
     /* The horizon queries (scan.h says what the horizon is for). */
@@ -591,7 +590,6 @@ static void disconnect(relay_t *r, const char *why) {
     r->leader = 0;
     r->op = OP_NONE;
     r->mop = OP_NONE;
-    r->claim_discard = 0;
     obx_scan_lost(&r->scan);
     free(r->hz_w);
     r->hz_w = NULL;
@@ -824,10 +822,9 @@ static void on_claim(relay_t *r, PGresult *res) {
      * fails (missing table, no privilege) must keep backing off. */
     obx_backoff_reset(&r->backoff);
     retire_marked(r);
-    if (r->claim_discard || r->fatal) {
+    if (obx_scan_is_void(&r->scan, &c) || r->fatal) {
         /* Its rows follow one that was not produced, or the producer is
-         * being replaced: a rescan finds them in order. */
-        r->claim_discard = 0;
+         * being (or was) replaced: a rescan finds them in order. */
         obx_scan_stop(&r->scan);
         PQclear(res);
         return;
@@ -863,8 +860,8 @@ static void on_claim(relay_t *r, PGresult *res) {
         send_next(r);
     }
     skipped = produce_batch(r, res); /* the batch owns res now */
-    if (ahead && r->op == OP_CLAIM && (r->scan.cursor != last || r->blocked))
-        r->claim_discard = 1;
+    if (ahead && (r->scan.cursor != last || r->blocked))
+        obx_scan_void_sent(&r->scan);
     /* Ran past the horizon, or reached it: only a rescan may follow, and a
      * newer horizon lets the next one pipeline. Rescans that follow writers
      * need it only to move the low water: reading pg_locks on every one of
@@ -1065,12 +1062,10 @@ static void recreate_producer(relay_t *r) {
         return;
     }
     r->fatal = 0;
-    obx_scan_stop(&r->scan);
     /* A claim sent before the producer failed must not come back to the new
      * one: its rows would go out ahead of the failed rows of their keys,
      * which only the rescan from the low water publishes again. */
-    if (r->op == OP_CLAIM)
-        r->claim_discard = 1;
+    obx_scan_void_sent(&r->scan);
     OBX_LOG(OBX_LOG_INFO, "producer_recreated",
             "kafka producer recreated; unmarked rows will be published again");
 }

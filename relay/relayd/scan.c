@@ -20,6 +20,13 @@ void obx_scan_released(obx_scan_t *s) {
 
 void obx_scan_stop(obx_scan_t *s) { s->end = 1; }
 
+void obx_scan_void_sent(obx_scan_t *s) {
+    s->epoch++;
+    s->end = 1;
+}
+
+int obx_scan_is_void(const obx_scan_t *s, const obx_scan_claim_t *c) { return c->epoch != s->epoch; }
+
 int obx_scan_set_horizon(obx_scan_t *s, int64_t v) {
     if (v <= s->hz)
         return 0;
@@ -29,7 +36,7 @@ int obx_scan_set_horizon(obx_scan_t *s, int64_t v) {
 
 obx_scan_claim_t obx_scan_rescan(obx_scan_t *s, int limit, int batch, int settled) {
     obx_scan_claim_t c = {.after = s->low, .upto = INT64_MAX, .limit = limit, .batch = batch, .rescan = 1,
-                          .settled = settled, .hz = s->hz, .low_gen = s->low_gen};
+                          .settled = settled, .hz = s->hz, .low_gen = s->low_gen, .epoch = s->epoch};
     s->cursor = s->low;
     return c;
 }
@@ -45,13 +52,15 @@ int obx_scan_forward(obx_scan_t *s, int batch, obx_scan_claim_t *c) {
         return -1;
     }
     *c = (obx_scan_claim_t){.after = s->cursor, .upto = s->hz, .limit = batch, .batch = batch, .rescan = 0, .settled = 0,
-                            .hz = s->hz, .low_gen = s->low_gen};
+                            .hz = s->hz, .low_gen = s->low_gen, .epoch = s->epoch};
     return 0;
 }
 
 int obx_scan_claimed(obx_scan_t *s, const obx_scan_claim_t *c, int n, int64_t first) {
     int64_t to;
 
+    if (obx_scan_is_void(s, c))
+        return 0;
     if (n < c->batch)
         s->end = 1;
     if (!c->rescan || !c->settled || c->low_gen != s->low_gen)

@@ -26,6 +26,7 @@ typedef struct {
     int64_t low;        /* low water */
     int64_t hz;         /* horizon */
     unsigned low_gen;   /* bumped whenever low drops */
+    unsigned epoch;     /* bumped when claims already sent must not be produced */
     int end;            /* the forward scan ended: the next claim is a rescan */
 } obx_scan_t;
 
@@ -39,6 +40,7 @@ typedef struct {
     int settled;        /* sent with nothing in flight: its result may move low */
     int64_t hz;         /* the horizon when it was sent */
     unsigned low_gen;   /* low's generation when it was sent */
+    unsigned epoch;     /* the scan's epoch when it was sent */
 } obx_scan_claim_t;
 
 /* A session connected: the forward scan starts from the start. */
@@ -51,6 +53,14 @@ void obx_scan_released(obx_scan_t *s);
 /* The forward scan stops here (a row failed or waits, the producer is
  * replaced, a stalled partition moves again): rescan next. */
 void obx_scan_stop(obx_scan_t *s);
+/* Claims sent so far are void, and the forward scan stops: their rows
+ * would overtake rows that only a rescan from the low water publishes again
+ * (producing stopped short after a claim went ahead, the producer was
+ * replaced while a claim was out). */
+void obx_scan_void_sent(obx_scan_t *s);
+/* Whether c was sent before the last obx_scan_void_sent: its rows are
+ * dropped, unproduced, and its result moves nothing. */
+int obx_scan_is_void(const obx_scan_t *s, const obx_scan_claim_t *c);
 /* Raises the horizon to v; 1 when it moved. */
 int obx_scan_set_horizon(obx_scan_t *s, int64_t v);
 

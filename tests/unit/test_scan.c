@@ -110,8 +110,8 @@ END_TEST
 
 /* A full batch lets the next claim go out before its rows are produced;
  * when producing stops short (a row deferred, the relay blocked), the
- * cursor is not where that claim began: the relay discards its result and
- * the scan ends, so the rows after the stop come from a rescan, in order. */
+ * cursor is not where that claim began: the relay voids it, its result is
+ * dropped, and the rows after the stop come from a rescan, in order. */
 START_TEST(test_claim_ahead_discarded_after_a_short_batch) {
     obx_scan_t s = connected(5000);
     obx_scan_claim_t c = next_claim(&s), ahead;
@@ -124,10 +124,13 @@ START_TEST(test_claim_ahead_discarded_after_a_short_batch) {
     /* Producing goes back to the batch's own rows and stops at 300. */
     for (int64_t id = 1; id <= 300; id++)
         obx_scan_advance(&s, id);
-    obx_scan_stop(&s);
-    ck_assert_int_ne(s.cursor, 500); /* the relay's test for discarding `ahead` */
+    ck_assert_int_ne(s.cursor, 500); /* the relay's test for voiding `ahead` */
+    obx_scan_void_sent(&s);
+    ck_assert_int_eq(obx_scan_is_void(&s, &ahead), 1);
     ck_assert_int_eq(obx_scan_batch_done(&s, &c, BATCH), 0);
-    assert_claim(next_claim(&s), 1, 0, INT64_MAX);
+    c = next_claim(&s);
+    assert_claim(c, 1, 0, INT64_MAX);
+    ck_assert_int_eq(obx_scan_is_void(&s, &c), 0);
     /* No claim ahead of a rescan's rows, or of a short or ended batch. */
     c = obx_scan_rescan(&s, BATCH, BATCH, 1);
     ck_assert_int_eq(obx_scan_may_claim_ahead(&s, &c, BATCH, 600), 0);
@@ -135,6 +138,33 @@ START_TEST(test_claim_ahead_discarded_after_a_short_batch) {
     ck_assert_int_eq(obx_scan_may_claim_ahead(&s, &c, BATCH - 1, 600), 0);
     obx_scan_stop(&s);
     ck_assert_int_eq(obx_scan_may_claim_ahead(&s, &c, BATCH, 600), 0);
+}
+END_TEST
+
+/* The producer fails on a batch holding rows from 4501 while a forward
+ * claim from 14000 is out; the relay replaces the producer before that
+ * claim returns. Its rows (14001..14500) must not go out on the new
+ * producer ahead of 4501..14000, which only the rescan from low publishes
+ * again: the claim is void, and so is one sent ahead before the failure. */
+START_TEST(test_claim_out_when_the_producer_is_replaced_is_void) {
+    obx_scan_t s = connected(20000);
+    obx_scan_claim_t out, c;
+
+    s.low = 4500;
+    s.cursor = 14000;
+    ck_assert_int_eq(obx_scan_forward(&s, BATCH, &out), 0);
+    assert_claim(out, 0, 14000, 20000);
+    obx_scan_void_sent(&s); /* the producer replaced */
+    ck_assert_int_eq(obx_scan_is_void(&s, &out), 1);
+    ck_assert_int_eq(s.end, 1);
+    c = next_claim(&s);
+    assert_claim(c, 1, 4500, INT64_MAX);
+    ck_assert_int_eq(obx_scan_is_void(&s, &c), 0);
+    /* Voiding again (a second failure) voids the rescan too, not only claims
+     * of one epoch back. */
+    obx_scan_void_sent(&s);
+    ck_assert_int_eq(obx_scan_is_void(&s, &c), 1);
+    ck_assert_int_eq(obx_scan_is_void(&s, &out), 1);
 }
 END_TEST
 
@@ -215,5 +245,6 @@ END_TEST
 
 TH_MAIN("scan", 60, test_forward_claims_stop_at_the_horizon, test_late_commit_below_the_cursor_is_found_by_the_rescan,
         test_horizon_moving_while_a_claim_is_in_flight, test_claim_ahead_discarded_after_a_short_batch,
+        test_claim_out_when_the_producer_is_replaced_is_void,
         test_rescan_after_the_low_water_and_a_released_row, test_failover_to_a_standby_mid_scan,
         test_caught_up_wants_a_newer_horizon)
