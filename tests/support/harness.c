@@ -367,32 +367,37 @@ void th_wait_count(const th_ctx_t *t, const char *sql, long n, int timeout_ms) {
                   (int)(timeout_ms * th_mult()), last, sql, path, tail_of(path, tail, sizeof tail));
 }
 
+typedef struct {
+    const th_ctx_t *t;
+    const char *log, *text;
+    int fields;
+} log_arg_t;
+
 static int log_has(void *p) {
-    wait_arg_t *a = p;
-    return th_log_count(a->t, a->text) > 0;
+    log_arg_t *a = p;
+    return (a->fields ? th_file_count_fields(a->t, a->log, a->text) : th_file_count(a->t, a->log, a->text)) > 0;
 }
 
-static int log_has_fields(void *p) {
-    wait_arg_t *a = p;
-    return th_file_count_fields(a->t, "relay.log", a->text) > 0;
-}
-
-static void wait_log(const th_ctx_t *t, int (*has)(void *), const char *needle, int timeout_ms) {
-    wait_arg_t a = {t, needle, 0};
+static void wait_log(const th_ctx_t *t, const char *log, int fields, const char *needle, int timeout_ms) {
+    log_arg_t a = {t, log, needle, fields};
     char path[512], tail[2048];
-    if (th_wait(has, &a, timeout_ms))
+    if (th_wait(log_has, &a, timeout_ms))
         return;
-    snprintf(path, sizeof path, "%s/relay.log", t->dir);
+    snprintf(path, sizeof path, "%s/%s", t->dir, log);
     ck_assert_msg(0, "no line with \"%s\" within %d ms; %s ends:\n%s", needle, (int)(timeout_ms * th_mult()),
                   path, tail_of(path, tail, sizeof tail));
 }
 
 void th_wait_log(const th_ctx_t *t, const char *needle, int timeout_ms) {
-    wait_log(t, log_has, needle, timeout_ms);
+    wait_log(t, "relay.log", 0, needle, timeout_ms);
 }
 
 void th_wait_log_fields(const th_ctx_t *t, const char *fields, int timeout_ms) {
-    wait_log(t, log_has_fields, fields, timeout_ms);
+    wait_log(t, "relay.log", 1, fields, timeout_ms);
+}
+
+void th_wait_file_log(const th_ctx_t *t, const char *logname, const char *needle, int timeout_ms) {
+    wait_log(t, logname, 0, needle, timeout_ms);
 }
 
 #define UNSENT_SQL "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL"

@@ -116,6 +116,8 @@ void th_wait_count(const th_ctx_t *t, const char *sql, long n, int timeout_ms);
 void th_wait_log(const th_ctx_t *t, const char *needle, int timeout_ms);
 /* th_wait_log for a line having the fields of th_file_count_fields. */
 void th_wait_log_fields(const th_ctx_t *t, const char *fields, int timeout_ms);
+/* th_wait_log for the log logname in the test's folder. */
+void th_wait_file_log(const th_ctx_t *t, const char *logname, const char *needle, int timeout_ms);
 /* Fails the test unless text contains (lacks) needle, showing the text. */
 #define th_assert_has(text, needle) \
     ck_assert_msg(strstr((text), (needle)) != NULL, "no \"%s\" in:\n%s", (needle), (text))

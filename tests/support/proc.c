@@ -71,20 +71,47 @@ int proc_reap(pid_t pid, int sig, double timeout_ms) {
     return -1;
 }
 
+/* A /proc file (its size reads as 0, so no proc_read_file) into buf;
+ * 0, or -1 when unreadable. */
+static int read_proc(const char *path, char *buf, size_t size) {
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    if (!f)
+        return -1;
+    n = fread(buf, 1, size - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return 0;
+}
+
+/* The value N of the line "key: N" of a status file; NAN when unreadable
+ * or absent. */
+static double status_value(const char *path, const char *key) {
+    char buf[4096];
+    size_t klen = strlen(key);
+
+    if (read_proc(path, buf, sizeof buf) != 0)
+        return NAN;
+    for (const char *line = buf; *line;) {
+        const char *nl = strchr(line, '\n');
+        if (strncmp(line, key, klen) == 0 && line[klen] == ':')
+            return strtod(line + klen + 1, NULL);
+        if (!nl)
+            break;
+        line = nl + 1;
+    }
+    return NAN;
+}
+
 double proc_cpu_s(pid_t pid) {
     char path[64], buf[1024];
     unsigned long ut, st;
     const char *p;
-    size_t n;
-    FILE *f;
 
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    f = fopen(path, "r");
-    if (!f)
+    if (read_proc(path, buf, sizeof buf) != 0)
         return NAN;
-    n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
     /* The command name may hold spaces: count fields from its closing
      * parenthesis. state is field 3, utime 14, stime 15 (whole process). */
     p = strrchr(buf, ')');
@@ -94,10 +121,9 @@ double proc_cpu_s(pid_t pid) {
 }
 
 double proc_sleeps(pid_t pid) {
-    char path[64], line[320];
-    double sum = 0;
+    char path[320];
+    double sum = 0, v;
     struct dirent *e;
-    long v;
     DIR *d;
 
     snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
@@ -105,37 +131,21 @@ double proc_sleeps(pid_t pid) {
     if (!d)
         return NAN;
     while ((e = readdir(d)) != NULL) {
-        FILE *f;
         if (e->d_name[0] == '.')
             continue;
-        snprintf(line, sizeof line, "/proc/%d/task/%s/status", (int)pid, e->d_name);
-        f = fopen(line, "r");
-        if (!f)
-            continue;
-        while (fgets(line, sizeof line, f))
-            if (sscanf(line, "voluntary_ctxt_switches: %ld", &v) == 1)
-                sum += (double)v;
-        fclose(f);
+        snprintf(path, sizeof path, "/proc/%d/task/%s/status", (int)pid, e->d_name);
+        v = status_value(path, "voluntary_ctxt_switches");
+        if (!isnan(v)) /* a thread that just ended */
+            sum += v;
     }
     closedir(d);
     return sum;
 }
 
 double proc_hwm_mb(pid_t pid) {
-    char path[64], line[256];
-    double mb = NAN;
-    long kb;
-    FILE *f;
-
+    char path[64];
     snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    f = fopen(path, "r");
-    if (!f)
-        return NAN;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
-            mb = (double)kb / 1024.0;
-    fclose(f);
-    return mb;
+    return status_value(path, "VmHWM") / 1024.0; /* "VmHWM:   N kB" */
 }
 
 char *proc_read_file(const char *path) {
