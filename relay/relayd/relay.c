@@ -1276,43 +1276,66 @@ static int wait_and_dispatch(relay_t *r) {
     return 1;
 }
 
-int obx_relay_run(obx_config_t *cfg) {
-    relay_t r;
+/* Frees what relay_open set up, whatever part of it. */
+static void relay_close(relay_t *r) {
+    obx_health_watchdog_stop(r->watchdog);
+    obx_producer_destroy(r->producer);
+    obx_gate_destroy(r->gate);
+    obx_retention_free(r->retention);
+    obx_idset_free(&r->owned);
+    free(r->retire);
+    if (r->conn)
+        PQfinish(r->conn);
+    if (r->mconn)
+        PQfinish(r->mconn);
+    free(r->acks);
+    free(r->fails);
+    free(r->hz_w);
+    if (sigpipe_fds[0] >= 0) {
+        close(sigpipe_fds[0]);
+        close(sigpipe_fds[1]);
+    }
+}
+
+/* The signal pipe, the producer and its companions, the deadlines of the
+ * first tick; 0, or -1 (logged) with r for relay_close. */
+static int relay_open(relay_t *r, obx_config_t *cfg) {
     char err[512];
     int64_t started = obx_clock_ms();
 
-    memset(&r, 0, sizeof r);
-    r.cfg = cfg;
-    r.exit_code = 0;
-    obx_backoff_init(&r.backoff, 100, cfg->reconnect_max_ms,
-                     (uint64_t)started ^ ((uint64_t)getpid() << 32));
+    memset(r, 0, sizeof *r);
+    r->cfg = cfg;
+    obx_backoff_init(&r->backoff, 100, cfg->reconnect_max_ms, (uint64_t)started ^ ((uint64_t)getpid() << 32));
+    r->gate = obx_gate_new(cfg->partition_stall_ms, cfg->partition_cold_ms);
+    r->retention = obx_retention_new(cfg);
     if (pipe2(sigpipe_fds, O_NONBLOCK | O_CLOEXEC) != 0) {
         OBX_LOG(OBX_LOG_ERROR, "pipe_failed", "pipe failed", KS("error", strerror(errno)));
-        return 1;
+        sigpipe_fds[0] = sigpipe_fds[1] = -1;
+        return -1;
     }
     obx_signals_install(on_signal);
-    r.gate = obx_gate_new(cfg->partition_stall_ms, cfg->partition_cold_ms);
-    r.retention = obx_retention_new(cfg);
-    r.producer = obx_producer_new(cfg, on_delivery, &r, err, sizeof err);
-    if (!r.producer) {
+    r->producer = obx_producer_new(cfg, on_delivery, r, err, sizeof err);
+    if (!r->producer) {
         OBX_LOG(OBX_LOG_ERROR, "producer_create_failed", "kafka producer", KS("error", err));
-        obx_gate_destroy(r.gate);
-        obx_retention_free(r.retention);
-        return 1;
+        return -1;
     }
-    r.last_stats_ms = started;
-    r.stats_at = started + (int64_t)cfg->stats_interval_s * 1000;
-    r.health_tick_ms = HEALTH_TICK_MS;
+    r->last_stats_ms = started;
+    r->stats_at = started + (int64_t)cfg->stats_interval_s * 1000;
+    r->health_tick_ms = HEALTH_TICK_MS;
     if (obx_sdnotify_watchdog_ms() > 0) {
-        r.sd_watchdog = 1;
-        if (obx_sdnotify_watchdog_ms() / 2 < r.health_tick_ms)
-            r.health_tick_ms = obx_sdnotify_watchdog_ms() / 2;
+        r->sd_watchdog = 1;
+        if (obx_sdnotify_watchdog_ms() / 2 < r->health_tick_ms)
+            r->health_tick_ms = obx_sdnotify_watchdog_ms() / 2;
     }
     if (cfg->health_stuck_timeout_s > 0) {
-        r.watchdog = obx_health_watchdog_start((int64_t)cfg->health_stuck_timeout_s * 1000, err, sizeof err);
-        if (!r.watchdog)
+        r->watchdog = obx_health_watchdog_start((int64_t)cfg->health_stuck_timeout_s * 1000, err, sizeof err);
+        if (!r->watchdog)
             OBX_LOG(OBX_LOG_WARN, "watchdog_failed", "cannot start the stuck-loop watchdog", KS("error", err));
     }
+    return 0;
+}
+
+static void log_starting(const obx_config_t *cfg) {
     OBX_LOG(OBX_LOG_INFO, "relay_starting", "relay starting", KS("table", cfg->pg_table),
             KS("channel", cfg->pg_channel), KI("batch_size", cfg->batch_size),
             KI("max_inflight", cfg->max_inflight),
@@ -1323,6 +1346,16 @@ int obx_relay_run(obx_config_t *cfg) {
                 "librdkafka older than 2.3.0: after requests that may have been written it can"
                 " raise a fatal sequence error; the relay then recreates its producer, which publishes"
                 " duplicates, not losses (KNOWN-ISSUES.md)", KS("librdkafka", rd_kafka_version_str()));
+}
+
+int obx_relay_run(obx_config_t *cfg) {
+    relay_t r;
+
+    if (relay_open(&r, cfg) != 0) {
+        relay_close(&r);
+        return 1;
+    }
+    log_starting(cfg);
     try_connect(&r);
     health_tick(&r, obx_clock_ms());
     obx_sdnotify("READY=1");
@@ -1335,23 +1368,11 @@ int obx_relay_run(obx_config_t *cfg) {
                 "shutdown deadline passed; unacknowledged rows will be published again on restart",
                 KI("inflight", r.inflight), KI("unmarked", (long long)r.acks_n));
     obx_health_watchdog_stop(r.watchdog);
+    r.watchdog = NULL;
     drain_batches(&r);
     OBX_LOG(OBX_LOG_INFO, "relay_stopped",
             "relay stopped", KI("published", r.published), KI("marked", r.marked),
             KI("parked", r.parked), KI("exit_code", r.exit_code));
-    obx_producer_destroy(r.producer);
-    obx_gate_destroy(r.gate);
-    obx_retention_free(r.retention);
-    obx_idset_free(&r.owned);
-    free(r.retire);
-    if (r.conn)
-        PQfinish(r.conn);
-    if (r.mconn)
-        PQfinish(r.mconn);
-    free(r.acks);
-    free(r.fails);
-    free(r.hz_w);
-    close(sigpipe_fds[0]);
-    close(sigpipe_fds[1]);
+    relay_close(&r);
     return r.exit_code;
 }
