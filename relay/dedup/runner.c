@@ -560,10 +560,46 @@ static void periodic(runner_t *r) {
     }
 }
 
+/* Polls messages into the batch until it is full, or batch_timeout_ms
+ * after its first message, or 100 ms pass with none. */
+static void fill_batch(runner_t *r) {
+    int64_t deadline = 0;
+    while (!stop_signals && r->batch_n < r->cfg->consumer_batch_size) {
+        int64_t wait = deadline ? deadline - obx_clock_ms() : 100;
+        rd_kafka_message_t *m;
+        if (deadline && wait <= 0)
+            break;
+        m = rd_kafka_consumer_poll(r->rk, (int)(wait > 0 ? wait : 0));
+        if (!m) {
+            if (!deadline)
+                break;
+            continue;
+        }
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                OBX_LOG(OBX_LOG_WARN, "kafka_consume_error",
+                        "kafka consume error", KS("error", rd_kafka_message_errstr(m)));
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        r->batch[r->batch_n++] = m;
+        if (!deadline)
+            deadline = obx_clock_ms() + r->cfg->consumer_batch_timeout_ms;
+    }
+}
+
+static void subscribe(runner_t *r) {
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new((int)r->cfg->consumer_topics_n);
+    for (size_t i = 0; i < r->cfg->consumer_topics_n; i++)
+        rd_kafka_topic_partition_list_add(topics, r->cfg->consumer_topics[i], RD_KAFKA_PARTITION_UA);
+    warm_topics(r);
+    rd_kafka_subscribe(r->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+}
+
 static int run(obx_config_t *cfg, const obx_handler_t *h) {
     runner_t r;
     char err[512];
-    rd_kafka_topic_partition_list_t *topics;
     int rc = 1;
 
     memset(&r, 0, sizeof r);
@@ -585,38 +621,11 @@ static int run(obx_config_t *cfg, const obx_handler_t *h) {
     }
     if (!db_ok(&r))
         goto out;
-    topics = rd_kafka_topic_partition_list_new((int)cfg->consumer_topics_n);
-    for (size_t i = 0; i < cfg->consumer_topics_n; i++)
-        rd_kafka_topic_partition_list_add(topics, cfg->consumer_topics[i], RD_KAFKA_PARTITION_UA);
-    warm_topics(&r);
-    rd_kafka_subscribe(r.rk, topics);
-    rd_kafka_topic_partition_list_destroy(topics);
+    subscribe(&r);
     OBX_LOG(OBX_LOG_INFO, "consumer_starting", "consumer starting", KS("consumer", cfg->consumer_name),
             KS("topics", cfg->consumer_topics[0]), KI("batch_size", cfg->consumer_batch_size));
     while (!stop_signals) {
-        int64_t deadline = 0;
-        while (!stop_signals && r.batch_n < cfg->consumer_batch_size) {
-            int64_t wait = deadline ? deadline - obx_clock_ms() : 100;
-            rd_kafka_message_t *m;
-            if (deadline && wait <= 0)
-                break;
-            m = rd_kafka_consumer_poll(r.rk, (int)(wait > 0 ? wait : 0));
-            if (!m) {
-                if (!deadline)
-                    break;
-                continue;
-            }
-            if (m->err) {
-                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                    OBX_LOG(OBX_LOG_WARN, "kafka_consume_error",
-                            "kafka consume error", KS("error", rd_kafka_message_errstr(m)));
-                rd_kafka_message_destroy(m);
-                continue;
-            }
-            r.batch[r.batch_n++] = m;
-            if (!deadline)
-                deadline = obx_clock_ms() + cfg->consumer_batch_timeout_ms;
-        }
+        fill_batch(&r);
         flush_batch(&r);
         periodic(&r);
         if (reload_signals) {
