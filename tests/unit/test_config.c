@@ -109,6 +109,26 @@ static void load_example(const char *name, obx_program_t prog, obx_config_t *cfg
     ck_assert_int_eq(cfg->has_secret, 0);
 }
 
+/* The relay's loop and log settings at their defaults. */
+static void assert_relay_defaults(const obx_config_t *c) {
+    ck_assert_int_eq(c->batch_size, 500);
+    ck_assert_int_eq(c->max_inflight, 5000);
+    ck_assert_int_eq(c->poll_interval_ms, 500);
+    ck_assert_int_eq(c->busy_poll_ms, 100);
+    ck_assert_int_eq(c->busy_poll_interval_ms, 5);
+    ck_assert_int_eq(c->busy_poll_max_interval_ms, 20);
+    ck_assert_int_eq(c->partition_stall_ms, 1000);
+    ck_assert_int_eq(c->partition_cold_ms, 3600000);
+    ck_assert_str_eq(c->topic_pattern, "outbox.${aggregate_type}");
+    ck_assert_int_eq(c->on_failure, OBX_FAIL_PARK);
+    ck_assert_int_eq(c->max_attempts, 10);
+    ck_assert_int_eq(c->shutdown_timeout_ms, 30000);
+    ck_assert_int_eq(c->reconnect_max_ms, 30000);
+    ck_assert_int_eq(c->log_level, OBX_LOG_INFO);
+    ck_assert_int_eq(c->log_format, OBX_LOG_LOGFMT);
+    ck_assert_int_eq(c->stats_interval_s, 10);
+}
+
 START_TEST(test_example_config) {
     obx_config_t cfg;
 
@@ -126,26 +146,9 @@ START_TEST(test_example_config) {
     ck_assert_str_eq(cfg.kafka[1].value, "0");
     ck_assert_int_eq(cfg.kafka[1].line, 33);
 
-    ck_assert_int_eq(cfg.batch_size, 500);
-    ck_assert_int_eq(cfg.max_inflight, 5000);
-    ck_assert_int_eq(cfg.poll_interval_ms, 500);
-    ck_assert_int_eq(cfg.busy_poll_ms, 100);
-    ck_assert_int_eq(cfg.busy_poll_interval_ms, 5);
-    ck_assert_int_eq(cfg.busy_poll_max_interval_ms, 20);
-    ck_assert_int_eq(cfg.partition_stall_ms, 1000);
-    ck_assert_int_eq(cfg.partition_cold_ms, 3600000);
-    ck_assert_str_eq(cfg.topic_pattern, "outbox.${aggregate_type}");
-    ck_assert_int_eq(cfg.on_failure, OBX_FAIL_PARK);
-    ck_assert_int_eq(cfg.max_attempts, 10);
-    ck_assert_int_eq(cfg.shutdown_timeout_ms, 30000);
-    ck_assert_int_eq(cfg.reconnect_max_ms, 30000);
-
+    assert_relay_defaults(&cfg);
     /* It claims to list the defaults: no route (issue 14). */
     ck_assert_uint_eq(cfg.routes_n, 0);
-
-    ck_assert_int_eq(cfg.log_level, OBX_LOG_INFO);
-    ck_assert_int_eq(cfg.log_format, OBX_LOG_LOGFMT);
-    ck_assert_int_eq(cfg.stats_interval_s, 10);
     obx_config_free(&cfg);
     ck_assert_ptr_null(cfg.path);
 }
@@ -201,22 +204,7 @@ START_TEST(test_minimal_defaults) {
     ck_assert_uint_eq(cfg.kafka_n, 1);
     ck_assert_str_eq(cfg.kafka[0].key, "bootstrap.servers");
     ck_assert_uint_eq(cfg.routes_n, 0);
-    ck_assert_int_eq(cfg.batch_size, 500);
-    ck_assert_int_eq(cfg.max_inflight, 5000);
-    ck_assert_int_eq(cfg.poll_interval_ms, 500);
-    ck_assert_int_eq(cfg.busy_poll_ms, 100);
-    ck_assert_int_eq(cfg.busy_poll_interval_ms, 5);
-    ck_assert_int_eq(cfg.busy_poll_max_interval_ms, 20);
-    ck_assert_int_eq(cfg.partition_stall_ms, 1000);
-    ck_assert_int_eq(cfg.partition_cold_ms, 3600000);
-    ck_assert_str_eq(cfg.topic_pattern, "outbox.${aggregate_type}");
-    ck_assert_int_eq(cfg.on_failure, OBX_FAIL_PARK);
-    ck_assert_int_eq(cfg.max_attempts, 10);
-    ck_assert_int_eq(cfg.shutdown_timeout_ms, 30000);
-    ck_assert_int_eq(cfg.reconnect_max_ms, 30000);
-    ck_assert_int_eq(cfg.log_level, OBX_LOG_INFO);
-    ck_assert_int_eq(cfg.log_format, OBX_LOG_LOGFMT);
-    ck_assert_int_eq(cfg.stats_interval_s, 10);
+    assert_relay_defaults(&cfg);
     obx_config_free(&cfg);
 }
 END_TEST
