@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts and stops a throwaway PostgreSQL cluster for tests and demos:
-# owned by the postgres user, unix socket only, in DIR.
+# owned by the postgres user, in DIR, on a unix socket there and on
+# 127.0.0.1:PGPORT (for tests that put a fault proxy before the server).
 #   tests/pg.sh start DIR      initdb (first time) and start; prints the socket dir
 #   tests/pg.sh stop DIR       stop (fast), idempotent
 #   tests/pg.sh restart DIR [fast|immediate]
@@ -22,7 +23,7 @@ start() {
         as_pg "$bindir/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --no-locale >"$dir/initdb.log" 2>&1 ||
             { cat "$dir/initdb.log" >&2; exit 1; }
         cat >>"$dir/data/postgresql.conf" <<CONF
-listen_addresses = ''
+listen_addresses = '127.0.0.1'
 unix_socket_directories = '$dir'
 port = $port
 fsync = ${PG_FSYNC:-off}

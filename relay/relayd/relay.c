@@ -825,6 +825,8 @@ static void on_claim(relay_t *r, PGresult *res) {
     if (obx_scan_is_void(&r->scan, &c) || r->fatal) {
         /* Its rows follow one that was not produced, or the producer is
          * being (or was) replaced: a rescan finds them in order. */
+        OBX_LOG(OBX_LOG_DEBUG, "claim_void", "claim dropped, a rescan publishes its rows in order", KI("rows", n),
+                KI("after_id", c.after));
         obx_scan_stop(&r->scan);
         PQclear(res);
         return;

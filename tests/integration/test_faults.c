@@ -2,15 +2,19 @@
  * graceful shutdown with messages in flight. After each, every committed row
  * must be on Kafka (G1), first occurrences in per-key id order (G2). */
 #include <check.h>
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "harness.h"
+#include "cluster.h"
 #include "proc.h"
 #include "shop.h"
 
@@ -309,9 +313,8 @@ END_TEST
 
 #define PRODUCE_API 0 /* Kafka protocol ApiKey of Produce */
 
-/* th_config logs at info; librdkafka's debug lines are logged at debug. */
-static void log_debug(const char *conf) {
-    static const char info[] = "level = \"info\"";
+/* Replaces the first `from` of the config file conf with `to`. */
+static void conf_replace(const char *conf, const char *from, const char *to) {
     char buf[4096], *at;
     size_t n;
     FILE *f = fopen(conf, "r");
@@ -319,11 +322,11 @@ static void log_debug(const char *conf) {
     n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = '\0';
-    at = strstr(buf, info);
-    ck_assert_ptr_nonnull(at);
+    at = strstr(buf, from);
+    ck_assert_msg(at != NULL, "no \"%s\" in %s:\n%s", from, conf, buf);
     f = fopen(conf, "w");
     ck_assert_ptr_nonnull(f);
-    fprintf(f, "%.*slevel = \"debug\"%s", (int)(at - buf), buf, at + strlen(info));
+    fprintf(f, "%.*s%s%s", (int)(at - buf), buf, to, at + strlen(from));
     fclose(f);
 }
 
@@ -353,16 +356,13 @@ static long implicit_acks(const th_ctx_t *t) {
  * 2000 more rows. Returns the running relay. */
 static pid_t inject_broker_errors(th_ctx_t *t, th_mock_t *m, const char *name, const char *kafka_extra) {
     char topic[128], kafka[256];
-    const char *conf;
     pid_t relay;
 
     th_mock_start(m, 3);
     th_setup(t, name);
     mock_topic(m, t);
     snprintf(kafka, sizeof kafka, "debug = \"eos\"; %s", kafka_extra);
-    conf = th_config(t, "relay.conf", m->bootstrap, "batch_size = 100;", kafka);
-    log_debug(conf);
-    relay = th_relay_start(t, conf);
+    relay = th_relay_start(t, th_config_level(t, "relay.conf", m->bootstrap, "batch_size = 100;", kafka, "debug"));
     ck_assert_int_eq(th_write(t, 2, 200, 20, 100, "order"), 200);
     th_drain(t, 30000);
     rd_kafka_mock_push_request_errors(m->mc, PRODUCE_API, 8,
@@ -497,6 +497,66 @@ START_TEST(marks_do_not_wait_for_a_slow_broker) {
 }
 END_TEST
 
+/* A loopback TCP port nothing listens on now. */
+static int free_port(void) {
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t len = sizeof a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+              getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+    port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+/* The relay's PostgreSQL sessions behind a fault proxy of their own (to
+ * the server's 127.0.0.1:OBX_TEST_PGPORT). Returns its control port;
+ * *conninfo is th_config's through the proxy. */
+static int pg_proxy_start(th_ctx_t *t, char *conninfo, size_t size) {
+    int listen = free_port(), ctl = free_port();
+    char route[48], ctls[16], *argv[] = {(char *)th_bin("tests/obx-faultproxy"), ctls, route, NULL};
+    snprintf(ctls, sizeof ctls, "%d", ctl);
+    snprintf(route, sizeof route, "%d:%d:raw", listen, atoi(getenv("OBX_TEST_PGPORT")));
+    th_spawn_argv(t, argv, "proxy.log");
+    th_wait_file_log(t, "proxy.log", "control on", 10000);
+    /* The last host= and port= win. */
+    ck_assert(snprintf(conninfo, size, "%s host=127.0.0.1 port=%d", t->conninfo, listen) < (int)size);
+    return ctl;
+}
+
+/* The producer fails fatally on the first rows while the claim that
+ * follows them is out (slow: every PostgreSQL exchange takes a second). That
+ * claim returns after the producer was replaced: producing its rows then
+ * would put them ahead of the failed rows of their keys, which only the
+ * rescan from the low water publishes again. The relay drops it (claim_void). */
+START_TEST(claim_out_when_the_producer_fails_is_dropped) {
+    th_ctx_t t, via;
+    th_mock_t m;
+    const char *conf;
+    pid_t relay;
+    int ctl;
+
+    th_mock_start(&m, 1);
+    th_setup(&t, "voidclaim");
+    mock_topic(&m, &t);
+    ck_assert_int_eq(th_write(&t, 2, 1000, 20, 100, "order"), 1000);
+    via = t;
+    ctl = pg_proxy_start(&t, via.conninfo, sizeof via.conninfo);
+    th_proxy_fault(ctl, t.dir, 1, "latency 500");
+    rd_kafka_mock_push_request_errors(m.mc, PRODUCE_API, 1, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);
+    conf = th_config_level(&via, "relay.conf", m.bootstrap, "batch_size = 100;", ONE_IN_FLIGHT, "debug");
+    conf_replace(conf, "stats_interval_s = 1", "stats_interval_s = 0"); /* no stats query before the claim */
+    relay = th_relay_start(&t, conf);
+    th_wait_log(&t, "kafka producer recreated", 60000);
+    th_wait_log_fields(&t, "event=claim_void", 30000);
+    th_proxy_fault(ctl, t.dir, 1, "pass");
+    check_all(&t, m.bootstrap, 1000);
+    th_stop(relay, SIGTERM, 20000, 0);
+    th_mock_stop(&m);
+}
+END_TEST
+
 /* An idempotence error the producer cannot recover from: the relay purges,
  * recreates the producer and publishes again what was not marked. */
 START_TEST(fatal_idempotence_error_recreates_producer) {
@@ -525,5 +585,6 @@ START_TEST(fatal_idempotence_error_recreates_producer) {
 END_TEST
 
 TH_MAIN("faults", 300, relay_sigkill_twice, postgres_restart, consumers_survive_postgres_restart, broker_down_10s, broker_errors_injected,
-        broker_errors_implicit_acks_accounted, fatal_idempotence_error_recreates_producer, standby_takes_over, graceful_shutdown_in_flight,
+        broker_errors_implicit_acks_accounted, fatal_idempotence_error_recreates_producer,
+        claim_out_when_the_producer_fails_is_dropped, standby_takes_over, graceful_shutdown_in_flight,
         marks_do_not_wait_for_a_slow_broker, acks_wait_idly_while_postgres_is_down)

@@ -372,27 +372,29 @@ void th_cluster_reassign(th_cluster_t *c, const char *topic, int partition, cons
                   partition);
 }
 
-void th_cluster_fault(th_cluster_t *c, int node, const char *fault) {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)c->ctl_port)};
+void th_proxy_fault(int ctl_port, const char *dir, int route, const char *fault) {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)ctl_port)};
     struct timeval tv = {5, 0};
     char line[128], reply[128] = "";
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     ssize_t n;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     ck_assert_msg(fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0,
-                  "cluster: fault proxy control port %d refused (see %s/proxy.log)", c->ctl_port, c->dir);
+                  "fault proxy control port %d refused (see %s/proxy.log)", ctl_port, dir);
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (node > 0)
-        snprintf(line, sizeof line, "%d %s\n", node, fault);
+    if (route > 0)
+        snprintf(line, sizeof line, "%d %s\n", route, fault);
     else
         snprintf(line, sizeof line, "all %s\n", fault);
     ck_assert_int_eq(write(fd, line, strlen(line)), (ssize_t)strlen(line));
     n = read(fd, reply, sizeof reply - 1);
     reply[n > 0 ? n : 0] = '\0';
     close(fd);
-    ck_assert_msg(strncmp(reply, "ok", 2) == 0, "cluster: proxy `%.*s`: %s", (int)strcspn(line, "\n"), line,
+    ck_assert_msg(strncmp(reply, "ok", 2) == 0, "proxy `%.*s`: %s", (int)strcspn(line, "\n"), line,
                   n > 0 ? reply : "no reply");
 }
+
+void th_cluster_fault(th_cluster_t *c, int node, const char *fault) { th_proxy_fault(c->ctl_port, c->dir, node, fault); }
 
 int th_cluster_proxy_log_count(th_cluster_t *c, const char *needle) {
     char path[600], line[1024];

@@ -59,6 +59,9 @@ void th_cluster_reassign(th_cluster_t *c, const char *topic, int partition, cons
  * "refuse K [CODE]" (the next K are answered with Kafka error CODE, default
  * 19 NOT_ENOUGH_REPLICAS, unwritten). */
 void th_cluster_fault(th_cluster_t *c, int node, const char *fault);
+/* The same for any obx-faultproxy: its control port, the folder of its
+ * proxy.log (for the message), route N (0: all). */
+void th_proxy_fault(int ctl_port, const char *dir, int route, const char *fault);
 /* Lines of the proxy's log (DIR/proxy.log) containing needle, e.g.
  * TH_CLUSTER_DROPPED: one line per Produce request a "drop" fault dropped. */
 #define TH_CLUSTER_DROPPED "dropped a Produce request"

@@ -2,8 +2,11 @@
  * test cluster (tests/kafka.sh cluster-start), so that tests can break the
  * network the way a real one breaks, per broker, at run time.
  *
- *   obx-faultproxy CTLPORT LISTEN:UPSTREAM [LISTEN:UPSTREAM...]
+ *   obx-faultproxy CTLPORT LISTEN:UPSTREAM[:raw] [LISTEN:UPSTREAM[:raw]...]
  *
+ * A raw route carries another protocol (PostgreSQL's): its bytes are not
+ * read as Kafka frames, so only pass, reset, down, latency and bandwidth
+ * apply to it.
  * Route N (from 1, in argument order) is broker node N. Control: connect to
  * 127.0.0.1:CTLPORT, send one line, read one reply line ("ok" or "error: ...").
  *   N|all pass            forward everything (clears the faults below)
@@ -124,6 +127,7 @@ typedef struct {
 
 typedef struct {
     int lfd, upstream_port;
+    int raw; /* not Kafka: no framing */
     enum mode mode;
     int latency_ms;
     long bandwidth;
@@ -440,7 +444,10 @@ static int down_fill(conn_t *c, int latency_ms, int discard, int64_t now) {
         return 0;
     if (n < 0)
         return errno == EAGAIN || errno == EINTR;
-    down_frames(c, tmp, (size_t)n, latency_ms, discard, now);
+    if (routes[c->route].raw && !discard)
+        pipe_append(&c->down, tmp, (size_t)n, latency_ms, now);
+    else if (!routes[c->route].raw)
+        down_frames(c, tmp, (size_t)n, latency_ms, discard, now);
     return 1;
 }
 
@@ -529,7 +536,10 @@ static int up_fill(conn_t *c, int latency_ms, int64_t now) {
         return 0;
     if (n < 0)
         return errno == EAGAIN || errno == EINTR;
-    up_frames(c, tmp, (size_t)n, latency_ms, now);
+    if (routes[c->route].raw)
+        pipe_append(&c->up, tmp, (size_t)n, latency_ms, now);
+    else
+        up_frames(c, tmp, (size_t)n, latency_ms, now);
     return 1;
 }
 
@@ -766,7 +776,7 @@ int main(int argc, char **argv) {
     struct sigaction sa = {.sa_handler = on_term};
     int ctl;
     if (argc < 3 || argc - 2 > MAX_ROUTES) {
-        fprintf(stderr, "usage: obx-faultproxy CTLPORT LISTEN:UPSTREAM [LISTEN:UPSTREAM...] (at most %d)\n",
+        fprintf(stderr, "usage: obx-faultproxy CTLPORT LISTEN:UPSTREAM[:raw] [LISTEN:UPSTREAM[:raw]...] (at most %d)\n",
                 MAX_ROUTES);
         return 2;
     }
@@ -774,11 +784,12 @@ int main(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     for (int i = 2; i < argc; i++) {
-        int lport, uport;
-        if (sscanf(argv[i], "%d:%d", &lport, &uport) != 2) {
-            fprintf(stderr, "obx-faultproxy: bad route %s (LISTEN:UPSTREAM)\n", argv[i]);
+        int lport, uport, end = 0;
+        if (sscanf(argv[i], "%d:%d%n", &lport, &uport, &end) != 2 || (argv[i][end] && strcmp(argv[i] + end, ":raw"))) {
+            fprintf(stderr, "obx-faultproxy: bad route %s (LISTEN:UPSTREAM[:raw])\n", argv[i]);
             return 2;
         }
+        routes[nroutes].raw = argv[i][end] != '\0';
         routes[nroutes].lfd = listen_on(lport);
         routes[nroutes++].upstream_port = uport;
     }
