@@ -4,6 +4,7 @@
 #include <check.h>
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -503,8 +504,9 @@ static int free_port(void) {
     socklen_t len = sizeof a;
     int fd = socket(AF_INET, SOCK_STREAM, 0), port;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-              getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+    ck_assert_msg(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+                      getsockname(fd, (struct sockaddr *)&a, &len) == 0,
+                  "no free loopback port: %s", strerror(errno));
     port = ntohs(a.sin_port);
     close(fd);
     return port;
@@ -521,7 +523,8 @@ static int pg_proxy_start(th_ctx_t *t, char *conninfo, size_t size) {
     th_spawn_argv(t, argv, "proxy.log");
     th_wait_file_log(t, "proxy.log", "control on", 10000);
     /* The last host= and port= win. */
-    ck_assert(snprintf(conninfo, size, "%s host=127.0.0.1 port=%d", t->conninfo, listen) < (int)size);
+    ck_assert_msg(snprintf(conninfo, size, "%s host=127.0.0.1 port=%d", t->conninfo, listen) < (int)size,
+                  "conninfo longer than %zu: %s", size, t->conninfo);
     return ctl;
 }
 

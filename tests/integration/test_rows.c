@@ -352,7 +352,7 @@ START_TEST(stop_while_setting_waiting_flag) {
     relay = th_relay_start(&t, th_config(&t, "relay.conf", m.bootstrap, "busy_poll_ms = 0;", ""));
     th_wait_count(&t, RELAY_LOCKED, 1, 20000);
     th_exec(h2, "BEGIN");
-    ck_assert(PQsendQuery(h2, LOCK_FLAG));
+    ck_assert_msg(PQsendQuery(h2, LOCK_FLAG), "%s", PQerrorMessage(h2));
     snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE pid = %d AND wait_event_type = 'Lock'",
              PQbackendPID(h2));
     th_wait_count(&t, sql, 1, 10000);
