@@ -32,7 +32,7 @@
 #   SKUS=50                  skus sku-1..sku-N
 #   STOCK=30                 initial stock of every sku
 #   HOT_SKUS=10              80% of the orders go to sku-1..sku-N (the flash sale)
-#   QUICKSTART_PGPORT=54339  port of the throwaway PostgreSQL (unix socket only)
+#   QUICKSTART_PGPORT=54339  port of the throwaway PostgreSQL (its unix socket and 127.0.0.1)
 #   DRAIN_TIMEOUT=60         seconds to wait for every order to have an outcome
 #   KEEP=1                   keep the work directory (logs, configs, data) on success too
 #
