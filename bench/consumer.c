@@ -139,9 +139,11 @@ static int cmp_rate(const void *x, const void *y) {
 
 int scenario_consumer(bench_t *b) {
     PGconn *c = db_reset(b);
-    bench_child_t relay = {.pid = -1}, gen = {.pid = -1};
+    bench_child_t relay = {.pid = -1}, gen;
     char orders[24], drop_emitted[64];
-    char *gen_argv[14];
+    /* Every order is deducted (stock 1,000,000): the apply path, not the rejection. */
+    char *gen_argv[] = {(char *)bench_bin(b, "obx-order-gen"), "-d", b->conninfo, "-n", orders, "--skus", "50",
+                        "--stock", "1000000", "--clients", "4", NULL};
     double n = (double)b->consumer_events, first_at, first_n, done_at, maxid;
     cons_run_t runs[CONSUMER_RUNS], *med;
     bench_row_t *r;
@@ -152,22 +154,8 @@ int scenario_consumer(bench_t *b) {
     /* Orders and their OrderPlaced events, written the way a service would. */
     snprintf(orders, sizeof orders, "%ld", b->consumer_events);
     snprintf(gen.log, sizeof gen.log, "%s/order-gen.log", b->workdir);
-    gen_argv[0] = (char *)bench_bin(b, "obx-order-gen");
-    gen_argv[1] = "-d";
-    gen_argv[2] = b->conninfo;
-    gen_argv[3] = "-n";
-    gen_argv[4] = orders;
-    gen_argv[5] = "--skus";
-    gen_argv[6] = "50";
-    gen_argv[7] = "--stock";
-    gen_argv[8] = "1000000"; /* every order is deducted: the apply path, not the rejection */
-    gen_argv[9] = "--clients";
-    gen_argv[10] = "4";
-    gen_argv[11] = NULL;
     bench_log("consumer: writing %ld orders with obx-order-gen", b->consumer_events);
-    gen.pid = proc_spawn(gen_argv, gen.log, -1);
-    st = proc_reap(gen.pid, 0, 600000);
-    gen.pid = -1;
+    st = proc_reap(proc_spawn(gen_argv, gen.log, -1), 0, 600000);
     if (st != 0) {
         bench_log("obx-order-gen exited with %d", st);
         bench_log_tail(gen.log);

@@ -164,20 +164,15 @@ void bench_log_tail(const char *path) {
 
 int bench_wait_log(bench_child_t *c, const char *needle, double timeout_s) {
     double deadline = bench_now() + timeout_s;
-    char buf[65536];
 
     while (!bench_stop && bench_now() < deadline) {
-        int fd = open(c->log, O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            ssize_t n = read(fd, buf, sizeof buf - 1);
-            close(fd);
-            if (n > 0) {
-                buf[n] = '\0';
-                if (strstr(buf, needle)) {
-                    c->ready = bench_now();
-                    return 0;
-                }
-            }
+        char *text = proc_read_file(c->log);
+        int seen = text && strstr(text, needle);
+
+        free(text);
+        if (seen) {
+            c->ready = bench_now();
+            return 0;
         }
         if (proc_exited(c->pid)) {
             bench_log("%s exited before logging \"%s\"", c->log, needle);
