@@ -3,8 +3,8 @@
  * stands beside a raw limit or reference measured in the same run, as a
  * ratio, and beside its target. BENCHMARKS.md says how to run it and what
  * each scenario measures ("Method in detail"); bench.c parses options and
- * sets up the servers, raw.c measures the raw limits, scenarios.c runs the
- * scenarios, report.c prints. */
+ * sets up the servers, raw.c measures the raw limits, drain.c, latency.c,
+ * writers.c and consumer.c run the scenarios, report.c prints. */
 #include "bench.h"
 
 #include <errno.h>
@@ -49,7 +49,7 @@ static void usage(FILE *f) {
         "  --rates LIST          steady insert rates, events/s (default 1000,10000)\n"
         "  --duration S          length of each steady and pgbench run (default 10)\n"
         "  --writers N           concurrent writers, steady and pgbench (default 8)\n"
-        "  --writers-rounds N    rounds of the writers and retention scenarios' publisher\n"
+        "  --writers-rounds N    rounds of the writers and retention scenarios' relay\n"
         "                        variants, each between two reference runs (default 1,\n"
         "                        at most 10)\n"
         "  --idle-samples N      single inserts of the idle scenario (default 200)\n"

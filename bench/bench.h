@@ -14,12 +14,11 @@
 #define BENCH_DB "obx_bench"
 /* One row: 1 while the relay says it is waiting (the trigger NOTIFYs), else 0. */
 #define BENCH_WAITING_SQL "SELECT COALESCE(pg_sequence_last_value('outbox_relay_waiting'), 0)"
-/* application_name of raw.c's bare follower's session. */
-#define BENCH_FOLLOWER "obx-bare-follower"
 /* application_name of the relay's retention session (relay/relayd/retention.c). */
 #define BENCH_RETENTION_APP "outbox-relay retention"
 #define BENCH_MAX_RATES 8
 #define BENCH_MAX_SETS 32
+#define BENCH_SCENARIO_SETS 6
 #define BENCH_MAX_ROWS 200
 #define BENCH_MAX_NOTES 48
 #define BENCH_MAX_STARTS 32
@@ -68,8 +67,8 @@ typedef struct {
     const char *pg_host_opt, *bootstrap_opt;
     int pg_port;
     /* GROUP.KEY=VALUE for the relay config: --relay-set's, then, past nsets
-     * while a scenario starts a relay, up to 3 of the scenario's own */
-    const char *sets[BENCH_MAX_SETS + 3];
+     * while a scenario starts a relay, those of the scenario */
+    const char *sets[BENCH_MAX_SETS + BENCH_SCENARIO_SETS];
     int nsets;
 
     /* environment */
@@ -146,34 +145,43 @@ int db_apply_file(const bench_t *b, PGconn *c, const char *rel);
 /* Inserts n rows of --payload bytes over --aggregates keys, then VACUUM
  * ANALYZE and CHECKPOINT so every run starts from the same table state. */
 int db_prefill(bench_t *b, PGconn *c, long n, double *maxid);
-int db_wait_waiting(PGconn *c, double timeout_s);
+/* Reads the one row of res as n numbers (NULL: NAN) and clears it. */
+int db_row(PGresult *res, double *out, int n, const char *what);
+/* Polls one query until it returns a non-zero number. */
+int db_poll(PGconn *c, const char *sql, int nparams, const char *const *params, double timeout_s);
 int db_backend_pids(PGconn *c, const char *application_name, pid_t *pids, int max);
 /* CPU seconds of a backend process, when PostgreSQL runs on this machine
  * (a unix socket); NAN otherwise. */
 double db_backend_cpu_s(const bench_t *b, const pid_t *pids, int n);
 
 /* util.c: the relay and the mock broker */
-int relay_start(bench_t *b, bench_child_t *r);
-/* Likewise with up to 3 more GROUP.KEY=VALUE settings (--relay-set's win). */
-int relay_start_with(bench_t *b, bench_child_t *r, const char *const *sets, int nsets);
+/* Starts the relay with the scenario's GROUP.KEY=VALUE settings, NULL or
+ * NULL-terminated (at most BENCH_SCENARIO_SETS; --relay-set's win). */
+int relay_start(bench_t *b, bench_child_t *r, const char *const *sets);
+/* Runs `outbox-relay migrate` with the config relay_start would write. */
+int relay_migrate(bench_t *b, const char *const *sets);
 int relay_stop(bench_child_t *r);
+/* A scenario's way out: kills the relay if still running, closes c, returns rc. */
+int scenario_end(bench_child_t *relay, PGconn *c, int rc);
 int mock_start(bench_t *b);
 
 /* raw.c */
 int scenario_raw(bench_t *b);
 /* Loop (a) again on a fresh --events backlog: rows/s, NAN on failure. */
 double raw_pg_rate(bench_t *b);
-/* Starts loop (a) following writers in a child (session BENCH_FOLLOWER),
- * ready when it returns 0; stop it with bench_reap(pid, SIGTERM, ...), which
- * returns 0 when it ran without error. */
-int raw_follow_start(bench_t *b, PGconn *mon, bench_child_t *child);
-
-/* scenarios.c */
+/* drain.c: waits until every row up to maxid is marked. The newest row is
+ * polled first (one primary-key lookup), then the exact count. *done_at is
+ * when the query that saw none left was sent: at most one poll late. */
+int wait_marked(PGconn *c, const bench_child_t *relay, double maxid, double timeout_s, double *done_at);
+double drain_timeout(long rows);
 int scenario_drain(bench_t *b);
+/* latency.c */
 int scenario_steady(bench_t *b);
 int scenario_idle(bench_t *b);
+/* writers.c */
 int scenario_writers(bench_t *b);
 int scenario_retention(bench_t *b);
+/* consumer.c */
 int scenario_consumer(bench_t *b);
 
 /* report.c */

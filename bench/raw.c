@@ -5,12 +5,8 @@
  *       --payload bytes to the same broker, then wait for every report.
  * Each runs in a forked child so its CPU and peak RSS are its own. Both also
  * time single items (one row claimed and marked, one message produced and
- * acknowledged): their sum is the latency floor of one event.
- * And the floor of the writers scenario: loop (a) following writers in the
- * relay's place (raw_follow_start). */
+ * acknowledged): their sum is the latency floor of one event. */
 #include "bench.h"
-#include "config.h"
-#include "pace.h"
 
 #include <errno.h>
 #include <librdkafka/rdkafka.h>
@@ -59,12 +55,9 @@ static const char upd_sql[] = "UPDATE outbox SET sent_at = now() WHERE id = ANY(
 
 /* One SELECT + UPDATE round: claims up to limit unsent rows in id order past
  * *after (what a relay must fetch to publish them; the schema indexes only
- * the id, so a loop goes on from its last id) and marks them sent, through
- * the statements prepared as "sel" and "upd" when prepared is set. Returns
- * the rows marked, or -1 with r->err. ids is scratch space for limit ids;
- * got, unless NULL, receives the ids marked. */
-static int claim_mark(PGconn *c, int prepared, int limit, long long *after, char *ids, long long *got,
-                      raw_result_t *r) {
+ * the id, so a loop goes on from its last id) and marks them sent. Returns
+ * the rows marked, or -1 with r->err. ids is scratch space for limit ids. */
+static int claim_mark(PGconn *c, int limit, long long *after, char *ids, raw_result_t *r) {
     char lim[16], from[24];
     const char *p1[2] = {lim, from}, *p2[1] = {ids};
     PGresult *res;
@@ -73,8 +66,7 @@ static int claim_mark(PGconn *c, int prepared, int limit, long long *after, char
 
     snprintf(lim, sizeof lim, "%d", limit);
     snprintf(from, sizeof from, "%lld", *after);
-    res = prepared ? PQexecPrepared(c, "sel", 2, p1, NULL, NULL, 0)
-                   : PQexecParams(c, sel_sql, 2, NULL, p1, NULL, NULL, 0);
+    res = PQexecParams(c, sel_sql, 2, NULL, p1, NULL, NULL, 0);
     if (!exec_ok(res)) {
         snprintf(r->err, sizeof r->err, "select: %s", PQresultErrorMessage(res));
         PQclear(res);
@@ -82,11 +74,8 @@ static int claim_mark(PGconn *c, int prepared, int limit, long long *after, char
     }
     n = PQntuples(res);
     ids[len++] = '{';
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++)
         len += (size_t)sprintf(ids + len, "%s%s", i ? "," : "", PQgetvalue(res, i, 0));
-        if (got)
-            got[i] = atoll(PQgetvalue(res, i, 0));
-    }
     ids[len++] = '}';
     ids[len] = '\0';
     if (n > 0)
@@ -94,8 +83,7 @@ static int claim_mark(PGconn *c, int prepared, int limit, long long *after, char
     PQclear(res);
     if (n == 0)
         return 0;
-    res = prepared ? PQexecPrepared(c, "upd", 1, p2, NULL, NULL, 0)
-                   : PQexecParams(c, upd_sql, 1, NULL, p2, NULL, NULL, 0);
+    res = PQexecParams(c, upd_sql, 1, NULL, p2, NULL, NULL, 0);
     if (!exec_ok(res)) {
         snprintf(r->err, sizeof r->err, "update: %s", PQresultErrorMessage(res));
         n = -1;
@@ -123,14 +111,14 @@ static void raw_pg(bench_t *b, raw_result_t *r) {
     /* Single rows first: the floor of claiming and marking one event. */
     for (int i = 0; i < RAW_SINGLES; i++) {
         double s0 = bench_now();
-        if (claim_mark(c, 0, 1, &after, ids, NULL, r) != 1)
+        if (claim_mark(c, 1, &after, ids, r) != 1)
             goto out;
         lat[i] = (bench_now() - s0) * 1000.0;
     }
     t0 = bench_now();
     cpu0 = self_cpu_s();
     bcpu0 = db_backend_cpu_s(b, &backend, 1);
-    while ((n = claim_mark(c, 0, RAW_BATCH, &after, ids, NULL, r)) > 0 && !bench_stop)
+    while ((n = claim_mark(c, RAW_BATCH, &after, ids, r)) > 0 && !bench_stop)
         r->n += n;
     if (n != 0)
         goto out;
@@ -330,134 +318,6 @@ static int run_child(bench_t *b, raw_fn fn, raw_result_t *out) {
         return -1;
     }
     return 0;
-}
-
-static int prepare(PGconn *c, const char *name, const char *sql, raw_result_t *r) {
-    PGresult *res = PQprepare(c, name, sql, 0, NULL);
-    int ok = exec_ok(res);
-    if (!ok)
-        snprintf(r->err, sizeof r->err, "prepare %s: %s", name, PQresultErrorMessage(res));
-    PQclear(res);
-    return ok;
-}
-
-/* A relay.* pause as the relay runs it: --relay-set's within the relay's
- * range (1-1000 ms), else def, its default (relay/core/config.c). */
-static int relay_pause_ms(const bench_t *b, const char *name, int def) {
-    char key[128];
-    for (int i = 0; i < b->nsets; i++) {
-        const char *v = bench_set(b, i, "relay", key, sizeof key);
-        if (v && strcmp(key, name) == 0) {
-            int ms = atoi(v);
-            return ms < 1 ? 1 : ms > 1000 ? 1000 : ms;
-        }
-    }
-    return def;
-}
-
-/* Ids above the follower's low water that it remembers as marked. */
-#define FOLLOW_WINDOW 65536
-
-/* Records id as marked and moves *low over every id now marked above it.
- * An id the window's width past *low means the gap below it is a rolled
- * back insert, not one still in flight: the low water passes it. */
-static void follow_mark(unsigned char *done, long long *low, long long id) {
-    while (id - *low > FOLLOW_WINDOW)
-        done[++*low % FOLLOW_WINDOW] = 0;
-    done[id % FOLLOW_WINDOW] = 1;
-    while (done[(*low + 1) % FOLLOW_WINDOW])
-        done[++*low % FOLLOW_WINDOW] = 0;
-}
-
-/* Loop (a) following writers until SIGTERM (bench_stop): whatever is new,
- * claimed and marked, then the relay's pause (obx_pace_next, its settings)
- * unless the batch of 1,000 was full. Writers commit out of id order, so it
- * claims from a low water below which every id is marked, as the relay
- * does, but without the relay's check on the transactions in progress (it
- * waits for every gap instead) and without Kafka: what any relay must at
- * least do per event, so its cost to the writers is the floor of the
- * relay's. Prepared statements, as the relay's. */
-static void raw_follow(bench_t *b, raw_result_t *r) {
-    PGconn *c = db_open(b, BENCH_DB);
-    char *ids = malloc((size_t)RAW_BATCH * 21 + 3);
-    long long *got = malloc(RAW_BATCH * sizeof *got), low = 0, after;
-    unsigned char *done = calloc(FOLLOW_WINDOW, 1);
-    obx_config_t def;
-    int lo, hi, pause, n = 0;
-    double start;
-
-    /* The relay's own defaults, unless --relay-set changed them. */
-    obx_config_defaults(&def);
-    lo = relay_pause_ms(b, "busy_poll_interval_ms", def.busy_poll_interval_ms);
-    hi = relay_pause_ms(b, "busy_poll_max_interval_ms", def.busy_poll_max_interval_ms);
-    pause = lo;
-    obx_config_free(&def);
-
-    /* The low water is read before the writers start (every id below the
-     * first unsent one, or up to the last one given, is final), and the
-     * name set last: raw_follow_start waits for it, then starts them. */
-    if (!c || !ids || !got || !done || db_exec(c, "SET synchronous_commit = off") != 0 ||
-        !prepare(c, "sel", sel_sql, r) || !prepare(c, "upd", upd_sql, r) ||
-        db_num(c, "SELECT COALESCE((SELECT min(id) - 1 FROM outbox WHERE sent_at IS NULL),"
-                  " pg_sequence_last_value(pg_get_serial_sequence('outbox', 'id')), 0)",
-               0, NULL, &start) != 0 ||
-        db_exec(c, "SET application_name = '" BENCH_FOLLOWER "'") != 0) {
-        if (!r->err[0])
-            snprintf(r->err, sizeof r->err, "follower: no connection, no memory, or its set-up failed");
-        goto out;
-    }
-    low = (long long)start;
-    while (!bench_stop) {
-        after = low;
-        if ((n = claim_mark(c, 1, RAW_BATCH, &after, ids, got, r)) < 0)
-            break;
-        for (int i = 0; i < n; i++)
-            follow_mark(done, &low, got[i]);
-        if (n < RAW_BATCH) {
-            pause = obx_pace_next(pause, n, lo, hi);
-            bench_sleep_ms(pause);
-        }
-    }
-    r->ok = n >= 0;
-out:
-    free(done);
-    free(got);
-    free(ids);
-    PQfinish(c);
-}
-
-int raw_follow_start(bench_t *b, PGconn *mon, bench_child_t *child) {
-    double deadline = bench_now() + 10;
-    pid_t backend;
-
-    fflush(stdout);
-    fflush(stderr);
-    child->started = bench_now();
-    child->pid = fork();
-    /* The child never touches mon, and leaves by _exit: nothing of the
-     * parent's session runs twice. */
-    if (child->pid == 0) {
-        raw_result_t r;
-        memset(&r, 0, sizeof r);
-        raw_follow(b, &r);
-        if (!r.ok)
-            fprintf(stderr, "obx-bench: %s\n", r.err);
-        _exit(r.ok ? 0 : 1);
-    }
-    if (child->pid < 0) {
-        bench_log("fork: %s", strerror(errno));
-        return -1;
-    }
-    /* Ready once its session carries its name. */
-    while (!bench_stop && !proc_exited(child->pid) && bench_now() < deadline) {
-        if (db_backend_pids(mon, BENCH_FOLLOWER, &backend, 1) == 1) {
-            child->ready = bench_now();
-            return 0;
-        }
-        bench_sleep_ms(1);
-    }
-    bench_log("the bare follower did not start");
-    return -1;
 }
 
 /* Bare connect + LISTEN, the floor of the relay's start-up: median of 5. */

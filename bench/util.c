@@ -164,20 +164,15 @@ void bench_log_tail(const char *path) {
 
 int bench_wait_log(bench_child_t *c, const char *needle, double timeout_s) {
     double deadline = bench_now() + timeout_s;
-    char buf[65536];
 
     while (!bench_stop && bench_now() < deadline) {
-        int fd = open(c->log, O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            ssize_t n = read(fd, buf, sizeof buf - 1);
-            close(fd);
-            if (n > 0) {
-                buf[n] = '\0';
-                if (strstr(buf, needle)) {
-                    c->ready = bench_now();
-                    return 0;
-                }
-            }
+        char *text = proc_read_file(c->log);
+        int seen = text && strstr(text, needle);
+
+        free(text);
+        if (seen) {
+            c->ready = bench_now();
+            return 0;
         }
         if (proc_exited(c->pid)) {
             bench_log("%s exited before logging \"%s\"", c->log, needle);
@@ -317,18 +312,30 @@ int db_prefill(bench_t *b, PGconn *c, long n, double *maxid) {
     return db_num(c, "SELECT max(id) FROM outbox", 0, NULL, maxid);
 }
 
-int db_wait_waiting(PGconn *c, double timeout_s) {
-    double deadline = bench_now() + timeout_s, v;
+int db_row(PGresult *res, double *out, int n, const char *what) {
+    int rc = -1;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        for (int i = 0; i < n; i++)
+            out[i] = PQgetisnull(res, 0, i) ? NAN : strtod(PQgetvalue(res, 0, i), NULL);
+        rc = 0;
+    } else {
+        bench_log("%s: %s", what, PQresultErrorMessage(res));
+    }
+    PQclear(res);
+    return rc;
+}
 
+int db_poll(PGconn *c, const char *sql, int nparams, const char *const *params, double timeout_s) {
+    double deadline = bench_now() + timeout_s, v;
     while (!bench_stop && bench_now() < deadline) {
-        if (db_num(c, BENCH_WAITING_SQL, 0, NULL, &v) != 0)
+        if (db_num(c, sql, nparams, params, &v) != 0)
             return -1;
         if (v > 0)
             return 0;
         bench_sleep_ms(1);
     }
     if (!bench_stop)
-        bench_log("the relay never set its waiting flag");
+        bench_log("timed out: %s", sql);
     return -1;
 }
 
@@ -382,19 +389,18 @@ static void write_sets(const bench_t *b, FILE *f, const char *group, int n) {
     }
 }
 
-int relay_start(bench_t *b, bench_child_t *r) {
-    return relay_start_with(b, r, NULL, 0);
-}
-
-int relay_start_with(bench_t *b, bench_child_t *r, const char *const *sets, int nsets) {
+/* Writes the relay's config for one start, with the scenario's own
+ * settings (NULL-terminated, --relay-set's win), and spawns the relay with
+ * cmd as its last argument (NULL: run). */
+static int relay_spawn(bench_t *b, bench_child_t *r, const char *const *sets, const char *cmd) {
+    static const char *const groups[] = {"postgres", "kafka", "relay", "retention", "log"};
     char conf[600];
-    char *argv[4];
+    char *argv[5] = {(char *)bench_bin(b, "outbox-relay"), "-c", conf, (char *)cmd, NULL};
     FILE *f;
     int seq = ++b->relay_seq, n = b->nsets;
 
-    for (int i = 0; i < nsets; i++)
-        b->sets[n++] = sets[i];
-
+    for (; sets && *sets && n < BENCH_MAX_SETS + BENCH_SCENARIO_SETS; sets++)
+        b->sets[n++] = *sets;
     memset(r, 0, sizeof *r);
     r->pid = -1;
     snprintf(conf, sizeof conf, "%s/relay-%d.conf", b->workdir, seq);
@@ -408,26 +414,26 @@ int relay_start_with(bench_t *b, bench_child_t *r, const char *const *sets, int 
      * values of config/outbox-relay.conf (batch 500, 5000 in flight,
      * linger 0, stats every 10 s, retention deleting rows sent an hour
      * ago), unless --relay-set or the scenario says otherwise. */
-    fprintf(f, "postgres: { conninfo = \"%s\";", b->conninfo);
-    write_sets(b, f, "postgres", n);
-    fprintf(f, " };\nkafka: { bootstrap_servers = \"%s\";", b->bootstrap);
-    write_sets(b, f, "kafka", n);
-    fprintf(f, " };\nrelay: { topic_pattern = \"%s.${aggregate_type}\";", b->topic_prefix);
-    write_sets(b, f, "relay", n);
-    fprintf(f, " };\nretention: {");
-    write_sets(b, f, "retention", n);
-    fprintf(f, " };\nlog: {");
-    write_sets(b, f, "log", n);
-    fprintf(f, " };\n");
+    for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
+        fprintf(f, "%s: {", groups[g]);
+        if (g == 0)
+            fprintf(f, " conninfo = \"%s\";", b->conninfo);
+        else if (g == 1)
+            fprintf(f, " bootstrap_servers = \"%s\";", b->bootstrap);
+        else if (g == 2)
+            fprintf(f, " topic_pattern = \"%s.${aggregate_type}\";", b->topic_prefix);
+        write_sets(b, f, groups[g], n);
+        fprintf(f, " };\n");
+    }
     fclose(f);
     chmod(conf, 0600);
-    argv[0] = (char *)bench_bin(b, "outbox-relay");
-    argv[1] = "-c";
-    argv[2] = conf;
-    argv[3] = NULL;
     r->started = bench_now();
     r->pid = proc_spawn(argv, r->log, -1);
-    if (r->pid < 0)
+    return r->pid < 0 ? -1 : 0;
+}
+
+int relay_start(bench_t *b, bench_child_t *r, const char *const *sets) {
+    if (relay_spawn(b, r, sets, NULL) != 0)
         return -1;
     /* Logged once the session is up: connected, LISTEN issued, statements
      * prepared, leadership lock taken. */
@@ -439,6 +445,24 @@ int relay_start_with(bench_t *b, bench_child_t *r, const char *const *sets, int 
     if (b->nstarts < BENCH_MAX_STARTS)
         b->starts_ms[b->nstarts++] = (r->ready - r->started) * 1000.0;
     return 0;
+}
+
+int relay_migrate(bench_t *b, const char *const *sets) {
+    bench_child_t m;
+    int st = relay_spawn(b, &m, sets, "migrate") != 0 ? -1 : proc_reap(m.pid, 0, 60000);
+
+    if (st != 0) {
+        bench_log("outbox-relay migrate exited with %d", st);
+        bench_log_tail(m.log);
+    }
+    return st == 0 ? 0 : -1;
+}
+
+int scenario_end(bench_child_t *relay, PGconn *c, int rc) {
+    if (relay->pid > 0)
+        proc_reap(relay->pid, SIGKILL, 5000);
+    PQfinish(c);
+    return rc;
 }
 
 int relay_stop(bench_child_t *r) {

@@ -1,0 +1,322 @@
+/* Latency: steady writers at fixed rates, and single inserts that wake a
+ * sleeping relay (idle). */
+#include "bench.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* pg_type oids of the inserts' parameters. */
+#define TEXTOID 25
+#define BYTEAOID 17
+
+/* One committed insert: its id and inserting xid, the wall-clock time at
+ * which its commit had returned, and its round trip (insert and commit,
+ * fsync included: the row is visible to the relay no sooner). */
+typedef struct {
+    char id[24], xid[16];
+    double done, own_ms;
+} sample_t;
+
+/* One event through a freshly started relay, so that what follows measures
+ * steady state: the first message to a topic waits for librdkafka's periodic
+ * (1 s) topic scan before its metadata is requested. */
+static int warm_up(PGconn *c, const bench_child_t *relay) {
+    double id, done;
+    if (db_num(c, "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+                  " VALUES ('bench', 'warm-up', 'WarmUp', '') RETURNING id", 0, NULL, &id) != 0)
+        return -1;
+    return wait_marked(c, relay, id, 30, &done);
+}
+
+/* What outbox_enqueue does, returning what the latency needs. */
+static int prepare_insert(PGconn *c) {
+    const Oid types[2] = {TEXTOID, BYTEAOID};
+    PGresult *res = PQprepare(c, "insert", "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+                                           " VALUES ('bench', $1, 'BenchEvent', $2) RETURNING id, xmin", 2, types);
+    int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+
+    if (!ok)
+        bench_log("prepare: %s", PQresultErrorMessage(res));
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
+/* One insert through prepare_insert's statement, its sample into s; the
+ * first failure counted in *failed is logged. */
+static int insert_one(const bench_t *b, PGconn *c, const char *agg, const char *payload, sample_t *s,
+                      long *failed) {
+    const char *vals[2] = {agg, payload};
+    const int lens[2] = {0, b->payload}, fmts[2] = {0, 1};
+    double sent = bench_now();
+    PGresult *ins = PQexecPrepared(c, "insert", 2, vals, lens, fmts, 0);
+    int ok = PQresultStatus(ins) == PGRES_TUPLES_OK;
+
+    if (ok) {
+        s->own_ms = (bench_now() - sent) * 1000;
+        s->done = bench_wall();
+        snprintf(s->id, sizeof s->id, "%s", PQgetvalue(ins, 0, 0));
+        snprintf(s->xid, sizeof s->xid, "%s", PQgetvalue(ins, 0, 1));
+    } else if ((*failed)++ == 0) {
+        bench_log("insert: %s", PQresultErrorMessage(ins));
+    }
+    PQclear(ins);
+    return ok ? 0 : -1;
+}
+
+/* Steady writers: thread k writes events k, k+T, k+2T, ..., event i being
+ * due at start + i/rate. A thread that fell behind catches up without
+ * sleeping, so the offered rate holds on average. */
+typedef struct {
+    const bench_t *b;
+    int index;
+    double rate, start, end;
+    double finished;       /* a writer that fell behind ends after end */
+    long failed, n, cap;
+    sample_t *s;           /* every committed event's */
+    pthread_t thread;
+} writer_t;
+
+static uint64_t splitmix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+static void *writer_main(void *arg) {
+    writer_t *w = arg;
+    const bench_t *b = w->b;
+    PGconn *c = db_open(b, BENCH_DB);
+    char *payload = malloc((size_t)b->payload);
+
+    if (!c || !payload || prepare_insert(c) != 0)
+        goto out;
+    for (int i = 0; i < b->payload; i++)
+        payload[i] = (char)('a' + (i + w->index) % 26);
+    for (long i = w->index; w->n < w->cap && PQstatus(c) == CONNECTION_OK; i += b->writers) {
+        double due = w->start + (double)i / w->rate;
+        char agg[32];
+
+        if (due >= w->end || bench_stop)
+            break;
+        bench_sleep_until(due);
+        snprintf(agg, sizeof agg, "agg-%d", (int)(splitmix64((uint64_t)i) % (uint64_t)b->aggregates));
+        w->n += insert_one(b, c, agg, payload, &w->s[w->n], &w->failed) == 0;
+    }
+    w->finished = bench_now();
+out:
+    free(payload);
+    PQfinish(c);
+    return NULL;
+}
+
+/* Runs the writers at rate for --duration s. Returns their samples in s
+ * (caller frees), gathered in *n, the inserts that failed and the seconds
+ * the writers took. */
+static int run_writers(bench_t *b, double rate, sample_t **s, long *n, long *failed, double *secs) {
+    writer_t *w = calloc((size_t)b->writers, sizeof *w);
+    /* Half a second for every writer to connect before the first event is due. */
+    double start = bench_now() + 0.5;
+    long per = (long)(rate * b->duration_s) / b->writers + 2;
+    int started = 0;
+
+    *s = malloc((size_t)(per * b->writers) * sizeof **s);
+    *n = *failed = 0;
+    *secs = b->duration_s;
+    for (; w && *s && started < b->writers; started++) {
+        w[started] = (writer_t){.b = b, .index = started, .rate = rate, .start = start,
+                                .end = start + b->duration_s, .cap = per, .s = *s + started * per};
+        if (pthread_create(&w[started].thread, NULL, writer_main, &w[started]) != 0) {
+            bench_log("pthread_create failed");
+            break;
+        }
+    }
+    for (int i = 0; i < started; i++) {
+        pthread_join(w[i].thread, NULL);
+        *failed += w[i].failed;
+        if (w[i].finished - start > *secs)
+            *secs = w[i].finished - start;
+        memmove(*s + *n, w[i].s, (size_t)w[i].n * sizeof **s);
+        *n += w[i].n;
+    }
+    free(w);
+    return started == b->writers ? 0 : -1;
+}
+
+/* An array literal of the n samples' field at off: a double when is_num, else a string. */
+static char *literal(const sample_t *s, long n, size_t off, int is_num) {
+    char *a = malloc((size_t)n * 24 + 3), *p = a;
+
+    if (!a)
+        return NULL;
+    *p++ = '{';
+    for (long i = 0; i < n; i++) {
+        const char *f = (const char *)&s[i] + off;
+        p += is_num ? sprintf(p, "%s%.6f", i ? "," : "", *(const double *)f) : sprintf(p, "%s%s", i ? "," : "", f);
+    }
+    strcpy(p, "}");
+    return a;
+}
+
+static const char *const pct_names[3] = {"p50", "p99", "p999"};
+
+/* p50, p99, p999 (ms) and count of sent_at minus each sample's commit: the
+ * commit record's timestamp (track_commit_timestamp), taken from the xid
+ * that inserted it since the mark replaced the row's xmin; without it,
+ * created_at (the insert) is the best bound. Then p50, p99, p999 of sent_at
+ * minus the moment the writer's commit had returned, by when the row was
+ * visible to the relay: the relay's own share, without the commit's WAL
+ * flush. Last, p50, p99, p999 of the inserts' own round trips. */
+static int sample_latencies(const bench_t *b, PGconn *c, const sample_t *s, long n, double out[10]) {
+    char *ids = literal(s, n, offsetof(sample_t, id), 0), *xids = literal(s, n, offsetof(sample_t, xid), 0);
+    char *done = literal(s, n, offsetof(sample_t, done), 1), sql[900];
+    const char *params[3] = {ids, xids, done};
+    double *own = malloc((size_t)n * sizeof *own + 1);
+    int rc = -1;
+
+    snprintf(sql, sizeof sql,
+             "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY d), percentile_disc(0.99) WITHIN GROUP (ORDER BY d),"
+             " percentile_disc(0.999) WITHIN GROUP (ORDER BY d), count(d),"
+             " percentile_disc(0.5) WITHIN GROUP (ORDER BY v), percentile_disc(0.99) WITHIN GROUP (ORDER BY v),"
+             " percentile_disc(0.999) WITHIN GROUP (ORDER BY v)"
+             " FROM (SELECT extract(epoch FROM o.sent_at - %s) * 1000 AS d,"
+             "              (extract(epoch FROM o.sent_at) - u.t) * 1000 AS v"
+             "       FROM unnest($1::bigint[], $2::xid[], $3::float8[]) AS u(id, x, t)"
+             "       JOIN outbox o ON o.id = u.id) s",
+             b->commit_ts ? "pg_xact_commit_timestamp(u.x)" : "o.created_at");
+    if (ids && xids && done && own &&
+        db_row(PQexecParams(c, sql, 3, NULL, params, NULL, NULL, 0), out, 7, "latency query") == 0) {
+        for (long i = 0; i < n; i++)
+            own[i] = s[i].own_ms;
+        for (int i = 0; i < 3; i++)
+            out[7 + i] = bench_pick(own, (size_t)n, i == 0 ? 0.5 : i == 1 ? 0.99 : 0.999);
+        rc = 0;
+    }
+    free(own);
+    free(ids);
+    free(xids);
+    free(done);
+    return rc;
+}
+
+/* The rows of np percentiles of lat (sample_latencies'): commit-to-mark
+ * beside the inserts' own round trips, keyed key_p50..., then commit
+ * returned-to-mark keyed vis_p50...; figures start with pre, end with post.
+ * target: the p99's, at most, 0 none. */
+static void latency_rows(bench_t *b, const char *sc, const char *key, const char *vis, const char *pre,
+                         const char *post, const double lat[10], int np, double target) {
+    char k[64], fig[72];
+    bench_row_t *r;
+
+    for (int i = 0; i < np; i++) {
+        snprintf(k, sizeof k, "%s_%s", key, pct_names[i]);
+        snprintf(fig, sizeof fig, "%s%s-to-mark %s%s", pre, b->commit_ts ? "commit" : "insert", pct_names[i], post);
+        r = bench_row(b, sc, k, fig, lat[i], "ms");
+        bench_row_ref(r, "ms writers' insert+commit", lat[7 + i]);
+        /* commit-to-ack is the target's; this bounds it from above. */
+        if (i == 1 && target > 0)
+            bench_row_target(r, '<', 0, target);
+    }
+    for (int i = 0; i < np; i++) {
+        snprintf(k, sizeof k, "%s_%s", vis, pct_names[i]);
+        snprintf(fig, sizeof fig, "  %scommit returned-to-mark %s", pre, pct_names[i]);
+        r = bench_row(b, sc, k, fig, lat[4 + i], "ms");
+        bench_row_ref(r, "ms commit-to-mark", lat[i]);
+    }
+}
+
+/* One steady rate: the writers, then every row marked, then its rows. */
+static int steady_rate(bench_t *b, PGconn *c, const bench_child_t *relay, int rate) {
+    double to, done, secs, lat[10];
+    long n, failed;
+    char key[48], vis[48], pre[40];
+    sample_t *s;
+    bench_row_t *r;
+    int bad;
+
+    bench_log("steady: %d events/s for %d s", rate, b->duration_s);
+    bad = run_writers(b, rate, &s, &n, &failed, &secs) != 0 ||
+          db_num(c, "SELECT coalesce(max(id), 0) FROM outbox", 0, NULL, &to) != 0 ||
+          wait_marked(c, relay, to, 60, &done) != 0 || sample_latencies(b, c, s, n, lat) != 0;
+    free(s);
+    if (bad)
+        return -1;
+    if (failed > 0)
+        bench_note(b, "steady %d/s: %ld inserts failed", rate, failed);
+    if ((double)n / secs < 0.95 * rate)
+        bench_note(b, "steady %d/s: the writers committed only %.0f/s, the most this machine did beside"
+                      " the relay: the latencies at this rate are those of a saturated database",
+                   rate, (double)n / secs);
+    if (lat[3] != (double)n)
+        bench_note(b, "steady %d/s: %.0f rows measured, %ld committed", rate, lat[3], n);
+    snprintf(key, sizeof key, "rate_%d_achieved", rate);
+    snprintf(pre, sizeof pre, "%d/s: write rate achieved", rate);
+    r = bench_row(b, "steady", key, pre, (double)n / secs, "ev/s");
+    bench_row_ref(r, "ev/s offered", rate);
+    snprintf(key, sizeof key, "rate_%d_commit_to_mark_ms", rate);
+    snprintf(vis, sizeof vis, "rate_%d_visible_to_mark_ms", rate);
+    snprintf(pre, sizeof pre, "%d/s: ", rate);
+    latency_rows(b, "steady", key, vis, pre, "", lat, 3, rate == 1000 ? 10 : 0);
+    return 0;
+}
+
+int scenario_steady(bench_t *b) {
+    PGconn *c = db_reset(b);
+    bench_child_t relay = {.pid = -1};
+    bench_row_t *r;
+
+    if (!c || relay_start(b, &relay, NULL) != 0 || warm_up(c, &relay) != 0 ||
+        db_poll(c, BENCH_WAITING_SQL, 0, NULL, 10) != 0)
+        return scenario_end(&relay, c, -1);
+    for (int k = 0; k < b->nrates; k++)
+        if (steady_rate(b, c, &relay, b->rates[k]) != 0)
+            return scenario_end(&relay, c, -1);
+    /* The target's "steady" footprint: a drain's peak (footprint) is
+     * bounded by relay.max_inflight instead. */
+    r = bench_row(b, "steady", "relay_peak_rss_mb", "relay peak RSS (VmHWM), all rates", proc_hwm_mb(relay.pid),
+                  "MB");
+    bench_row_ref(r, "MB (b) connected producer", b->raw_producer_hwm_mb);
+    bench_row_target(r, '<', 0, 20);
+    return scenario_end(&relay, c, relay_stop(&relay));
+}
+
+int scenario_idle(bench_t *b) {
+    PGconn *c = db_reset(b);
+    bench_child_t relay = {.pid = -1};
+    sample_t *s = malloc((size_t)b->idle_samples * sizeof *s);
+    char *payload = malloc((size_t)b->payload);
+    double lat[10];
+    long n = 0, failed = 0;
+    int rc = -1;
+
+    if (!c || !s || !payload || prepare_insert(c) != 0 || relay_start(b, &relay, NULL) != 0 ||
+        warm_up(c, &relay) != 0)
+        goto out;
+    memset(payload, 'x', (size_t)b->payload);
+    bench_log("idle: %d single inserts, each once the relay sleeps", b->idle_samples);
+    for (; n < b->idle_samples && !bench_stop; n++) {
+        char agg[32];
+        const char *idp[1] = {s[n].id};
+
+        if (db_poll(c, BENCH_WAITING_SQL, 0, NULL, 10) != 0)
+            goto out;
+        /* The flag is set before the relay's last re-check: give it time to
+         * finish that and sleep on LISTEN, so each insert wakes an idle relay. */
+        bench_sleep_ms(20);
+        snprintf(agg, sizeof agg, "agg-%ld", n % b->aggregates);
+        if (insert_one(b, c, agg, payload, &s[n], &failed) != 0 ||
+            db_poll(c, "SELECT (sent_at IS NOT NULL)::int FROM outbox WHERE id = $1::bigint", 1, idp, 10) != 0)
+            goto out;
+    }
+    if (bench_stop || sample_latencies(b, c, s, n, lat) != 0 || relay_stop(&relay) != 0)
+        goto out;
+    latency_rows(b, "idle", "wake_ms", "visible_to_mark_ms", "", ", relay asleep", lat, 2, 5);
+    rc = 0;
+out:
+    free(s);
+    free(payload);
+    return scenario_end(&relay, c, rc);
+}

@@ -1,0 +1,454 @@
+/* Writer cost: pgbench writers beside a relay against the same writers
+ * alone. One method serves two scenarios: writers (the relay draining a
+ * backlog, the relay following) and retention (the relay following with
+ * retention off, deleting, dropping partitions). */
+#include "bench.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* One pgbench run of the writers' script. On the side, in every run so that
+ * all pay the same: the relay's waiting flag sampled every 50 ms, the WAL
+ * written, and, when a relay runs, its CPU and its PostgreSQL backends'. */
+typedef struct {
+    double tps;
+    double flag_share;      /* share of samples with the waiting flag set */
+    double wal_per_txn;     /* bytes of WAL per writer transaction, everyone's */
+    double relay_cores;     /* relay process CPU / run time; NAN without relay */
+    double backend_cores;   /* its backends', likewise (the retention session's included) */
+    double retention_cores; /* its retention session's backend's, likewise; NAN without one */
+    double relay_sleeps;    /* times its threads went to sleep, likewise per second */
+    double mock_cores;      /* the bench's mock broker's CPU / run time; NAN without */
+} pgb_out_t;
+
+/* The relay's sessions: claims, marks and retention ("outbox-relay retention"). */
+#define RELAY_APP "outbox-relay"
+/* The identity's last value: rows ever inserted into the outbox. */
+#define OUTBOX_IDS_SQL "SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence('outbox', 'id')), 0)"
+
+static int pgbench_spawn(const bench_t *b, const char *out, pid_t *pid) {
+    char pgbench[600], script[600], clients[16], jobs[16], secs[16], port[16];
+    char *argv[] = {pgbench, "-n", "-M", "prepared", "-c", clients, "-j", jobs, "-T", secs, "-f", script,
+                    "-h", (char *)b->pghost, "-p", port, "-U", "postgres", BENCH_DB, NULL};
+
+    snprintf(pgbench, sizeof pgbench, "%s/pgbench", b->pg_bindir);
+    snprintf(script, sizeof script, "%s/writer.sql", b->workdir);
+    snprintf(clients, sizeof clients, "%d", b->writers);
+    snprintf(jobs, sizeof jobs, "%d", b->writers < 2 ? b->writers : 2);
+    snprintf(secs, sizeof secs, "%d", b->duration_s);
+    snprintf(port, sizeof port, "%d", b->pg_port);
+    /* The own cluster's superuser; a given server's user is the caller's. */
+    if (!b->own_pg) {
+        argv[16] = BENCH_DB;
+        argv[17] = NULL;
+    }
+    *pid = proc_spawn(argv, out, -1);
+    return *pid < 0 ? -1 : 0;
+}
+
+static double pgbench_field(const char *text, const char *label) {
+    const char *p = text ? strstr(text, label) : NULL;
+    return p ? strtod(p + strlen(label), NULL) : NAN;
+}
+
+/* CPU seconds so far of the relay, its backends, its retention session's
+ * backend, and its threads' sleeps: NAN without a relay. */
+static void relay_cpu(const bench_t *b, const bench_child_t *relay, const pid_t *pids, int n,
+                      const pid_t *ret, int nr, double out[4]) {
+    out[0] = relay ? proc_cpu_s(relay->pid) : NAN;
+    out[1] = relay ? db_backend_cpu_s(b, pids, n) : NAN;
+    out[2] = relay ? db_backend_cpu_s(b, ret, nr) : NAN;
+    out[3] = relay ? proc_sleeps(relay->pid) : NAN;
+}
+
+/* relay: the relay running beside the writers (NULL: none). */
+static int pgbench_run(bench_t *b, PGconn *mon, const bench_child_t *relay, const char *tag, pgb_out_t *o) {
+    char out[600], lsn[64] = "", what[64];
+    const char *lsnp[1] = {lsn};
+    char *text;
+    double deadline, v, t0, c0[4], c1[4], mcpu0, wal, txns, secs;
+    pid_t backends[4], retention;
+    int nb = relay ? db_backend_pids(mon, RELAY_APP, backends, 4) : 0;
+    int nr = relay ? db_backend_pids(mon, BENCH_RETENTION_APP, &retention, 1) : 0;
+    long samples = 0, set = 0;
+    PGresult *res;
+    int st;
+    pid_t pid;
+
+    /* Numbered: every round runs the same tags. */
+    snprintf(out, sizeof out, "%s/pgbench-%02d-%s.out", b->workdir, ++b->pgbench_seq, tag);
+    res = PQexec(mon, "SELECT pg_current_wal_lsn()");
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+        snprintf(lsn, sizeof lsn, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    snprintf(what, sizeof what, "writers %s", tag);
+    /* With a relay running, the caller probed before starting it. */
+    if (!relay)
+        bench_probe(b, what);
+    bench_log("writers: %s (%d clients, %d s)", tag, b->writers, b->duration_s);
+    t0 = bench_now();
+    relay_cpu(b, relay, backends, nb, &retention, nr, c0);
+    mcpu0 = b->mock_pid > 0 ? proc_cpu_s(b->mock_pid) : NAN;
+    if (pgbench_spawn(b, out, &pid) != 0)
+        return -1;
+    deadline = t0 + b->duration_s + 60;
+    while (!proc_exited(pid) && !bench_stop && bench_now() < deadline) {
+        if (db_num(mon, BENCH_WAITING_SQL, 0, NULL, &v) == 0) {
+            samples++;
+            set += v > 0;
+        }
+        bench_sleep_ms(50);
+    }
+    secs = bench_now() - t0;
+    relay_cpu(b, relay, backends, nb, &retention, nr, c1);
+    o->relay_cores = (c1[0] - c0[0]) / secs;
+    o->backend_cores = (c1[1] - c0[1]) / secs;
+    o->retention_cores = (c1[2] - c0[2]) / secs;
+    o->relay_sleeps = (c1[3] - c0[3]) / secs;
+    o->mock_cores = b->mock_pid > 0 ? (proc_cpu_s(b->mock_pid) - mcpu0) / secs : NAN;
+    st = proc_reap(pid, proc_exited(pid) ? 0 : SIGINT, 5000);
+    if (!*lsn || db_num(mon, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)", 1, lsnp, &wal) != 0)
+        wal = NAN;
+    text = proc_read_file(out);
+    o->tps = pgbench_field(text, "\ntps = ");
+    txns = pgbench_field(text, "number of transactions actually processed: ");
+    free(text);
+    o->flag_share = samples > 0 ? (double)set / (double)samples : NAN;
+    o->wal_per_txn = txns > 0 ? wal / txns : NAN;
+    if (st != 0 || isnan(o->tps)) {
+        bench_log("pgbench %s failed (exit %d)", tag, st);
+        bench_log_tail(out);
+        return -1;
+    }
+    return 0;
+}
+
+static int write_pgbench_script(const bench_t *b) {
+    char path[600];
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/writer.sql", b->workdir);
+    f = fopen(path, "w");
+    if (!f) {
+        bench_log("cannot write %s: %s", path, strerror(errno));
+        return -1;
+    }
+    /* One outbox insert per transaction, through outbox_enqueue as a service would. */
+    fprintf(f, "\\set aid random(0, %d)\n"
+               "SELECT outbox_enqueue('bench', 'agg-' || :aid, 'BenchEvent', repeat('x', %d)::bytea);\n",
+            b->aggregates - 1, b->payload);
+    fclose(f);
+    return 0;
+}
+
+/* The reference: no trigger, no relay. It runs before and after every
+ * variant, whose ratio uses the mean of its two neighbours: on a shared box
+ * writer throughput drifts by a third between runs a minute apart. */
+static int alone_run(bench_t *b, PGconn *c, int i, pgb_out_t *o) {
+    char tag[16];
+
+    snprintf(tag, sizeof tag, "alone-%d", i);
+    if (db_exec(c, "DROP TRIGGER IF EXISTS outbox_notify ON outbox") != 0 || db_exec(c, "TRUNCATE outbox") != 0)
+        return -1;
+    db_checkpoint(b, c);
+    if (pgbench_run(b, c, NULL, tag, o) != 0)
+        return -1;
+    /* Back to the installed schema: the gated trigger, the flag off. */
+    return db_exec(c, "SELECT outbox_install('public', 'outbox', 'outbox')") != 0 ||
+                   db_exec(c, "TRUNCATE outbox") != 0 ? -1 : 0;
+}
+
+/* A relay beside the writers. */
+typedef struct {
+    const char *tag, *key, *figure;
+    const char *sets[BENCH_SCENARIO_SETS + 1]; /* its config, NULL-terminated */
+    int backlog;     /* it drains --events pre-filled rows as the writers start */
+    int retention;   /* its retention session must be up for its CPU to count */
+    int partitioned; /* the outbox is made partitioned by migrate for its run */
+    double target;   /* least share of the writers' tps alone; 0: none */
+} variant_t;
+
+/* The outbox at the end of a run (outbox_end). */
+enum { END_WRITTEN, END_LEFT, END_BYTES, END_DEAD, END_N };
+
+/* A variant's rounds. */
+typedef struct {
+    pgb_out_t o[BENCH_MAX_ROUNDS];
+    double ref[BENCH_MAX_ROUNDS];    /* mean tps of the reference runs around it */
+    double done_s[BENCH_MAX_ROUNDS]; /* backlog all marked after; NAN: not drained */
+    double end[BENCH_MAX_ROUNDS][END_N];
+    int n;
+} wvar_t;
+
+#define MAX_VARIANTS 3
+#define ALONE_MAX (1 + MAX_VARIANTS * BENCH_MAX_ROUNDS)
+
+/* The outbox at a run's end: the rows written since the identity stood at
+ * ids0, the rows left (the rest were deleted or dropped), its size with
+ * indexes and TOAST and its dead tuples (statistics, which backends report
+ * up to a second late), both summed over its partitions when it has any. */
+static int outbox_end(PGconn *c, double ids0, double out[END_N]) {
+    char ids[32];
+    const char *p[1] = {ids};
+
+    snprintf(ids, sizeof ids, "%.0f", ids0);
+    /* pg_partition_tree lists no row for a plain table. */
+    return db_row(PQexecParams(c, "WITH t AS (SELECT 'outbox'::regclass AS relid UNION"
+                                  " SELECT relid FROM pg_partition_tree('outbox'))"
+                                  " SELECT (" OUTBOX_IDS_SQL ") - $1::bigint, (SELECT count(*) FROM outbox),"
+                                  " (SELECT sum(pg_total_relation_size(relid)) FROM t),"
+                                  " (SELECT sum(n_dead_tup) FROM pg_stat_user_tables WHERE relid IN (SELECT relid FROM t))",
+                               1, NULL, p, NULL, NULL, 0),
+                  out, END_N, "the outbox at the end");
+}
+
+/* Seconds from t_db0 (PostgreSQL's clock) to the last mark of the rows up
+ * to maxid; NAN while some are still unsent. */
+static int backlog_done_s(PGconn *c, double maxid, double t_db0, double *secs) {
+    char maxid_s[32];
+    const char *p[1] = {maxid_s};
+    double left, last;
+
+    snprintf(maxid_s, sizeof maxid_s, "%.0f", maxid);
+    if (db_num(c, "SELECT count(*) FROM outbox WHERE id <= $1::bigint AND sent_at IS NULL", 1, p, &left) != 0 ||
+        db_num(c, "SELECT extract(epoch FROM max(sent_at)) FROM outbox WHERE id <= $1::bigint", 1, p, &last) != 0)
+        return -1;
+    *secs = left > 0 ? NAN : last - t_db0;
+    return 0;
+}
+
+/* The outbox made anew: partitioned, as migrate makes it when the config
+ * asks (sets), or plain, from the schema file (sets NULL). */
+static int outbox_recreate(bench_t *b, PGconn *c, const char *const *sets) {
+    if (db_exec(c, "DROP TABLE outbox CASCADE") != 0)
+        return -1;
+    return sets ? relay_migrate(b, sets) : db_apply_file(b, c, "schema/001_outbox.sql");
+}
+
+/* Runs variant v once beside the writers. Without a backlog the relay is
+ * idle (flag set) when they start: it wakes on the first NOTIFY and then
+ * follows them, idling whenever it caught up. */
+static int variant_run(bench_t *b, PGconn *c, const variant_t *v, int round, bench_child_t *relay, wvar_t *w) {
+    double maxid = 0, t_db0, ids0;
+    int i = w->n;
+    char tag[48];
+
+    snprintf(tag, sizeof tag, "%s-r%d", v->tag, round);
+    w->done_s[i] = NAN;
+    if (v->partitioned && outbox_recreate(b, c, v->sets) != 0)
+        return -1;
+    if (v->backlog && db_prefill(b, c, b->events, &maxid) != 0)
+        return -1;
+    if (!v->backlog)
+        db_checkpoint(b, c);
+    bench_probe(b, tag);
+    if (db_num(c, "SELECT extract(epoch FROM clock_timestamp())", 0, NULL, &t_db0) != 0 ||
+        db_num(c, OUTBOX_IDS_SQL, 0, NULL, &ids0) != 0 || relay_start(b, relay, v->sets) != 0 ||
+        (!v->backlog && db_poll(c, BENCH_WAITING_SQL, 0, NULL, 10) != 0) ||
+        (v->retention && db_poll(c, "SELECT count(*) FROM pg_stat_activity WHERE application_name = '"
+                                    BENCH_RETENTION_APP "'", 0, NULL, 10) != 0) ||
+        pgbench_run(b, c, relay, tag, &w->o[i]) != 0 || outbox_end(c, ids0, w->end[i]) != 0 ||
+        (v->backlog && backlog_done_s(c, maxid, t_db0, &w->done_s[i]) != 0) || relay_stop(relay) != 0)
+        return -1;
+    return v->partitioned ? outbox_recreate(b, c, NULL) : 0;
+}
+
+/* The method of both scenarios: a fresh database, the writers' script, an
+ * unreported warm-up (a fresh cluster creates, zero-fills and fsyncs its
+ * WAL segments during its first run, which later runs recycle), the first
+ * reference run alone[0], then --writers-rounds rounds of the nv variants,
+ * each followed by a reference run whose mean with the one before is the
+ * variant's reference. */
+static int writers_measure(bench_t *b, const variant_t *v, int nv, wvar_t *w, pgb_out_t *alone, int *na) {
+    bench_child_t relay = {.pid = -1};
+    PGconn *c = db_reset(b);
+    int rc = -1;
+
+    memset(w, 0, sizeof *w * (size_t)nv);
+    *na = 1;
+    if (!c || write_pgbench_script(b) != 0 || db_exec(c, "DROP TRIGGER outbox_notify ON outbox") != 0 ||
+        pgbench_run(b, c, NULL, "warm-up", &alone[0]) != 0 || alone_run(b, c, 0, &alone[0]) != 0)
+        goto out;
+    for (int round = 0; round < b->rounds; round++) {
+        for (int k = 0; k < nv; k++) {
+            if (variant_run(b, c, &v[k], round, &relay, &w[k]) != 0 || alone_run(b, c, *na, &alone[*na]) != 0)
+                goto out;
+            w[k].ref[w[k].n++] = (alone[*na - 1].tps + alone[*na].tps) / 2;
+            ++*na;
+        }
+    }
+    rc = 0;
+out:
+    return scenario_end(&relay, c, rc);
+}
+
+/* The reference runs' rows: their mean, WAL and spread. */
+static void alone_rows(bench_t *b, const char *sc, const pgb_out_t *alone, int na) {
+    double sum = 0, lo = INFINITY, hi = 0;
+    char fig[72];
+    bench_row_t *r;
+
+    for (int i = 0; i < na; i++) {
+        sum += alone[i].tps;
+        lo = alone[i].tps < lo ? alone[i].tps : lo;
+        hi = alone[i].tps > hi ? alone[i].tps : hi;
+    }
+    snprintf(fig, sizeof fig, "alone: no trigger, no relay (mean of %d runs)", na);
+    bench_row(b, sc, "alone_tps", fig, sum / na, "tps");
+    bench_row(b, sc, "alone_wal_per_txn", "  WAL per writer transaction (all sessions)", alone[0].wal_per_txn, "B");
+    snprintf(fig, sizeof fig, "  slowest of the %d runs (noise)", na);
+    r = bench_row(b, sc, "alone_spread", fig, lo, "tps");
+    bench_row_ref(r, "tps fastest", hi);
+}
+
+/* The mean of a variant's rounds, field by field, and of its references. */
+static pgb_out_t pgb_mean(const wvar_t *w, double *ref) {
+    pgb_out_t m = {0};
+    *ref = 0;
+    for (int i = 0; i < w->n; i++) {
+        m.tps += w->o[i].tps / w->n;
+        m.flag_share += w->o[i].flag_share / w->n;
+        m.wal_per_txn += w->o[i].wal_per_txn / w->n;
+        m.relay_cores += w->o[i].relay_cores / w->n;
+        m.backend_cores += w->o[i].backend_cores / w->n;
+        m.retention_cores += w->o[i].retention_cores / w->n;
+        m.relay_sleeps += w->o[i].relay_sleeps / w->n;
+        m.mock_cores += w->o[i].mock_cores / w->n;
+        *ref += w->ref[i] / w->n;
+    }
+    return m;
+}
+
+/* What publishing costs per writer event: the relay's and its backends' CPU. */
+static double us_per_event(const pgb_out_t *o) {
+    return (o->relay_cores + o->backend_cores) / o->tps * 1e6;
+}
+
+/* One row of a variant, keyed "<variant>_<suffix>". */
+static bench_row_t *vrow(bench_t *b, const char *sc, const variant_t *v, const char *suffix, const char *figure,
+                         double value, const char *unit) {
+    char k[48];
+    snprintf(k, sizeof k, "%s_%s", v->key, suffix);
+    return bench_row(b, sc, k, figure, value, unit);
+}
+
+/* A variant's rows over its rounds: the mean tps against the mean of its
+ * references, its rounds' lowest and highest ratio when more than one (the
+ * noise the mean averages out), what the relay spent, the slowest round's
+ * drain of a backlog, and with end set the outbox at the run's end (means
+ * over the rounds). */
+static void variant_rows(bench_t *b, const char *sc, const variant_t *v, const wvar_t *w,
+                         const pgb_out_t *alone, int end_rows) {
+    double ref, lo = INFINITY, hi = 0, done = 0, end[END_N] = {0};
+    pgb_out_t m = pgb_mean(w, &ref);
+    bench_row_t *r = bench_row(b, sc, v->key, v->figure, m.tps, "tps");
+
+    bench_row_ref(r, "tps alone (runs around it)", ref);
+    if (v->target > 0)
+        bench_row_target(r, '>', 1, v->target);
+    for (int i = 0; i < w->n; i++) {
+        double x = w->o[i].tps / w->ref[i];
+        lo = x < lo ? x : lo;
+        hi = x > hi ? x : hi;
+        done = isnan(w->done_s[i]) || isnan(done) ? NAN : w->done_s[i] > done ? w->done_s[i] : done;
+        for (int j = 0; j < END_N; j++)
+            end[j] += w->end[i][j] / w->n;
+    }
+    if (w->n > 1) {
+        vrow(b, sc, v, "ratio_lowest", "  lowest round's ratio to its alone runs", lo, "x");
+        vrow(b, sc, v, "ratio_highest", "  highest round's ratio", hi, "x");
+    }
+    r = vrow(b, sc, v, "wal_per_txn", "  WAL per writer transaction (all sessions)", m.wal_per_txn, "B");
+    bench_row_ref(r, "B alone", alone->wal_per_txn);
+    vrow(b, sc, v, "relay_cores", "  its process CPU during the run", m.relay_cores, "cores");
+    vrow(b, sc, v, "relay_sleeps", "  its threads' sleeps (wake-ups) per writer event", m.relay_sleeps / m.tps, "");
+    vrow(b, sc, v, "backend_cores", "  its PostgreSQL backends' CPU during the run", m.backend_cores, "cores");
+    /* What publishing costs per event beside busy writers, and the share
+     * of the machine it takes from them. */
+    vrow(b, sc, v, "relay_us_per_event", "  it + backends CPU per writer event", us_per_event(&m), "us");
+    if (!isnan(m.retention_cores))
+        vrow(b, sc, v, "retention_us_per_event", "  of which its retention session's backend",
+             m.retention_cores / m.tps * 1e6, "us");
+    vrow(b, sc, v, "relay_share", "  it + backends share of the machine's CPU",
+         (m.relay_cores + m.backend_cores) / (double)sysconf(_SC_NPROCESSORS_ONLN) * 100, "%");
+    if (!isnan(m.mock_cores))
+        vrow(b, sc, v, "mock_cores", "  mock broker CPU during the run (same box)", m.mock_cores, "cores");
+    vrow(b, sc, v, "flag_share", "  waiting flag set (share of samples)", m.flag_share * 100, "%");
+    if (v->backlog) {
+        r = vrow(b, sc, v, "backlog_s", isnan(done) ? "  backlog NOT drained within the run"
+                                                    : "  backlog all marked after", done, "s");
+        bench_row_ref(r, "s run length", b->duration_s);
+    }
+    if (!end_rows)
+        return;
+    r = vrow(b, sc, v, "deleted", "  rows removed during the run", end[END_WRITTEN] - end[END_LEFT], "");
+    bench_row_ref(r, "rows written", end[END_WRITTEN]);
+    vrow(b, sc, v, "outbox_mb", "  outbox at the end: total relation size", end[END_BYTES] / 1048576, "MB");
+    vrow(b, sc, v, "dead_tuples", "  outbox at the end: n_dead_tup", end[END_DEAD], "");
+}
+
+int scenario_writers(bench_t *b) {
+    static const variant_t v[] = {
+        {.tag = "relay-draining", .key = "relay_draining", .figure = "relay draining the --events backlog",
+         .backlog = 1, .target = 0.9},
+        {.tag = "relay-idle", .key = "relay_idle", .figure = "relay idle at start, then following",
+         .target = 0.95},
+    };
+    enum { NV = sizeof v / sizeof v[0] };
+    pgb_out_t alone[ALONE_MAX];
+    wvar_t w[NV];
+    int na;
+
+    if (writers_measure(b, v, NV, w, alone, &na) != 0)
+        return -1;
+    alone_rows(b, "writers", alone, na);
+    for (int k = 0; k < NV; k++)
+        variant_rows(b, "writers", &v[k], &w[k], &alone[0], 0);
+    return 0;
+}
+
+/* The relay following the writers with retention off, deleting, and
+ * dropping partitions, against the writers alone and against off. keep_s 0
+ * and a pass every second: retention keeps pace with the writers from the
+ * run's first second (see BENCHMARKS.md). Partitions of 5,000 ids, 20
+ * ahead: several fill and go in a run, and the writers never outrun them. */
+int scenario_retention(bench_t *b) {
+    static const variant_t v[] = {
+        {.tag = "retention-off", .key = "off", .figure = "relay following, retention off",
+         .sets = {"retention.mode=\"off\""}},
+        {.tag = "retention-delete", .key = "delete", .figure = "relay following, retention delete",
+         .sets = {"retention.mode=\"delete\"", "retention.keep_s=0", "retention.interval_s=1"}, .retention = 1},
+        {.tag = "retention-partitions", .key = "partitions", .figure = "relay following, retention partitions",
+         .sets = {"retention.mode=\"partitions\"", "retention.keep_s=0", "retention.interval_s=1",
+                  "retention.partition_rows=5000", "retention.partitions_ahead=20"},
+         .retention = 1, .partitioned = 1},
+    };
+    enum { NV = sizeof v / sizeof v[0] };
+    pgb_out_t alone[ALONE_MAX], m[NV];
+    wvar_t w[NV];
+    double ref[NV];
+    char fig[72];
+    int na;
+    bench_row_t *r;
+
+    if (writers_measure(b, v, NV, w, alone, &na) != 0)
+        return -1;
+    alone_rows(b, "retention", alone, na);
+    for (int k = 0; k < NV; k++) {
+        variant_rows(b, "retention", &v[k], &w[k], &alone[0], 1);
+        m[k] = pgb_mean(&w[k], &ref[k]);
+    }
+    for (int k = 1; k < NV; k++) {
+        snprintf(fig, sizeof fig, "%s: its share of writers' tps, against off's", v[k].key);
+        r = vrow(b, "retention", &v[k], "vs_off", fig, m[k].tps / ref[k] * 100, "%");
+        bench_row_ref(r, "% off's share", m[0].tps / ref[0] * 100);
+        r = vrow(b, "retention", &v[k], "extra_us_per_event", "  extra CPU per writer event (it + backends)",
+                 us_per_event(&m[k]) - us_per_event(&m[0]), "us");
+        bench_row_ref(r, "us retention off", us_per_event(&m[0]));
+    }
+    return 0;
+}
