@@ -195,13 +195,17 @@ static void on_list(obx_retention_t *r, PGresult *res, int64_t now) {
 static void on_drop(obx_retention_t *r, PGresult *res, int64_t now) {
     const char *state = PQgetvalue(res, 0, 0);
     long long rows = atoll(PQgetvalue(res, 0, 1));
+    /* on_list did not count a table found detached among the partitions */
+    int counted = strcmp(PQgetvalue(r->parts, r->part_i, PART_STATE), "detached") != 0;
 
     if (strcmp(state, "dropped") == 0) {
+        r->pass_partitions -= counted;
         r->pass_dropped++;
         r->pass_deleted += rows;
         r->dropped++;
         r->deleted += rows;
     } else if (strcmp(state, "reattached") == 0) {
+        r->pass_partitions += !counted;
         OBX_LOG(OBX_LOG_WARN, "partition_reattached",
                 "a detached partition held rows that must stay (committed during the detach): attached again",
                 KS("partition", PQgetvalue(r->parts, r->part_i, PART_NAME)), KI("rows", rows));
@@ -213,7 +217,7 @@ static void on_drop(obx_retention_t *r, PGresult *res, int64_t now) {
 static void on_partitions_size(obx_retention_t *r, PGresult *res, int64_t now) {
     OBX_LOG(OBX_LOG_INFO, "retention_partitions", "retention pass", KI("dropped", r->pass_dropped),
             KI("rows_dropped", r->pass_deleted), KI("created", r->pass_created),
-            KI("partitions", r->pass_partitions - r->pass_dropped + r->pass_created),
+            KI("partitions", r->pass_partitions + r->pass_created),
             /* the creation tops up to partitions_ahead over the last id as it then is */
             KI("ahead", r->pass_created ? r->cfg->retention_partitions_ahead : r->pass_ahead),
             KI("parked_partitions", r->pass_parked),

@@ -538,6 +538,9 @@ START_TEST(partitions_kill_between_detach_and_drop_loses_nothing) {
     b = th_relay_start(&t, conf);
     th_wait_count(&t, "SELECT count(*) FROM deleted", 100, 30000);
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM pg_class WHERE relname = 'outbox_p1'"), 0);
+    /* The table dropped was no partition: the three ahead are left. */
+    th_wait_log_fields(&t, "event=retention_partitions dropped=1", 30000);
+    ck_assert_int_eq(th_file_field(&t, "relay.log", "event=retention_partitions", "partitions"), 3);
     PQfinish(audit);
     assert_nothing_lost_and_stop(&t, &m, c, 100, b);
 }
