@@ -47,6 +47,7 @@ struct obx_retention {
     int locked;               /* this session holds the retention lock */
     PGresult *parts;          /* the pass's partition list */
     int part_i;               /* its next row to act on */
+    int detach_pending;       /* the list has a detach to finish */
     int pass_dropped, pass_created, pass_partitions, pass_ahead, pass_parked;
     char parked_names[NAMES_MAX];
     long long dropped;
@@ -125,17 +126,21 @@ static void send_list(obx_retention_t *r, int64_t now) {
     r->pass_started = now;
     r->pass_dropped = r->pass_created = r->pass_partitions = r->pass_ahead = r->pass_parked = 0;
     r->pass_deleted = 0;
+    r->detach_pending = 0;
     r->parked_names[0] = '\0';
     sent(r, obx_outbox_send_partitions(r->conn, r->cfg), PENDING_LIST, now);
 }
 
 /* Acts on the next partition of the list that retention may finish or
- * drop; then asks the size (when the pass changed something) and ends. */
+ * drop; then asks the size (when the pass changed something) and ends.
+ * PostgreSQL refuses DETACH ... CONCURRENTLY while another partition's
+ * detach is pending, wherever that one is in the list: a pass that has one
+ * finishes it and leaves the droppable partitions to the next pass. */
 static void next_partition(obx_retention_t *r, int64_t now) {
     for (; r->part_i < PQntuples(r->parts); r->part_i++) {
         const char *name = PQgetvalue(r->parts, r->part_i, PART_NAME);
         const char *state = PQgetvalue(r->parts, r->part_i, PART_STATE);
-        if (strcmp(state, "droppable") == 0 || strcmp(state, "pending") == 0) {
+        if (strcmp(state, "pending") == 0 || (strcmp(state, "droppable") == 0 && !r->detach_pending)) {
             sent(r, obx_outbox_send_detach(r->conn, r->cfg, name, state[0] == 'p'), PENDING_DETACH, now);
             return;
         }
@@ -165,6 +170,7 @@ static void on_list(obx_retention_t *r, PGresult *res, int64_t now) {
         const char *state = PQgetvalue(res, i, PART_STATE);
         r->pass_partitions += strcmp(state, "detached") != 0;
         r->pass_ahead += strcmp(state, "ahead") == 0;
+        r->detach_pending |= strcmp(state, "pending") == 0;
         if (strcmp(state, "parked") == 0) {
             size_t n = strlen(r->parked_names);
             r->pass_parked++;
@@ -189,13 +195,17 @@ static void on_list(obx_retention_t *r, PGresult *res, int64_t now) {
 static void on_drop(obx_retention_t *r, PGresult *res, int64_t now) {
     const char *state = PQgetvalue(res, 0, 0);
     long long rows = atoll(PQgetvalue(res, 0, 1));
+    /* on_list did not count a table found detached among the partitions */
+    int counted = strcmp(PQgetvalue(r->parts, r->part_i, PART_STATE), "detached") != 0;
 
     if (strcmp(state, "dropped") == 0) {
+        r->pass_partitions -= counted;
         r->pass_dropped++;
         r->pass_deleted += rows;
         r->dropped++;
         r->deleted += rows;
     } else if (strcmp(state, "reattached") == 0) {
+        r->pass_partitions += !counted;
         OBX_LOG(OBX_LOG_WARN, "partition_reattached",
                 "a detached partition held rows that must stay (committed during the detach): attached again",
                 KS("partition", PQgetvalue(r->parts, r->part_i, PART_NAME)), KI("rows", rows));
@@ -207,7 +217,7 @@ static void on_drop(obx_retention_t *r, PGresult *res, int64_t now) {
 static void on_partitions_size(obx_retention_t *r, PGresult *res, int64_t now) {
     OBX_LOG(OBX_LOG_INFO, "retention_partitions", "retention pass", KI("dropped", r->pass_dropped),
             KI("rows_dropped", r->pass_deleted), KI("created", r->pass_created),
-            KI("partitions", r->pass_partitions - r->pass_dropped + r->pass_created),
+            KI("partitions", r->pass_partitions + r->pass_created),
             /* the creation tops up to partitions_ahead over the last id as it then is */
             KI("ahead", r->pass_created ? r->cfg->retention_partitions_ahead : r->pass_ahead),
             KI("parked_partitions", r->pass_parked),

@@ -35,6 +35,7 @@ static const char *const provoked[] = {
     "relay_lagging", "relay_not_leading", "relay_blocked", "row_parked", "relay_disconnected",
     "partition_stalled", "kafka_fatal_error", "loop_stuck", "postgres_unresponsive",
     "topic_not_authorized", "message_parked", "batch_rolled_back", "consumer_lagging",
+    "retention_failed", "retention_behind", "partition_ahead_missing",
 };
 /* A relay bug: no fault provokes it, so only its silence is checked. */
 static const char *const unprovokable[] = {"unexpected_delivery_report"};
@@ -585,6 +586,51 @@ START_TEST(topic_not_authorized) {
 }
 END_TEST
 
+static pid_t relay_retention(th_ctx_t *t, const th_mock_t *m, const char *retention) {
+    return th_relay_start(t, th_config_group(t, "relay.conf", m->bootstrap, "poll_interval_ms = 100;", "retention",
+                                             retention));
+}
+
+/* Rows marked sent ten minutes ago (an old table) deleted with keep_s = 1,
+ * then a lock on the outbox held past the delete's lock_timeout; then the
+ * outbox partitioned with one partition, which the writers took. */
+START_TEST(retention_warnings) {
+    th_ctx_t t;
+    th_mock_t m;
+    PGconn *c;
+    pid_t relay;
+    int from;
+
+    mock_db(&t, &m, "alerts_retention", 2);
+    c = th_connect(&t);
+    th_exec(c, "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload, sent_at)"
+               " SELECT 'order', 'old-' || g, 'OrderPlaced', '\\x01', now() - interval '10 minutes'"
+               " FROM generate_series(1, 20) g");
+    relay = relay_retention(&t, &m, "keep_s = 1; interval_s = 1;");
+    th_wait_log(&t, "event=retention_behind", 30000);
+    fires(&t, "relay.log", "retention_behind", 1);
+    th_exec(c, "BEGIN");
+    th_exec(c, "LOCK TABLE outbox IN SHARE MODE"); /* the delete waits; claims do not */
+    th_wait_log(&t, "event=retention_failed", 30000);
+    th_exec(c, "COMMIT");
+    fires(&t, "relay.log", "retention_failed", 1);
+    th_stop(relay, SIGTERM, 20000, 0);
+
+    /* With outbox.partition_rows set, the schema makes public.outbox
+     * partitioned, one partition ahead. */
+    from = th_file_count(&t, "relay.log", "") + 1;
+    th_exec(c, "DROP TABLE outbox CASCADE");
+    th_exec(c, "SET outbox.partition_rows = 100");
+    th_apply_sql(c, "schema/001_outbox.sql");
+    ck_assert_int_eq(th_write(&t, 2, 20, 10, 50, "order"), 20);
+    relay = relay_retention(&t, &m, "mode = \"partitions\"; partition_rows = 100; interval_s = 1;");
+    th_wait_log(&t, "event=partition_ahead_missing", 30000);
+    fires(&t, "relay.log", "partition_ahead_missing", from);
+    PQfinish(c);
+    finish(&t, &m, relay);
+}
+END_TEST
+
 /* Sends sig to the relay's PostgreSQL backends listed in pids ("1,2,3"). */
 static void signal_backends(const char *pids, int sig) {
     for (const char *p = pids; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
@@ -686,4 +732,4 @@ START_TEST(consumer_faults) {
 END_TEST
 
 TH_MAIN("alerts", 180, healthy_run_fires_no_alert, row_failures, broker_down, postgres_down, fatal_kafka_error,
-        topic_not_authorized, health_events, consumer_faults)
+        topic_not_authorized, health_events, consumer_faults, retention_warnings)

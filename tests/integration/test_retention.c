@@ -327,6 +327,33 @@ static void migrate_partitioned(const char *conf, PGconn *c) {
     ck_assert_int_eq(th_int(c, partitions_ahead_sql), 3);
 }
 
+/* A test's partitioned outbox (migrate_partitioned) with its record, and
+ * the relay config for it; returns a connection. */
+static PGconn *setup_partitioned(th_ctx_t *t, th_mock_t *m, const char *name, const char **conf) {
+    PGconn *c;
+    th_mock_start(m, 1);
+    th_setup(t, name);
+    mock_topic(m, t);
+    c = th_connect(t);
+    *conf = th_config_group(t, "relay.conf", m->bootstrap, "poll_interval_ms = 100;", "retention", partitions_group);
+    migrate_partitioned(*conf, c);
+    install_partition_record(c);
+    return c;
+}
+
+/* Only rows due were dropped and every event of the ledger (messages of
+ * them) is on the topic; then stops the relay and the mock, closes c. */
+static void assert_nothing_lost_and_stop(th_ctx_t *t, th_mock_t *m, PGconn *c, size_t messages, pid_t relay) {
+    th_msgs_t msgs;
+    assert_dropped_rows_were_due(c, 2);
+    consume_all(t, m->bootstrap, messages, &msgs);
+    ck_assert_int_eq(ledger_missing(c, &msgs, "true"), 0);
+    th_msgs_free(&msgs);
+    PQfinish(c);
+    th_stop(relay, SIGTERM, 20000, 0);
+    th_mock_stop(m);
+}
+
 START_TEST(partitions_drop_only_partitions_sent_long_enough_ago_and_stay_ahead) {
     th_ctx_t t;
     th_mock_t m;
@@ -392,18 +419,11 @@ END_TEST
 START_TEST(partitions_keep_a_row_committed_during_the_detach) {
     th_ctx_t t;
     th_mock_t m;
-    th_msgs_t msgs;
     const char *conf;
     pid_t relay;
     PGconn *c, *w;
 
-    th_mock_start(&m, 1);
-    th_setup(&t, "retentionlate");
-    mock_topic(&m, &t);
-    c = th_connect(&t);
-    conf = th_config_group(&t, "relay.conf", m.bootstrap, "poll_interval_ms = 100;", "retention", partitions_group);
-    migrate_partitioned(conf, c);
-    install_partition_record(c);
+    c = setup_partitioned(&t, &m, "retentionlate", &conf);
     w = th_connect(&t);
     th_exec(w, "BEGIN");
     th_exec(w, "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) VALUES ('order', 'late', 'x', 'x')");
@@ -414,14 +434,115 @@ START_TEST(partitions_keep_a_row_committed_during_the_detach) {
     th_exec(w, "COMMIT");
     th_wait_log(&t, "event=partition_reattached", 30000);
     th_wait_count(&t, "SELECT count(*) FROM deleted", 100, 30000); /* ids 1-100; 101 is the next partition's */
-    assert_dropped_rows_were_due(c, 2);
-    consume_all(&t, m.bootstrap, 101, &msgs);
-    ck_assert_int_eq(ledger_missing(c, &msgs, "true"), 0);
-    th_msgs_free(&msgs);
     PQfinish(w);
-    PQfinish(c);
-    th_stop(relay, SIGTERM, 20000, 0);
-    th_mock_stop(&m);
+    assert_nothing_lost_and_stop(&t, &m, c, 101, relay);
+}
+END_TEST
+
+/* The retention session's step whose SQL has what, waiting for a lock. */
+static void wait_retention_waits(const th_ctx_t *t, const char *what) {
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'outbox-relay retention'"
+             " AND wait_event_type = 'Lock' AND query LIKE '%%%s%%'", what);
+    th_wait_count(t, sql, 1, 30000);
+}
+
+/* Kills the relay while that step waits; the server ends its session once
+ * the step's lock_timeout ends the wait (a dead client is not noticed
+ * before), rolling back what the step had not committed. */
+static void kill_while_retention_waits(const th_ctx_t *t, pid_t relay, const char *what) {
+    wait_retention_waits(t, what);
+    th_stop(relay, SIGKILL, 5000, 128 + SIGKILL);
+    th_wait_count(t, "SELECT (count(*) = 0)::int FROM pg_stat_activity"
+                     " WHERE application_name = 'outbox-relay retention'", 1, 30000);
+}
+
+static const char partition_state_sql[] =
+    "SELECT count(*) FROM outbox_partitions('outbox', 2) WHERE part = '%s' AND state = '%s'";
+
+static long long partition_in_state(PGconn *c, const char *part, const char *state) {
+    char sql[256];
+    snprintf(sql, sizeof sql, partition_state_sql, part, state);
+    return th_int(c, sql);
+}
+
+/* The relay is killed while its DETACH ... CONCURRENTLY of outbox_p101
+ * waits for a reader of the partition: the detach is left pending. An
+ * operator deletes the parked row that kept outbox_p1, which comes first
+ * and is droppable: PostgreSQL refuses to detach it concurrently while
+ * outbox_p101's detach is pending, so the next relay must finish that one
+ * first; then both go, and nothing else. */
+START_TEST(partitions_kill_during_detach_is_finished_by_the_next_pass) {
+    th_ctx_t t;
+    th_mock_t m;
+    char sql[256];
+    const char *conf;
+    pid_t a, b;
+    PGconn *c, *reader;
+
+    c = setup_partitioned(&t, &m, "retentionkilldetach", &conf);
+    write_rounds(&t, 2);
+    th_exec(c, "UPDATE outbox SET parked_at = now(), last_error = 'test' WHERE id = 50");
+    reader = th_connect(&t);
+    th_exec(reader, "BEGIN");
+    th_exec(reader, "SELECT count(*) FROM outbox_p101");
+
+    a = th_spawn(&t, "outbox-relay", conf, "a.log");
+    kill_while_retention_waits(&t, a, "DETACH PARTITION outbox_p101 CONCURRENTLY");
+    th_exec(reader, "COMMIT");
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM pg_inherits WHERE inhrelid = 'outbox_p101'::regclass"
+                               " AND inhdetachpending"), 1);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM deleted"), 0);
+    /* The operator deletes the parked event: it is expected nowhere now. */
+    th_exec(c, "DELETE FROM outbox WHERE id = 50");
+    th_exec(c, "DELETE FROM ledger WHERE id = 50");
+    snprintf(sql, sizeof sql, partition_state_sql, "outbox_p1", "droppable");
+    th_wait_count(&t, sql, 1, 30000);
+    ck_assert_int_eq(partition_in_state(c, "outbox_p101", "pending"), 1);
+
+    b = th_relay_start(&t, conf);
+    th_wait_count(&t, "SELECT count(*) FROM deleted", 199, 30000);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM deleted WHERE part = 'outbox_p101'"), 100);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM pg_inherits WHERE inhdetachpending"), 0);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM pg_class WHERE relname IN ('outbox_p1', 'outbox_p101')"), 0);
+    ck_assert_int_eq(th_log_count(&t, "already pending detach"), 0);
+    PQfinish(reader);
+    assert_nothing_lost_and_stop(&t, &m, c, 199, b);
+}
+END_TEST
+
+/* The relay is killed after its detach of outbox_p1 committed, while the
+ * drop waits (for the audit's table, locked by the test): the table is
+ * left detached, its rows out of the outbox; the next relay drops it, and
+ * every row was on the topic. */
+START_TEST(partitions_kill_between_detach_and_drop_loses_nothing) {
+    th_ctx_t t;
+    th_mock_t m;
+    const char *conf;
+    pid_t a, b;
+    PGconn *c, *audit;
+
+    c = setup_partitioned(&t, &m, "retentionkilldrop", &conf);
+    write_rounds(&t, 1);
+    audit = th_connect(&t);
+    th_exec(audit, "BEGIN");
+    th_exec(audit, "LOCK TABLE deleted IN EXCLUSIVE MODE"); /* the drop's event trigger writes to it */
+
+    a = th_spawn(&t, "outbox-relay", conf, "a.log");
+    kill_while_retention_waits(&t, a, "outbox_drop_partition");
+    th_exec(audit, "COMMIT");
+    ck_assert_int_eq(partition_in_state(c, "outbox_p1", "detached"), 1);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox_p1"), 100);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM deleted"), 0);
+
+    b = th_relay_start(&t, conf);
+    th_wait_count(&t, "SELECT count(*) FROM deleted", 100, 30000);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM pg_class WHERE relname = 'outbox_p1'"), 0);
+    /* The table dropped was no partition: the three ahead are left. */
+    th_wait_log_fields(&t, "event=retention_partitions dropped=1", 30000);
+    ck_assert_int_eq(th_file_field(&t, "relay.log", "event=retention_partitions", "partitions"), 3);
+    PQfinish(audit);
+    assert_nothing_lost_and_stop(&t, &m, c, 100, b);
 }
 END_TEST
 
@@ -517,5 +638,6 @@ TH_MAIN("retention", 300, retention_deletes_rows_sent_long_enough_ago_and_nothin
         retention_keeps_unsent_rows_behind_a_blocked_one,
         retention_without_delete_privilege_is_logged_and_publishing_goes_on, retention_refuses_bad_values,
         partitions_drop_only_partitions_sent_long_enough_ago_and_stay_ahead,
-        partitions_keep_a_row_committed_during_the_detach, partitions_convert_an_existing_outbox,
+        partitions_keep_a_row_committed_during_the_detach, partitions_kill_during_detach_is_finished_by_the_next_pass,
+        partitions_kill_between_detach_and_drop_loses_nothing, partitions_convert_an_existing_outbox,
         partitions_without_ownership_is_refused_and_publishing_goes_on)
