@@ -54,7 +54,7 @@ static long ledger_missing(PGconn *c, const th_msgs_t *msgs, const char *where) 
     PGresult *res;
     long missing = 0;
 
-    ck_assert(ids != NULL);
+    ck_assert_msg(ids != NULL, "out of memory for %zu event ids", msgs->n);
     for (size_t i = 0; i < msgs->n; i++)
         ids[i] = msgs->v[i].event_id;
     qsort(ids, msgs->n, sizeof *ids, cmp_str);
