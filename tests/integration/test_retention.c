@@ -551,7 +551,6 @@ END_TEST
 START_TEST(partitions_convert_an_existing_outbox) {
     th_ctx_t t;
     th_mock_t m;
-    th_msgs_t msgs;
     char cmd[1024], out[4096];
     const char *conf;
     pid_t relay;
@@ -579,13 +578,7 @@ START_TEST(partitions_convert_an_existing_outbox) {
     th_wait_count(&t, "SELECT count(*) FROM deleted", 450, 60000);
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM deleted WHERE part = 'outbox_p0'"), 150);
     ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox"), 0);
-    assert_dropped_rows_were_due(c, 2);
-    consume_all(&t, m.bootstrap, 450, &msgs);
-    ck_assert_int_eq(ledger_missing(c, &msgs, "true"), 0);
-    th_msgs_free(&msgs);
-    PQfinish(c);
-    th_stop(relay, SIGTERM, 20000, 0);
-    th_mock_stop(&m);
+    assert_nothing_lost_and_stop(&t, &m, c, 450, relay);
 }
 END_TEST
 
