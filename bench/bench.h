@@ -49,7 +49,6 @@ typedef struct {
     char scenario[16];     /* set by bench_rows */
 } bench_row_t;
 
-/* A child process the bench started. */
 typedef struct {
     pid_t pid;
     double started;        /* bench_now() just before fork */
@@ -104,22 +103,23 @@ typedef struct {
     int nstarts;
 } bench_t;
 
-/* Polling results of db_wait; NULL when not wanted. */
+/* db_wait's: when the value was first above 0, that value, and when the
+ * query that reached the goal was sent. */
 typedef struct {
-    double first_at, first_n; /* when the value was first above 0, and it */
-    double done_at;           /* when the query that reached the goal was sent */
+    double first_at, first_n, done_at;
 } bench_wait_t;
 
 /* Set by SIGINT/SIGTERM: every wait gives up and the bench cleans up. */
 extern volatile sig_atomic_t bench_stop;
 
-/* util.c: time, logging, processes */
 double bench_now(void);
 double bench_wall(void); /* epoch seconds: the clock of PostgreSQL's timestamps */
 void bench_sleep_until(double t);
 void bench_sleep_ms(double ms);
 void bench_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void bench_note(bench_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Writes a file only this user may read (configs hold the conninfo). */
+int bench_write(const char *path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* percentile_disc's definition; sorts v. */
 double bench_pick(double *v, size_t n, double p);
 /* Notes other work on the machine (CPU busy over 300 ms while the bench idles). */
@@ -133,8 +133,9 @@ int bench_reap(pid_t pid, int sig, double timeout_ms, const char *what, const ch
 const char *bench_set(const bench_t *b, int i, const char *group, char *key, size_t keysize);
 const char *bench_bin(const bench_t *b, const char *name);
 
-/* util.c: PostgreSQL */
 PGconn *db_open(const bench_t *b, const char *dbname);
+/* Checks (logging a failure as what's) and clears res: 0 or -1. */
+int db_check(PGconn *c, PGresult *res, const char *what);
 int db_exec(PGconn *c, const char *sql);
 /* The one row of sql as n numbers, NULL as NAN; db_num: its first, with
  * param as $1 unless NULL. */
@@ -147,8 +148,7 @@ int db_wait(PGconn *c, const char *sql, const char *param, double want, double s
 /* Waits (10 s at most) until the relay says it is waiting. */
 int relay_waiting(PGconn *c);
 int db_checkpoint(bench_t *b, PGconn *c);
-/* Recreates the bench database with the outbox and inbox schema. */
-PGconn *db_reset(bench_t *b);
+PGconn *db_reset(bench_t *b); /* a new bench database, outbox and inbox schema */
 int db_apply_file(const bench_t *b, PGconn *c, const char *rel);
 /* n rows of --payload bytes over --aggregates keys, then VACUUM ANALYZE
  * and CHECKPOINT so that every run starts from the same table state. */
@@ -157,22 +157,19 @@ int db_backend_pids(PGconn *c, const char *application_name, pid_t *pids, int ma
 /* CPU seconds of backends when PostgreSQL runs on this machine; else NAN. */
 double db_backend_cpu_s(const bench_t *b, const pid_t *pids, int n);
 
-/* util.c: the relay and the mock broker */
 /* Starts the relay with the scenario's settings (NULL-terminated, at most
  * BENCH_SCENARIO_SETS; --relay-set's win) and waits until it is connected. */
 int relay_start(bench_t *b, bench_child_t *r, const char *const *sets);
-/* Runs `outbox-relay migrate` with the config relay_start would write. */
 int relay_migrate(bench_t *b, const char *const *sets);
 int relay_stop(bench_child_t *r);
-/* A scenario's way out: kills the relay if still running, closes c, returns rc. */
+/* A scenario's way out: kills the child if still running, closes c, returns rc. */
 int scenario_end(bench_child_t *relay, PGconn *c, int rc);
 int mock_start(bench_t *b);
 
-/* the scenarios */
 int scenario_raw(bench_t *b);
 /* Loop (a) again on a fresh --events backlog: rows/s, NAN on failure. */
 double raw_pg_rate(bench_t *b);
-/* Waits until every row up to maxid is marked; *done_at as in bench_wait_t. */
+/* Waits until every row up to maxid is marked; *done_at as bench_wait_t's. */
 int wait_marked(PGconn *c, const bench_child_t *relay, double maxid, double timeout_s, double *done_at);
 double drain_timeout(long rows);
 int scenario_drain(bench_t *b);
@@ -182,7 +179,6 @@ int scenario_writers(bench_t *b);
 int scenario_retention(bench_t *b);
 int scenario_consumer(bench_t *b);
 
-/* report.c */
 void bench_rows(bench_t *b, const char *scenario, const bench_row_t *rows, size_t n);
 #define BENCH_ROWS(b, scenario, rows) bench_rows(b, scenario, rows, sizeof rows / sizeof rows[0])
 void bench_report_table(const bench_t *b);

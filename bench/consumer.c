@@ -2,32 +2,21 @@
  * obx-stock-consumer into the inbox (BENCHMARKS.md, "consumer"). */
 #include "bench.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
 
 #define CONSUMER_RUNS 3
 #define APPLIED_SQL "SELECT count(*) FROM processed_events WHERE consumer = 'stock'"
 
+/* Batching keeps config/consumer.conf's defaults; a group per run reads the
+ * topic from its start and keeps a given broker's old groups away. */
 static int write_consumer_conf(const bench_t *b, const char *path, int run) {
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        bench_log("cannot write %s: %s", path, strerror(errno));
-        return -1;
-    }
-    /* Batching keeps config/consumer.conf's defaults; a group per run reads
-     * the topic from its start and keeps a given broker's old groups away. */
-    fprintf(f,
-            "postgres: { conninfo = \"%s\"; };\n"
-            "kafka: { bootstrap_servers = \"%s\"; group_id = \"%s-stock-%d\"; };\n"
-            "consumer: { name = \"stock\"; topics = [\"%s.order\"]; };\n",
-            b->conninfo, b->bootstrap, b->topic_prefix, run, b->topic_prefix);
-    fclose(f);
-    chmod(path, 0600);
-    return 0;
+    return bench_write(path,
+                       "postgres: { conninfo = \"%s\"; };\n"
+                       "kafka: { bootstrap_servers = \"%s\"; group_id = \"%s-stock-%d\"; };\n"
+                       "consumer: { name = \"stock\"; topics = [\"%s.order\"]; };\n",
+                       b->conninfo, b->bootstrap, b->topic_prefix, run, b->topic_prefix);
 }
 
 /* What one consumer run measured. */

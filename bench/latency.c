@@ -32,14 +32,8 @@ static int warm_up(PGconn *c, const bench_child_t *relay) {
 /* What outbox_enqueue does, returning what the latency needs. */
 static int prepare_insert(PGconn *c) {
     const Oid types[2] = {TEXTOID, BYTEAOID};
-    PGresult *res = PQprepare(c, "insert", "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
-                                           " VALUES ('bench', $1, 'BenchEvent', $2) RETURNING id, xmin", 2, types);
-    int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-
-    if (!ok)
-        bench_log("prepare: %s", PQresultErrorMessage(res));
-    PQclear(res);
-    return ok ? 0 : -1;
+    return db_check(c, PQprepare(c, "insert", "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+                                 " VALUES ('bench', $1, 'BenchEvent', $2) RETURNING id, xmin", 2, types), "prepare");
 }
 
 /* One insert, its sample into s; the first failure counted in *failed is logged. */

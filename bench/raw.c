@@ -38,11 +38,6 @@ static double self_cpu_s(void) {
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
-static int exec_ok(PGresult *res) {
-    ExecStatusType st = PQresultStatus(res);
-    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
-}
-
 static const char sel_sql[] =
     "SELECT id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at"
     " FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL AND id > $2::bigint"
@@ -52,8 +47,8 @@ static const char upd_sql[] = "UPDATE outbox SET sent_at = now() WHERE id = ANY(
 /* One SELECT + UPDATE round: claims up to limit unsent rows in id order past
  * *after (what a relay must fetch to publish them; the schema indexes only
  * the id, so a loop goes on from its last id) and marks them sent. Returns
- * the rows marked, or -1 with r->err. ids is scratch space for limit ids. */
-static int claim_mark(PGconn *c, int limit, long long *after, char *ids, raw_result_t *r) {
+ * the rows marked, or -1 (logged). ids is scratch space for limit ids. */
+static int claim_mark(PGconn *c, int limit, long long *after, char *ids) {
     char lim[16], from[24];
     const char *p1[2] = {lim, from}, *p2[1] = {ids};
     PGresult *res;
@@ -63,9 +58,8 @@ static int claim_mark(PGconn *c, int limit, long long *after, char *ids, raw_res
     snprintf(lim, sizeof lim, "%d", limit);
     snprintf(from, sizeof from, "%lld", *after);
     res = PQexecParams(c, sel_sql, 2, NULL, p1, NULL, NULL, 0);
-    if (!exec_ok(res)) {
-        snprintf(r->err, sizeof r->err, "select: %s", PQresultErrorMessage(res));
-        PQclear(res);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        db_check(c, res, "select");
         return -1;
     }
     n = PQntuples(res);
@@ -79,13 +73,7 @@ static int claim_mark(PGconn *c, int limit, long long *after, char *ids, raw_res
     PQclear(res);
     if (n == 0)
         return 0;
-    res = PQexecParams(c, upd_sql, 1, NULL, p2, NULL, NULL, 0);
-    if (!exec_ok(res)) {
-        snprintf(r->err, sizeof r->err, "update: %s", PQresultErrorMessage(res));
-        n = -1;
-    }
-    PQclear(res);
-    return n;
+    return db_check(c, PQexecParams(c, upd_sql, 1, NULL, p2, NULL, NULL, 0), "update") == 0 ? n : -1;
 }
 
 static void raw_pg(bench_t *b, raw_result_t *r) {
@@ -107,14 +95,14 @@ static void raw_pg(bench_t *b, raw_result_t *r) {
     /* Single rows first: the floor of claiming and marking one event. */
     for (int i = 0; i < RAW_SINGLES; i++) {
         double s0 = bench_now();
-        if (claim_mark(c, 1, &after, ids, r) != 1)
+        if (claim_mark(c, 1, &after, ids) != 1)
             goto out;
         lat[i] = (bench_now() - s0) * 1000.0;
     }
     t0 = bench_now();
     cpu0 = self_cpu_s();
     bcpu0 = db_backend_cpu_s(b, &backend, 1);
-    while ((n = claim_mark(c, RAW_BATCH, &after, ids, r)) > 0 && !bench_stop)
+    while ((n = claim_mark(c, RAW_BATCH, &after, ids)) > 0 && !bench_stop)
         r->n += n;
     if (n != 0)
         goto out;
@@ -298,7 +286,7 @@ static int run_child(bench_t *b, raw_fn fn, raw_result_t *out) {
     *out = *r;
     munmap(r, sizeof *r);
     if (st != 0 || !out->ok) {
-        bench_log("raw limit failed: %s", st != 0 ? "the child died" : out->err);
+        bench_log("raw limit failed: %s", st != 0 ? "the child died" : out->err[0] ? out->err : "(logged above)");
         return -1;
     }
     return 0;

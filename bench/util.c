@@ -55,6 +55,21 @@ void bench_note(bench_t *b, const char *fmt, ...) {
         snprintf(b->notes[b->nnotes++], sizeof b->notes[0], "%s", line);
 }
 
+int bench_write(const char *path, const char *fmt, ...) {
+    FILE *f = fopen(path, "w");
+    va_list ap;
+
+    if (!f) {
+        bench_log("cannot write %s: %s", path, strerror(errno));
+        return -1;
+    }
+    chmod(path, 0600);
+    va_start(ap, fmt);
+    vfprintf(f, fmt, ap);
+    va_end(ap);
+    return fclose(f) == 0 ? 0 : -1;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -182,11 +197,14 @@ static int res_ok(PGconn *c, PGresult *res, const char *what) {
     return 0;
 }
 
-int db_exec(PGconn *c, const char *sql) {
-    PGresult *res = PQexec(c, sql);
-    int ok = res_ok(c, res, sql);
+int db_check(PGconn *c, PGresult *res, const char *what) {
+    int ok = res_ok(c, res, what);
     PQclear(res);
     return ok ? 0 : -1;
+}
+
+int db_exec(PGconn *c, const char *sql) {
+    return db_check(c, PQexec(c, sql), sql);
 }
 
 int db_row(PGconn *c, const char *sql, int nparams, const char *const *params, double *out, int n) {
@@ -294,22 +312,17 @@ out:
 int db_prefill(bench_t *b, PGconn *c, long n, double *maxid) {
     char payload[16], aggs[16], count[24];
     const char *params[3] = {payload, aggs, count};
-    PGresult *res;
-    int ok;
 
     snprintf(payload, sizeof payload, "%d", b->payload);
     snprintf(aggs, sizeof aggs, "%d", b->aggregates);
     snprintf(count, sizeof count, "%ld", n);
     /* Payloads differ per row (the row number leads) and are plain ASCII. */
-    res = PQexecParams(c,
+    if (db_check(c, PQexecParams(c,
         "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
         " SELECT 'bench', 'agg-' || (g % $2::int), 'BenchEvent',"
         "        convert_to(rpad(g::text || ':', $1::int, 'abcdefghijklmnopqrstuvwxyz'), 'UTF8')"
         " FROM generate_series(1, $3::bigint) g",
-        3, NULL, params, NULL, NULL, 0);
-    ok = res_ok(c, res, "prefill");
-    PQclear(res);
-    if (!ok || db_exec(c, "VACUUM ANALYZE outbox") != 0)
+        3, NULL, params, NULL, NULL, 0), "prefill") != 0 || db_exec(c, "VACUUM ANALYZE outbox") != 0)
         return -1;
     db_checkpoint(b, c);
     return db_num(c, "SELECT max(id) FROM outbox", NULL, maxid);

@@ -2,7 +2,6 @@
  * alone; one method for the writers and retention scenarios (BENCHMARKS.md). */
 #include "bench.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,22 +120,14 @@ static int pgbench_run(bench_t *b, PGconn *mon, const bench_child_t *relay, cons
     return 0;
 }
 
+/* One outbox insert per transaction, through outbox_enqueue as a service would. */
 static int write_pgbench_script(const bench_t *b) {
     char path[600];
-    FILE *f;
 
     snprintf(path, sizeof path, "%s/writer.sql", b->workdir);
-    f = fopen(path, "w");
-    if (!f) {
-        bench_log("cannot write %s: %s", path, strerror(errno));
-        return -1;
-    }
-    /* One outbox insert per transaction, through outbox_enqueue as a service would. */
-    fprintf(f, "\\set aid random(0, %d)\n"
-               "SELECT outbox_enqueue('bench', 'agg-' || :aid, 'BenchEvent', repeat('x', %d)::bytea);\n",
-            b->aggregates - 1, b->payload);
-    fclose(f);
-    return 0;
+    return bench_write(path, "\\set aid random(0, %d)\n"
+                             "SELECT outbox_enqueue('bench', 'agg-' || :aid, 'BenchEvent', repeat('x', %d)::bytea);\n",
+                       b->aggregates - 1, b->payload);
 }
 
 /* The reference: no trigger, no relay. It runs before and after every
