@@ -1,5 +1,5 @@
-/* obx-bench internals shared by its files: the run context, process and
- * database helpers, the scenarios and the report. See bench.c for usage. */
+/* obx-bench internals shared by its files. BENCHMARKS.md says what each
+ * scenario measures and how. */
 #ifndef OBX_BENCH_H
 #define OBX_BENCH_H
 
@@ -12,7 +12,7 @@
 #include "proc.h"
 
 #define BENCH_DB "obx_bench"
-/* One row: 1 while the relay says it is waiting (the trigger NOTIFYs), else 0. */
+/* 1 while the relay says it is waiting (the trigger NOTIFYs), else 0. */
 #define BENCH_WAITING_SQL "SELECT COALESCE(pg_sequence_last_value('outbox_relay_waiting'), 0)"
 /* application_name of the relay's retention session (relay/relayd/retention.c). */
 #define BENCH_RETENTION_APP "outbox-relay retention"
@@ -34,33 +34,32 @@ enum {
     SC_RETENTION = 1 << 6,
 };
 
-/* One line of the report. value or ref is NAN when not measured. */
+/* One line of the report, written with designated initializers: a
+ * reference is shown only with a ref_name, a target only with a target_op. */
 typedef struct {
-    char scenario[16];
-    char figure[72];
     char key[48];          /* JSON name, unique within the scenario */
-    double value;
+    char figure[72];
+    double value;          /* NAN: not measured */
     char unit[12];
-    char ref_name[48];     /* "" when the figure has no reference */
+    char ref_name[48];
     double ref;
-    char target_op;        /* '>' at least, '<' at most, 0 no target */
+    char target_op;        /* '>' at least, '<' at most */
     int target_on_ratio;   /* the target applies to value/ref, not value */
     double target;
+    char scenario[16];     /* set by bench_rows */
 } bench_row_t;
 
-/* A child process the bench started (relay, consumer, tools). */
 typedef struct {
     pid_t pid;
     double started;        /* bench_now() just before fork */
-    double ready;          /* bench_now() when its readiness line was seen */
+    double ready;          /* bench_now() when bench_wait_log saw its line */
     char log[600];
 } bench_child_t;
 
 typedef struct {
     /* options */
-    long events;
+    long events, consumer_events;
     int payload, aggregates, duration_s, writers, rounds, idle_samples;
-    long consumer_events;
     int rates[BENCH_MAX_RATES], nrates;
     unsigned scenarios;
     int json, keep;
@@ -83,19 +82,17 @@ typedef struct {
     char topic_prefix[64];
     char server_version[32], fsync[16];
     int commit_ts;         /* track_commit_timestamp is on */
-    int relay_seq;         /* numbers the relay configs and logs */
-    int pgbench_seq;       /* numbers the pgbench outputs */
+    int relay_seq, pgbench_seq; /* number the configs, logs and outputs */
     int checkpoint_warned;
-    double busy_cores_max, busy_disk_max; /* of every probe */
+    double busy_cores_max; /* of every load probe */
 
-    /* raw limits, measured first, used as references by later scenarios;
-     * NAN when not measured */
+    /* raw limits: references for later scenarios, NAN until measured */
     double raw_pg_rate, raw_kafka_rate;   /* rows/s, msgs/s */
     double raw_cpu_100k;                  /* client CPU of (a) + (b) per 100k */
-    double raw_backend_cpu_100k;          /* PostgreSQL backend CPU of (a) per 100k, NAN unknown */
+    double raw_backend_cpu_100k;          /* backend CPU of (a) per 100k */
     double raw_producer_hwm_mb;
-    double raw_first_ack_ms;              /* (b0) rd_kafka_new -> first ack, new topic */
-    double raw_connect_ms;                /* bare libpq connect + LISTEN */
+    double raw_first_ack_ms;              /* (b0) */
+    double raw_connect_ms;                /* bare connect + LISTEN */
 
     /* results */
     bench_row_t rows[BENCH_MAX_ROWS];
@@ -106,89 +103,84 @@ typedef struct {
     int nstarts;
 } bench_t;
 
+/* db_wait's: when the value was first above 0, that value, and when the
+ * query that reached the goal was sent. */
+typedef struct {
+    double first_at, first_n, done_at;
+} bench_wait_t;
+
 /* Set by SIGINT/SIGTERM: every wait gives up and the bench cleans up. */
 extern volatile sig_atomic_t bench_stop;
 
-/* util.c: time, logging, processes */
 double bench_now(void);
-/* Wall-clock seconds since the epoch: the clock of PostgreSQL's timestamps. */
-double bench_wall(void);
+double bench_wall(void); /* epoch seconds: the clock of PostgreSQL's timestamps */
 void bench_sleep_until(double t);
 void bench_sleep_ms(double ms);
 void bench_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void bench_note(bench_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Writes a file only this user may read (configs hold the conninfo). */
+int bench_write(const char *path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* percentile_disc's definition; sorts v. */
 double bench_pick(double *v, size_t n, double p);
-/* Load of the whole machine over ms: CPU busy in cores, and the busiest
- * disk's share of time doing I/O (0..1). NAN when unreadable. */
-void bench_machine_busy(int ms, double *cores, double *disk);
-/* Probes the machine for 300 ms while the bench is idle and adds a note
- * naming what when something else was busy. */
+/* Notes other work on the machine (CPU busy over 300 ms while the bench idles). */
 void bench_probe(bench_t *b, const char *what);
 /* Waits for needle in the child's log; 0 when seen (sets c->ready). */
 int bench_wait_log(bench_child_t *c, const char *needle, double timeout_s);
 void bench_log_tail(const char *path);
-/* The value of --relay-set number i when it is in group ("kafka",
- * "relay", ...), its key (without the group) in key; else NULL. parse_set
- * checked the form GROUP.KEY=VALUE. */
+/* Reaps pid after sig (0: waits for it to exit); logs a failure with log's tail. */
+int bench_reap(pid_t pid, int sig, double timeout_ms, const char *what, const char *log);
+/* The value of --relay-set number i when it is in group, its key in key; else NULL. */
 const char *bench_set(const bench_t *b, int i, const char *group, char *key, size_t keysize);
 const char *bench_bin(const bench_t *b, const char *name);
 
-/* util.c: PostgreSQL */
 PGconn *db_open(const bench_t *b, const char *dbname);
+/* Checks (logging a failure as what's) and clears res: 0 or -1. */
+int db_check(PGconn *c, PGresult *res, const char *what);
 int db_exec(PGconn *c, const char *sql);
-/* First column of the first row as a number (NAN for NULL); 0 or -1. */
-int db_num(PGconn *c, const char *sql, int nparams, const char *const *params, double *out);
+/* The one row of sql as n numbers, NULL as NAN; db_num: its first, with
+ * param as $1 unless NULL. */
+int db_row(PGconn *c, const char *sql, int nparams, const char *const *params, double *out, int n);
+int db_num(PGconn *c, const char *sql, const char *param, double *out);
+/* Polls sql every sleep_ms until its number reaches want, failing when
+ * child (may be NULL) exits. */
+int db_wait(PGconn *c, const char *sql, const char *param, double want, double sleep_ms, double timeout_s,
+            const bench_child_t *child, bench_wait_t *w);
+/* Waits (10 s at most) until the relay says it is waiting. */
+int relay_waiting(PGconn *c);
 int db_checkpoint(bench_t *b, PGconn *c);
-/* Recreates the bench database with the outbox and inbox schema. */
-PGconn *db_reset(bench_t *b);
+PGconn *db_reset(bench_t *b); /* a new bench database, outbox and inbox schema */
 int db_apply_file(const bench_t *b, PGconn *c, const char *rel);
-/* Inserts n rows of --payload bytes over --aggregates keys, then VACUUM
- * ANALYZE and CHECKPOINT so every run starts from the same table state. */
+/* n rows of --payload bytes over --aggregates keys, then VACUUM ANALYZE
+ * and CHECKPOINT so that every run starts from the same table state. */
 int db_prefill(bench_t *b, PGconn *c, long n, double *maxid);
-/* Reads the one row of res as n numbers (NULL: NAN) and clears it. */
-int db_row(PGresult *res, double *out, int n, const char *what);
-/* Polls one query until it returns a non-zero number. */
-int db_poll(PGconn *c, const char *sql, int nparams, const char *const *params, double timeout_s);
 int db_backend_pids(PGconn *c, const char *application_name, pid_t *pids, int max);
-/* CPU seconds of a backend process, when PostgreSQL runs on this machine
- * (a unix socket); NAN otherwise. */
+/* CPU seconds of backends when PostgreSQL runs on this machine; else NAN. */
 double db_backend_cpu_s(const bench_t *b, const pid_t *pids, int n);
 
-/* util.c: the relay and the mock broker */
-/* Starts the relay with the scenario's GROUP.KEY=VALUE settings, NULL or
- * NULL-terminated (at most BENCH_SCENARIO_SETS; --relay-set's win). */
+/* Starts the relay with the scenario's settings (NULL-terminated, at most
+ * BENCH_SCENARIO_SETS; --relay-set's win) and waits until it is connected. */
 int relay_start(bench_t *b, bench_child_t *r, const char *const *sets);
-/* Runs `outbox-relay migrate` with the config relay_start would write. */
 int relay_migrate(bench_t *b, const char *const *sets);
 int relay_stop(bench_child_t *r);
-/* A scenario's way out: kills the relay if still running, closes c, returns rc. */
+/* A scenario's way out: kills the child if still running, closes c, returns rc. */
 int scenario_end(bench_child_t *relay, PGconn *c, int rc);
 int mock_start(bench_t *b);
 
-/* raw.c */
 int scenario_raw(bench_t *b);
 /* Loop (a) again on a fresh --events backlog: rows/s, NAN on failure. */
 double raw_pg_rate(bench_t *b);
-/* drain.c: waits until every row up to maxid is marked. The newest row is
- * polled first (one primary-key lookup), then the exact count. *done_at is
- * when the query that saw none left was sent: at most one poll late. */
+/* Waits until every row up to maxid is marked; *done_at as bench_wait_t's. */
 int wait_marked(PGconn *c, const bench_child_t *relay, double maxid, double timeout_s, double *done_at);
 double drain_timeout(long rows);
 int scenario_drain(bench_t *b);
-/* latency.c */
 int scenario_steady(bench_t *b);
 int scenario_idle(bench_t *b);
-/* writers.c */
 int scenario_writers(bench_t *b);
 int scenario_retention(bench_t *b);
-/* consumer.c */
 int scenario_consumer(bench_t *b);
 
-/* report.c */
-bench_row_t *bench_row(bench_t *b, const char *scenario, const char *key, const char *figure,
-                       double value, const char *unit);
-void bench_row_ref(bench_row_t *r, const char *ref_name, double ref);
-void bench_row_target(bench_row_t *r, char op, int on_ratio, double target);
+void bench_rows(bench_t *b, const char *scenario, const bench_row_t *rows, size_t n);
+#define BENCH_ROWS(b, scenario, rows) bench_rows(b, scenario, rows, sizeof rows / sizeof rows[0])
 void bench_report_table(const bench_t *b);
 void bench_report_json(const bench_t *b);
 

@@ -1,5 +1,5 @@
 /* Latency: steady writers at fixed rates, and single inserts that wake a
- * sleeping relay (idle). */
+ * sleeping relay (idle). BENCHMARKS.md, "steady" and "idle". */
 #include "bench.h"
 
 #include <math.h>
@@ -12,21 +12,19 @@
 #define TEXTOID 25
 #define BYTEAOID 17
 
-/* One committed insert: its id and inserting xid, the wall-clock time at
- * which its commit had returned, and its round trip (insert and commit,
- * fsync included: the row is visible to the relay no sooner). */
+/* One committed insert: its id and inserting xid, the wall-clock time its
+ * commit had returned, and its round trip (insert and commit). */
 typedef struct {
     char id[24], xid[16];
     double done, own_ms;
 } sample_t;
 
-/* One event through a freshly started relay, so that what follows measures
- * steady state: the first message to a topic waits for librdkafka's periodic
- * (1 s) topic scan before its metadata is requested. */
+/* One event through a fresh relay: the first message to a topic waits for
+ * librdkafka's 1 s topic scan, which is not steady state. */
 static int warm_up(PGconn *c, const bench_child_t *relay) {
     double id, done;
     if (db_num(c, "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
-                  " VALUES ('bench', 'warm-up', 'WarmUp', '') RETURNING id", 0, NULL, &id) != 0)
+                  " VALUES ('bench', 'warm-up', 'WarmUp', '') RETURNING id", NULL, &id) != 0)
         return -1;
     return wait_marked(c, relay, id, 30, &done);
 }
@@ -34,18 +32,11 @@ static int warm_up(PGconn *c, const bench_child_t *relay) {
 /* What outbox_enqueue does, returning what the latency needs. */
 static int prepare_insert(PGconn *c) {
     const Oid types[2] = {TEXTOID, BYTEAOID};
-    PGresult *res = PQprepare(c, "insert", "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
-                                           " VALUES ('bench', $1, 'BenchEvent', $2) RETURNING id, xmin", 2, types);
-    int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-
-    if (!ok)
-        bench_log("prepare: %s", PQresultErrorMessage(res));
-    PQclear(res);
-    return ok ? 0 : -1;
+    return db_check(c, PQprepare(c, "insert", "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+                                 " VALUES ('bench', $1, 'BenchEvent', $2) RETURNING id, xmin", 2, types), "prepare");
 }
 
-/* One insert through prepare_insert's statement, its sample into s; the
- * first failure counted in *failed is logged. */
+/* One insert, its sample into s; the first failure counted in *failed is logged. */
 static int insert_one(const bench_t *b, PGconn *c, const char *agg, const char *payload, sample_t *s,
                       long *failed) {
     const char *vals[2] = {agg, payload};
@@ -66,9 +57,8 @@ static int insert_one(const bench_t *b, PGconn *c, const char *agg, const char *
     return ok ? 0 : -1;
 }
 
-/* Steady writers: thread k writes events k, k+T, k+2T, ..., event i being
- * due at start + i/rate. A thread that fell behind catches up without
- * sleeping, so the offered rate holds on average. */
+/* Steady writer k of T writes events k, k+T, ..., event i due at start +
+ * i/rate; one that fell behind catches up without sleeping. */
 typedef struct {
     const bench_t *b;
     int index;
@@ -113,9 +103,8 @@ out:
     return NULL;
 }
 
-/* Runs the writers at rate for --duration s. Returns their samples in s
- * (caller frees), gathered in *n, the inserts that failed and the seconds
- * the writers took. */
+/* Runs the writers at rate for --duration s: their *n samples in *s (to
+ * free), the inserts that failed and the seconds they took. */
 static int run_writers(bench_t *b, double rate, sample_t **s, long *n, long *failed, double *secs) {
     writer_t *w = calloc((size_t)b->writers, sizeof *w);
     /* Half a second for every writer to connect before the first event is due. */
@@ -161,38 +150,39 @@ static char *literal(const sample_t *s, long n, size_t off, int is_num) {
     return a;
 }
 
-static const char *const pct_names[3] = {"p50", "p99", "p999"};
+static const char *const pct_names[2] = {"p50", "p99"};
+static const double pcts[2] = {0.5, 0.99};
 
-/* p50, p99, p999 (ms) and count of sent_at minus each sample's commit: the
- * commit record's timestamp (track_commit_timestamp), taken from the xid
- * that inserted it since the mark replaced the row's xmin; without it,
- * created_at (the insert) is the best bound. Then p50, p99, p999 of sent_at
- * minus the moment the writer's commit had returned, by when the row was
- * visible to the relay: the relay's own share, without the commit's WAL
- * flush. Last, p50, p99, p999 of the inserts' own round trips. */
-static int sample_latencies(const bench_t *b, PGconn *c, const sample_t *s, long n, double out[10]) {
+/* The sample latencies, by percentile (p50, p99): commit-to-mark (sent_at
+ * minus the commit timestamp of the inserting xid, else created_at), the
+ * count measured, visible-to-mark (sent_at minus when the writer's commit
+ * had returned), and the inserts' own round trips. */
+typedef struct {
+    double commit[2], n, visible[2], own[2];
+} lat_t;
+
+static int sample_latencies(const bench_t *b, PGconn *c, const sample_t *s, long n, lat_t *lat) {
     char *ids = literal(s, n, offsetof(sample_t, id), 0), *xids = literal(s, n, offsetof(sample_t, xid), 0);
-    char *done = literal(s, n, offsetof(sample_t, done), 1), sql[900];
+    char *done = literal(s, n, offsetof(sample_t, done), 1), sql[700];
     const char *params[3] = {ids, xids, done};
-    double *own = malloc((size_t)n * sizeof *own + 1);
+    double *own = malloc((size_t)n * sizeof *own + 1), row[5];
     int rc = -1;
 
     snprintf(sql, sizeof sql,
              "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY d), percentile_disc(0.99) WITHIN GROUP (ORDER BY d),"
-             " percentile_disc(0.999) WITHIN GROUP (ORDER BY d), count(d),"
-             " percentile_disc(0.5) WITHIN GROUP (ORDER BY v), percentile_disc(0.99) WITHIN GROUP (ORDER BY v),"
-             " percentile_disc(0.999) WITHIN GROUP (ORDER BY v)"
+             " count(d),"
+             " percentile_disc(0.5) WITHIN GROUP (ORDER BY v), percentile_disc(0.99) WITHIN GROUP (ORDER BY v)"
              " FROM (SELECT extract(epoch FROM o.sent_at - %s) * 1000 AS d,"
              "              (extract(epoch FROM o.sent_at) - u.t) * 1000 AS v"
              "       FROM unnest($1::bigint[], $2::xid[], $3::float8[]) AS u(id, x, t)"
              "       JOIN outbox o ON o.id = u.id) s",
              b->commit_ts ? "pg_xact_commit_timestamp(u.x)" : "o.created_at");
-    if (ids && xids && done && own &&
-        db_row(PQexecParams(c, sql, 3, NULL, params, NULL, NULL, 0), out, 7, "latency query") == 0) {
+    if (ids && xids && done && own && db_row(c, sql, 3, params, row, 5) == 0) {
+        *lat = (lat_t){.commit = {row[0], row[1]}, .n = row[2], .visible = {row[3], row[4]}};
         for (long i = 0; i < n; i++)
             own[i] = s[i].own_ms;
-        for (int i = 0; i < 3; i++)
-            out[7 + i] = bench_pick(own, (size_t)n, i == 0 ? 0.5 : i == 1 ? 0.99 : 0.999);
+        for (int i = 0; i < 2; i++)
+            lat->own[i] = bench_pick(own, (size_t)n, pcts[i]);
         rc = 0;
     }
     free(own);
@@ -202,45 +192,40 @@ static int sample_latencies(const bench_t *b, PGconn *c, const sample_t *s, long
     return rc;
 }
 
-/* The rows of np percentiles of lat (sample_latencies'): commit-to-mark
- * beside the inserts' own round trips, keyed key_p50..., then commit
- * returned-to-mark keyed vis_p50...; figures start with pre, end with post.
- * target: the p99's, at most, 0 none. */
+/* Commit-to-mark rows beside the inserts' own round trips (keyed key_p50,
+ * key_p99; the p99 held to target ms unless 0), then visible-to-mark rows
+ * (vis_p50, vis_p99); figures start with pre, end with post. */
 static void latency_rows(bench_t *b, const char *sc, const char *key, const char *vis, const char *pre,
-                         const char *post, const double lat[10], int np, double target) {
-    char k[64], fig[72];
-    bench_row_t *r;
+                         const char *post, const lat_t *lat, double target) {
+    bench_row_t r[4];
 
-    for (int i = 0; i < np; i++) {
-        snprintf(k, sizeof k, "%s_%s", key, pct_names[i]);
-        snprintf(fig, sizeof fig, "%s%s-to-mark %s%s", pre, b->commit_ts ? "commit" : "insert", pct_names[i], post);
-        r = bench_row(b, sc, k, fig, lat[i], "ms");
-        bench_row_ref(r, "ms writers' insert+commit", lat[7 + i]);
-        /* commit-to-ack is the target's; this bounds it from above. */
-        if (i == 1 && target > 0)
-            bench_row_target(r, '<', 0, target);
+    for (int i = 0; i < 2; i++) {
+        r[i] = (bench_row_t){.value = lat->commit[i], .unit = "ms", .ref_name = "ms writers' insert+commit",
+                             .ref = lat->own[i], .target_op = i == 1 && target > 0 ? '<' : 0, .target = target};
+        snprintf(r[i].key, sizeof r[i].key, "%s_%s", key, pct_names[i]);
+        snprintf(r[i].figure, sizeof r[i].figure, "%s%s-to-mark %s%s", pre, b->commit_ts ? "commit" : "insert",
+                 pct_names[i], post);
+        r[2 + i] = (bench_row_t){.value = lat->visible[i], .unit = "ms", .ref_name = "ms commit-to-mark",
+                                 .ref = lat->commit[i]};
+        snprintf(r[2 + i].key, sizeof r[2 + i].key, "%s_%s", vis, pct_names[i]);
+        snprintf(r[2 + i].figure, sizeof r[2 + i].figure, "  %scommit returned-to-mark %s", pre, pct_names[i]);
     }
-    for (int i = 0; i < np; i++) {
-        snprintf(k, sizeof k, "%s_%s", vis, pct_names[i]);
-        snprintf(fig, sizeof fig, "  %scommit returned-to-mark %s", pre, pct_names[i]);
-        r = bench_row(b, sc, k, fig, lat[4 + i], "ms");
-        bench_row_ref(r, "ms commit-to-mark", lat[i]);
-    }
+    bench_rows(b, sc, r, 4);
 }
 
 /* One steady rate: the writers, then every row marked, then its rows. */
 static int steady_rate(bench_t *b, PGconn *c, const bench_child_t *relay, int rate) {
-    double to, done, secs, lat[10];
+    double to, done, secs;
     long n, failed;
     char key[48], vis[48], pre[40];
     sample_t *s;
-    bench_row_t *r;
+    lat_t lat;
     int bad;
 
     bench_log("steady: %d events/s for %d s", rate, b->duration_s);
     bad = run_writers(b, rate, &s, &n, &failed, &secs) != 0 ||
-          db_num(c, "SELECT coalesce(max(id), 0) FROM outbox", 0, NULL, &to) != 0 ||
-          wait_marked(c, relay, to, 60, &done) != 0 || sample_latencies(b, c, s, n, lat) != 0;
+          db_num(c, "SELECT coalesce(max(id), 0) FROM outbox", NULL, &to) != 0 ||
+          wait_marked(c, relay, to, 60, &done) != 0 || sample_latencies(b, c, s, n, &lat) != 0;
     free(s);
     if (bad)
         return -1;
@@ -250,36 +235,33 @@ static int steady_rate(bench_t *b, PGconn *c, const bench_child_t *relay, int ra
         bench_note(b, "steady %d/s: the writers committed only %.0f/s, the most this machine did beside"
                       " the relay: the latencies at this rate are those of a saturated database",
                    rate, (double)n / secs);
-    if (lat[3] != (double)n)
-        bench_note(b, "steady %d/s: %.0f rows measured, %ld committed", rate, lat[3], n);
-    snprintf(key, sizeof key, "rate_%d_achieved", rate);
-    snprintf(pre, sizeof pre, "%d/s: write rate achieved", rate);
-    r = bench_row(b, "steady", key, pre, (double)n / secs, "ev/s");
-    bench_row_ref(r, "ev/s offered", rate);
+    if (lat.n != (double)n)
+        bench_note(b, "steady %d/s: %.0f rows measured, %ld committed", rate, lat.n, n);
+    bench_row_t achieved = {.value = (double)n / secs, .unit = "ev/s", .ref_name = "ev/s offered", .ref = rate};
+    snprintf(achieved.key, sizeof achieved.key, "rate_%d_achieved", rate);
+    snprintf(achieved.figure, sizeof achieved.figure, "%d/s: write rate achieved", rate);
+    bench_rows(b, "steady", &achieved, 1);
     snprintf(key, sizeof key, "rate_%d_commit_to_mark_ms", rate);
     snprintf(vis, sizeof vis, "rate_%d_visible_to_mark_ms", rate);
     snprintf(pre, sizeof pre, "%d/s: ", rate);
-    latency_rows(b, "steady", key, vis, pre, "", lat, 3, rate == 1000 ? 10 : 0);
+    latency_rows(b, "steady", key, vis, pre, "", &lat, rate == 1000 ? 10 : 0);
     return 0;
 }
 
 int scenario_steady(bench_t *b) {
     PGconn *c = db_reset(b);
     bench_child_t relay = {.pid = -1};
-    bench_row_t *r;
 
-    if (!c || relay_start(b, &relay, NULL) != 0 || warm_up(c, &relay) != 0 ||
-        db_poll(c, BENCH_WAITING_SQL, 0, NULL, 10) != 0)
+    if (!c || relay_start(b, &relay, NULL) != 0 || warm_up(c, &relay) != 0 || relay_waiting(c) != 0)
         return scenario_end(&relay, c, -1);
     for (int k = 0; k < b->nrates; k++)
         if (steady_rate(b, c, &relay, b->rates[k]) != 0)
             return scenario_end(&relay, c, -1);
-    /* The target's "steady" footprint: a drain's peak (footprint) is
-     * bounded by relay.max_inflight instead. */
-    r = bench_row(b, "steady", "relay_peak_rss_mb", "relay peak RSS (VmHWM), all rates", proc_hwm_mb(relay.pid),
-                  "MB");
-    bench_row_ref(r, "MB (b) connected producer", b->raw_producer_hwm_mb);
-    bench_row_target(r, '<', 0, 20);
+    /* The target's steady footprint; a drain's peak is bounded by relay.max_inflight instead. */
+    bench_row_t rss = {.key = "relay_peak_rss_mb", .figure = "relay peak RSS (VmHWM), all rates",
+                       .value = proc_hwm_mb(relay.pid), .unit = "MB", .ref_name = "MB (b) connected producer",
+                       .ref = b->raw_producer_hwm_mb, .target_op = '<', .target = 20};
+    bench_rows(b, "steady", &rss, 1);
     return scenario_end(&relay, c, relay_stop(&relay));
 }
 
@@ -288,7 +270,7 @@ int scenario_idle(bench_t *b) {
     bench_child_t relay = {.pid = -1};
     sample_t *s = malloc((size_t)b->idle_samples * sizeof *s);
     char *payload = malloc((size_t)b->payload);
-    double lat[10];
+    lat_t lat;
     long n = 0, failed = 0;
     int rc = -1;
 
@@ -299,21 +281,21 @@ int scenario_idle(bench_t *b) {
     bench_log("idle: %d single inserts, each once the relay sleeps", b->idle_samples);
     for (; n < b->idle_samples && !bench_stop; n++) {
         char agg[32];
-        const char *idp[1] = {s[n].id};
 
-        if (db_poll(c, BENCH_WAITING_SQL, 0, NULL, 10) != 0)
+        if (relay_waiting(c) != 0)
             goto out;
         /* The flag is set before the relay's last re-check: give it time to
          * finish that and sleep on LISTEN, so each insert wakes an idle relay. */
         bench_sleep_ms(20);
         snprintf(agg, sizeof agg, "agg-%ld", n % b->aggregates);
         if (insert_one(b, c, agg, payload, &s[n], &failed) != 0 ||
-            db_poll(c, "SELECT (sent_at IS NOT NULL)::int FROM outbox WHERE id = $1::bigint", 1, idp, 10) != 0)
+            db_wait(c, "SELECT (sent_at IS NOT NULL)::int FROM outbox WHERE id = $1::bigint", s[n].id, 1, 1, 10,
+                    NULL, NULL) != 0)
             goto out;
     }
-    if (bench_stop || sample_latencies(b, c, s, n, lat) != 0 || relay_stop(&relay) != 0)
+    if (bench_stop || sample_latencies(b, c, s, n, &lat) != 0 || relay_stop(&relay) != 0)
         goto out;
-    latency_rows(b, "idle", "wake_ms", "visible_to_mark_ms", "", ", relay asleep", lat, 2, 5);
+    latency_rows(b, "idle", "wake_ms", "visible_to_mark_ms", "", ", relay asleep", &lat, 5);
     rc = 0;
 out:
     free(s);

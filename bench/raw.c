@@ -1,11 +1,6 @@
-/* The raw limits every relay figure is set against, measured in the same run:
- *   (a) a bare libpq loop: SELECT 1,000 unsent rows, UPDATE them sent, until
- *       none is left, on a pre-filled outbox of --events rows;
- *   (b) a bare idempotent librdkafka producer: --events keyed messages of
- *       --payload bytes to the same broker, then wait for every report.
- * Each runs in a forked child so its CPU and peak RSS are its own. Both also
- * time single items (one row claimed and marked, one message produced and
- * acknowledged): their sum is the latency floor of one event. */
+/* The raw limits every relay figure is set against, measured in the same
+ * run: (a) a bare SELECT + UPDATE loop, (b) a bare idempotent producer, and
+ * their single-item round trips (BENCHMARKS.md, "raw"). */
 #include "bench.h"
 
 #include <errno.h>
@@ -14,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -42,11 +38,6 @@ static double self_cpu_s(void) {
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
-static int exec_ok(PGresult *res) {
-    ExecStatusType st = PQresultStatus(res);
-    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
-}
-
 static const char sel_sql[] =
     "SELECT id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at"
     " FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL AND id > $2::bigint"
@@ -56,8 +47,8 @@ static const char upd_sql[] = "UPDATE outbox SET sent_at = now() WHERE id = ANY(
 /* One SELECT + UPDATE round: claims up to limit unsent rows in id order past
  * *after (what a relay must fetch to publish them; the schema indexes only
  * the id, so a loop goes on from its last id) and marks them sent. Returns
- * the rows marked, or -1 with r->err. ids is scratch space for limit ids. */
-static int claim_mark(PGconn *c, int limit, long long *after, char *ids, raw_result_t *r) {
+ * the rows marked, or -1 (logged). ids is scratch space for limit ids. */
+static int claim_mark(PGconn *c, int limit, long long *after, char *ids) {
     char lim[16], from[24];
     const char *p1[2] = {lim, from}, *p2[1] = {ids};
     PGresult *res;
@@ -67,9 +58,8 @@ static int claim_mark(PGconn *c, int limit, long long *after, char *ids, raw_res
     snprintf(lim, sizeof lim, "%d", limit);
     snprintf(from, sizeof from, "%lld", *after);
     res = PQexecParams(c, sel_sql, 2, NULL, p1, NULL, NULL, 0);
-    if (!exec_ok(res)) {
-        snprintf(r->err, sizeof r->err, "select: %s", PQresultErrorMessage(res));
-        PQclear(res);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        db_check(c, res, "select");
         return -1;
     }
     n = PQntuples(res);
@@ -83,13 +73,7 @@ static int claim_mark(PGconn *c, int limit, long long *after, char *ids, raw_res
     PQclear(res);
     if (n == 0)
         return 0;
-    res = PQexecParams(c, upd_sql, 1, NULL, p2, NULL, NULL, 0);
-    if (!exec_ok(res)) {
-        snprintf(r->err, sizeof r->err, "update: %s", PQresultErrorMessage(res));
-        n = -1;
-    }
-    PQclear(res);
-    return n;
+    return db_check(c, PQexecParams(c, upd_sql, 1, NULL, p2, NULL, NULL, 0), "update") == 0 ? n : -1;
 }
 
 static void raw_pg(bench_t *b, raw_result_t *r) {
@@ -111,14 +95,14 @@ static void raw_pg(bench_t *b, raw_result_t *r) {
     /* Single rows first: the floor of claiming and marking one event. */
     for (int i = 0; i < RAW_SINGLES; i++) {
         double s0 = bench_now();
-        if (claim_mark(c, 1, &after, ids, r) != 1)
+        if (claim_mark(c, 1, &after, ids) != 1)
             goto out;
         lat[i] = (bench_now() - s0) * 1000.0;
     }
     t0 = bench_now();
     cpu0 = self_cpu_s();
     bcpu0 = db_backend_cpu_s(b, &backend, 1);
-    while ((n = claim_mark(c, RAW_BATCH, &after, ids, r)) > 0 && !bench_stop)
+    while ((n = claim_mark(c, RAW_BATCH, &after, ids)) > 0 && !bench_stop)
         r->n += n;
     if (n != 0)
         goto out;
@@ -278,43 +262,31 @@ out:
     free(payload);
 }
 
-/* Runs fn in a forked child and returns its result. */
+/* Runs fn in a forked child, so that its CPU and peak RSS are its own; the
+ * result comes back through shared memory. */
 static int run_child(bench_t *b, raw_fn fn, raw_result_t *out) {
-    raw_result_t r;
-    size_t got = 0;
-    int fds[2], st;
+    raw_result_t *r = mmap(NULL, sizeof *r, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     pid_t pid;
+    int st = -1;
 
-    memset(out, 0, sizeof *out);
-    if (pipe(fds) != 0) {
-        bench_log("pipe: %s", strerror(errno));
+    if (r == MAP_FAILED) {
+        bench_log("mmap: %s", strerror(errno));
         return -1;
     }
+    memset(r, 0, sizeof *r);
     fflush(stdout);
     fflush(stderr);
     pid = fork();
     if (pid == 0) {
-        close(fds[0]);
-        memset(&r, 0, sizeof r);
-        fn(b, &r);
-        if (write(fds[1], &r, sizeof r) != (ssize_t)sizeof r)
-            _exit(1);
+        fn(b, r);
         _exit(0);
     }
-    close(fds[1]);
-    while (pid > 0 && got < sizeof *out) {
-        ssize_t n = read(fds[0], (char *)out + got, sizeof *out - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
-    close(fds[0]);
-    if (pid > 0)
-        waitpid(pid, &st, 0);
-    if (got != sizeof *out || !out->ok) {
-        bench_log("raw limit failed: %s", got == sizeof *out ? out->err : "the child died");
+    while (pid > 0 && waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        continue;
+    *out = *r;
+    munmap(r, sizeof *r);
+    if (st != 0 || !out->ok) {
+        bench_log("raw limit failed: %s", st != 0 ? "the child died" : out->err[0] ? out->err : "(logged above)");
         return -1;
     }
     return 0;
@@ -334,37 +306,30 @@ static double connect_floor_ms(const bench_t *b) {
     return bench_pick(v, n, 0.5);
 }
 
-double raw_pg_rate(bench_t *b) {
-    raw_result_t pg;
-    PGconn *c = db_open(b, BENCH_DB);
+/* Loop (a) on a fresh backlog. No connection may cross the fork: the
+ * child opens its own, and c is closed first. */
+static int pg_loop(bench_t *b, PGconn *c, raw_result_t *pg) {
     double maxid;
     int ok = c && db_exec(c, "TRUNCATE outbox") == 0 && db_prefill(b, c, b->events + RAW_SINGLES, &maxid) == 0;
 
-    /* No connection may cross the fork: the child opens its own. */
     PQfinish(c);
-    return ok && run_child(b, raw_pg, &pg) == 0 ? (double)pg.n / pg.secs : NAN;
+    return ok ? run_child(b, raw_pg, pg) : -1;
+}
+
+double raw_pg_rate(bench_t *b) {
+    raw_result_t pg;
+    return pg_loop(b, db_open(b, BENCH_DB), &pg) == 0 ? (double)pg.n / pg.secs : NAN;
 }
 
 int scenario_raw(bench_t *b) {
     raw_result_t pg, kafka;
-    PGconn *c = db_reset(b);
-    double maxid;
-    int rc = -1;
 
-    if (!c)
+    bench_log("raw: (a) bare SELECT %d + UPDATE loop on %ld rows", RAW_BATCH, b->events + RAW_SINGLES);
+    if (pg_loop(b, db_reset(b), &pg) != 0)
         return -1;
-    bench_log("raw: pre-filling %ld rows", b->events + RAW_SINGLES);
-    if (db_prefill(b, c, b->events + RAW_SINGLES, &maxid) != 0)
-        goto out;
-    /* No connection may cross the fork: the children open their own. */
-    PQfinish(c);
-    c = NULL;
-    bench_log("raw: (a) bare SELECT %d + UPDATE loop", RAW_BATCH);
-    if (run_child(b, raw_pg, &pg) != 0)
-        goto out;
     bench_log("raw: (b) bare idempotent producer, %ld messages", b->events);
     if (run_child(b, raw_kafka, &kafka) != 0)
-        goto out;
+        return -1;
     b->raw_pg_rate = (double)pg.n / pg.secs;
     b->raw_kafka_rate = (double)kafka.n / kafka.secs;
     b->raw_cpu_100k = (pg.cpu_s / (double)pg.n + kafka.cpu_s / (double)kafka.n) * 1e5;
@@ -373,27 +338,28 @@ int scenario_raw(bench_t *b) {
     b->raw_first_ack_ms = kafka.first_ms;
     b->raw_connect_ms = connect_floor_ms(b);
 
-    bench_row(b, "raw", "pg_rows_per_s", "(a) bare SELECT 1000 + UPDATE loop", b->raw_pg_rate, "rows/s");
-    bench_row(b, "raw", "pg_backend_cpu_s_per_100k", "(a) its PostgreSQL backend CPU per 100k",
-              b->raw_backend_cpu_100k, "s");
-    bench_row(b, "raw", "pg_single_ms_p50", "(a1) 1 row: SELECT + UPDATE round trip p50",
-              pg.single_p50_ms, "ms");
-    bench_row(b, "raw", "kafka_msgs_per_s", "(b) bare idempotent producer, keyed", b->raw_kafka_rate,
-              "msgs/s");
-    bench_row(b, "raw", "kafka_cpu_s_per_100k", "(b) producer process CPU per 100k",
-              kafka.cpu_s / (double)kafka.n * 1e5, "s");
-    bench_row(b, "raw", "kafka_idle_rss_mb", "(b) producer peak RSS, connected, before its bulk",
-              kafka.idle_hwm_mb, "MB");
-    bench_row(b, "raw", "kafka_first_ack_ms", "(b0) rd_kafka_new -> first ack, new topic",
-              kafka.first_ms, "ms");
-    bench_row(b, "raw", "kafka_single_ms_p50", "(b1) 1 message: produce -> ack p50",
-              kafka.single_p50_ms, "ms");
-    bench_row(b, "raw", "kafka_single_ms_p99", "(b1) 1 message: produce -> ack p99",
-              kafka.single_p99_ms, "ms");
-    bench_row(b, "raw", "connect_listen_ms", "bare libpq connect + LISTEN (median of 5)",
-              b->raw_connect_ms, "ms");
-    rc = 0;
-out:
-    PQfinish(c);
-    return rc;
+    bench_row_t rows[] = {
+        {.key = "pg_rows_per_s", .figure = "(a) bare SELECT 1000 + UPDATE loop", .value = b->raw_pg_rate,
+         .unit = "rows/s"},
+        {.key = "pg_backend_cpu_s_per_100k", .figure = "(a) its PostgreSQL backend CPU per 100k",
+         .value = b->raw_backend_cpu_100k, .unit = "s"},
+        {.key = "pg_single_ms_p50", .figure = "(a1) 1 row: SELECT + UPDATE round trip p50",
+         .value = pg.single_p50_ms, .unit = "ms"},
+        {.key = "kafka_msgs_per_s", .figure = "(b) bare idempotent producer, keyed", .value = b->raw_kafka_rate,
+         .unit = "msgs/s"},
+        {.key = "kafka_cpu_s_per_100k", .figure = "(b) producer process CPU per 100k",
+         .value = kafka.cpu_s / (double)kafka.n * 1e5, .unit = "s"},
+        {.key = "kafka_idle_rss_mb", .figure = "(b) producer peak RSS, connected, before its bulk",
+         .value = kafka.idle_hwm_mb, .unit = "MB"},
+        {.key = "kafka_first_ack_ms", .figure = "(b0) rd_kafka_new -> first ack, new topic",
+         .value = kafka.first_ms, .unit = "ms"},
+        {.key = "kafka_single_ms_p50", .figure = "(b1) 1 message: produce -> ack p50",
+         .value = kafka.single_p50_ms, .unit = "ms"},
+        {.key = "kafka_single_ms_p99", .figure = "(b1) 1 message: produce -> ack p99",
+         .value = kafka.single_p99_ms, .unit = "ms"},
+        {.key = "connect_listen_ms", .figure = "bare libpq connect + LISTEN (median of 5)",
+         .value = b->raw_connect_ms, .unit = "ms"},
+    };
+    BENCH_ROWS(b, "raw", rows);
+    return 0;
 }

@@ -8,31 +8,14 @@
 #include <string.h>
 #include <unistd.h>
 
-bench_row_t *bench_row(bench_t *b, const char *scenario, const char *key, const char *figure,
-                       double value, const char *unit) {
-    /* The last slot is reused rather than failing: the array is sized for
-     * every row the scenarios add, so this only guards a future overflow. */
-    bench_row_t *r = &b->rows[b->nrows < BENCH_MAX_ROWS ? b->nrows++ : BENCH_MAX_ROWS - 1];
-
-    memset(r, 0, sizeof *r);
-    snprintf(r->scenario, sizeof r->scenario, "%s", scenario);
-    snprintf(r->key, sizeof r->key, "%s", key);
-    snprintf(r->figure, sizeof r->figure, "%s", figure);
-    snprintf(r->unit, sizeof r->unit, "%s", unit);
-    r->value = value;
-    r->ref = NAN;
-    return r;
-}
-
-void bench_row_ref(bench_row_t *r, const char *ref_name, double ref) {
-    snprintf(r->ref_name, sizeof r->ref_name, "%s", ref_name);
-    r->ref = ref;
-}
-
-void bench_row_target(bench_row_t *r, char op, int on_ratio, double target) {
-    r->target_op = op;
-    r->target_on_ratio = on_ratio;
-    r->target = target;
+void bench_rows(bench_t *b, const char *scenario, const bench_row_t *rows, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        /* The last slot is reused rather than failing: the array is sized
+         * for every row the scenarios add. */
+        bench_row_t *r = &b->rows[b->nrows < BENCH_MAX_ROWS ? b->nrows++ : BENCH_MAX_ROWS - 1];
+        *r = rows[i];
+        snprintf(r->scenario, sizeof r->scenario, "%s", scenario);
+    }
 }
 
 static double row_ratio(const bench_row_t *r) {
@@ -47,29 +30,24 @@ static int row_met(const bench_row_t *r) {
     return r->target_op == '>' ? v >= r->target : v <= r->target;
 }
 
+static const char *met_word(const bench_row_t *r, const char *yes, const char *no, const char *none) {
+    int met = row_met(r);
+    return met < 0 ? none : met ? yes : no;
+}
+
+/* Fewer decimals as the number grows: 12345, 123.4, 12.34, 0.123. */
 static void fmt_num(char *buf, size_t size, double v) {
     double a = fabs(v);
     if (isnan(v))
         snprintf(buf, size, "-");
-    else if (a >= 1000)
-        snprintf(buf, size, "%.0f", v);
-    else if (a >= 100)
-        snprintf(buf, size, "%.1f", v);
-    else if (a >= 1)
-        snprintf(buf, size, "%.2f", v);
     else
-        snprintf(buf, size, "%.3f", v);
+        snprintf(buf, size, "%.*f", a >= 1000 ? 0 : a >= 100 ? 1 : a >= 1 ? 2 : 3, v);
 }
 
 static void fmt_target(char *buf, size_t size, const bench_row_t *r) {
     char num[32];
-    if (!r->target_op) {
-        buf[0] = '\0';
-        return;
-    }
     fmt_num(num, sizeof num, r->target);
-    snprintf(buf, size, "%s %s%s", r->target_op == '>' ? ">=" : "<=", num,
-             r->target_on_ratio ? "x" : "");
+    snprintf(buf, size, "%s %s%s", r->target_op == '>' ? ">=" : "<=", num, r->target_on_ratio ? "x" : "");
 }
 
 static void print_settings(const bench_t *b) {
@@ -89,35 +67,28 @@ static void print_settings(const bench_t *b) {
     printf("\n\n");
 }
 
-void bench_report_table(const bench_t *b) {
-    const char *last = "";
+#define TABLE_LINE "%-9s %-50s %10s %-7s %-30s %7s %-9s %s\n"
 
+void bench_report_table(const bench_t *b) {
     print_settings(b);
-    printf("%-9s %-50s %10s %-7s %-30s %7s %-9s %s\n", "scenario", "figure", "value", "unit",
-           "raw limit / reference", "ratio", "target", "met");
+    printf(TABLE_LINE, "scenario", "figure", "value", "unit", "raw limit / reference", "ratio", "target", "met");
     for (int i = 0; i < b->nrows; i++) {
         const bench_row_t *r = &b->rows[i];
-        char val[32], ref[96], ratio[32], tgt[48], refnum[32];
-        double q = row_ratio(r);
-        int met = row_met(r);
+        char val[32], ref[96] = "", ratio[32] = "", tgt[48] = "", refnum[32];
+        int first = i == 0 || strcmp(b->rows[i - 1].scenario, r->scenario) != 0;
 
         fmt_num(val, sizeof val, r->value);
         fmt_num(refnum, sizeof refnum, r->ref);
         if (r->ref_name[0] && !isnan(r->ref))
             snprintf(ref, sizeof ref, "%s %s", refnum, r->ref_name);
-        else
-            ref[0] = '\0';
-        if (isnan(q))
-            ratio[0] = '\0';
-        else
-            snprintf(ratio, sizeof ratio, "%.2fx", q);
-        fmt_target(tgt, sizeof tgt, r);
-        if (strcmp(last, r->scenario) != 0 && i > 0)
+        if (!isnan(row_ratio(r)))
+            snprintf(ratio, sizeof ratio, "%.2fx", row_ratio(r));
+        if (r->target_op)
+            fmt_target(tgt, sizeof tgt, r);
+        if (first && i > 0)
             printf("\n");
-        printf("%-9s %-50s %10s %-7s %-30s %7s %-9s %s\n",
-               strcmp(last, r->scenario) != 0 ? r->scenario : "", r->figure, val, r->unit, ref,
-               ratio, tgt, met < 0 ? "" : met ? "yes" : "NO");
-        last = r->scenario;
+        printf(TABLE_LINE, first ? r->scenario : "", r->figure, val, r->unit, ref, ratio, tgt,
+               met_word(r, "yes", "NO", ""));
     }
     if (b->nnotes > 0)
         printf("\nnotes:\n");
@@ -125,7 +96,8 @@ void bench_report_table(const bench_t *b) {
         printf("- %s\n", b->notes[i]);
 }
 
-static void json_str(const char *s) {
+/* A JSON string literal. */
+static void json_esc(const char *s) {
     putchar('"');
     for (; *s; s++) {
         unsigned char ch = (unsigned char)*s;
@@ -139,69 +111,75 @@ static void json_str(const char *s) {
     putchar('"');
 }
 
-static void json_num(double v) {
+/* "name":"s", led by a comma unless first. */
+static void json_str(const char *name, const char *s, int first) {
+    printf("%s\"%s\":", first ? "" : ",", name);
+    json_esc(s);
+}
+
+static void json_num(const char *name, double v) {
     if (isnan(v) || isinf(v))
-        printf("null");
+        printf(",\"%s\":null", name);
     else
-        printf("%.6g", v);
+        printf(",\"%s\":%.6g", name, v);
+}
+
+static void json_strs(const char *name, const char *const *s, int n) {
+    printf(",\"%s\":[", name);
+    for (int i = 0; i < n; i++) {
+        printf("%s", i ? "," : "");
+        json_esc(s[i]);
+    }
+    printf("]");
+}
+
+static void json_row(const bench_row_t *r, int first) {
+    char tgt[48];
+    printf("%s{", first ? "" : ",");
+    json_str("scenario", r->scenario, 1);
+    json_str("key", r->key, 0);
+    json_str("figure", r->figure, 0);
+    json_num("value", r->value);
+    json_str("unit", r->unit, 0);
+    if (r->ref_name[0]) {
+        json_str("ref_name", r->ref_name, 0);
+        json_num("ref", r->ref);
+        json_num("ratio", row_ratio(r));
+    }
+    if (r->target_op) {
+        fmt_target(tgt, sizeof tgt, r);
+        json_str("target", tgt, 0);
+        printf(",\"met\":%s", met_word(r, "true", "false", "null"));
+    }
+    printf("}");
 }
 
 void bench_report_json(const bench_t *b) {
-    printf("{\"version\":");
-    json_str(OBX_VERSION);
+    const char *notes[BENCH_MAX_NOTES];
+
+    printf("{");
+    json_str("version", OBX_VERSION, 1);
     printf(",\"settings\":{\"events\":%ld,\"payload\":%d,\"aggregates\":%d,\"duration_s\":%d,"
            "\"writers\":%d,\"writers_rounds\":%d,\"idle_samples\":%d,\"consumer_events\":%ld,\"rates\":[",
            b->events, b->payload, b->aggregates, b->duration_s, b->writers, b->rounds, b->idle_samples,
            b->consumer_events);
     for (int i = 0; i < b->nrates; i++)
         printf("%s%d", i ? "," : "", b->rates[i]);
-    printf("],\"relay_set\":[");
-    for (int i = 0; i < b->nsets; i++) {
-        printf("%s", i ? "," : "");
-        json_str(b->sets[i]);
-    }
-    printf("],\"cores\":%ld,\"postgres\":", sysconf(_SC_NPROCESSORS_ONLN));
-    json_str(b->server_version);
-    printf(",\"postgres_given\":%s,\"fsync\":", b->own_pg ? "false" : "true");
-    json_str(b->fsync);
-    printf(",\"kafka_given\":%s,\"mock_nodelay\":%s,\"librdkafka\":", b->bootstrap_opt ? "true" : "false",
+    printf("]");
+    json_strs("relay_set", b->sets, b->nsets);
+    printf(",\"cores\":%ld", sysconf(_SC_NPROCESSORS_ONLN));
+    json_str("postgres", b->server_version, 0);
+    printf(",\"postgres_given\":%s", b->own_pg ? "false" : "true");
+    json_str("fsync", b->fsync, 0);
+    printf(",\"kafka_given\":%s,\"mock_nodelay\":%s", b->bootstrap_opt ? "true" : "false",
            b->mock_nodelay ? "true" : "false");
-    json_str(rd_kafka_version_str());
+    json_str("librdkafka", rd_kafka_version_str(), 0);
     printf("},\"figures\":[");
-    for (int i = 0; i < b->nrows; i++) {
-        const bench_row_t *r = &b->rows[i];
-        char tgt[48];
-        int met = row_met(r);
-        printf("%s{\"scenario\":", i ? "," : "");
-        json_str(r->scenario);
-        printf(",\"key\":");
-        json_str(r->key);
-        printf(",\"figure\":");
-        json_str(r->figure);
-        printf(",\"value\":");
-        json_num(r->value);
-        printf(",\"unit\":");
-        json_str(r->unit);
-        if (r->ref_name[0]) {
-            printf(",\"ref_name\":");
-            json_str(r->ref_name);
-            printf(",\"ref\":");
-            json_num(r->ref);
-            printf(",\"ratio\":");
-            json_num(row_ratio(r));
-        }
-        if (r->target_op) {
-            fmt_target(tgt, sizeof tgt, r);
-            printf(",\"target\":");
-            json_str(tgt);
-            printf(",\"met\":%s", met < 0 ? "null" : met ? "true" : "false");
-        }
-        printf("}");
-    }
-    printf("],\"notes\":[");
-    for (int i = 0; i < b->nnotes; i++) {
-        printf("%s", i ? "," : "");
-        json_str(b->notes[i]);
-    }
-    printf("]}\n");
+    for (int i = 0; i < b->nrows; i++)
+        json_row(&b->rows[i], i == 0);
+    printf("]");
+    for (int i = 0; i < b->nnotes; i++)
+        notes[i] = b->notes[i];
+    json_strs("notes", notes, b->nnotes);
+    printf("}\n");
 }

@@ -1,18 +1,15 @@
-/* obx-bench helpers: clocks, child processes, /proc, PostgreSQL, the relay
- * and the mock broker. */
+/* obx-bench helpers: clocks, child processes, PostgreSQL, the relay and the
+ * mock broker. */
 #include "bench.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,6 +55,21 @@ void bench_note(bench_t *b, const char *fmt, ...) {
         snprintf(b->notes[b->nnotes++], sizeof b->notes[0], "%s", line);
 }
 
+int bench_write(const char *path, const char *fmt, ...) {
+    FILE *f = fopen(path, "w");
+    va_list ap;
+
+    if (!f) {
+        bench_log("cannot write %s: %s", path, strerror(errno));
+        return -1;
+    }
+    chmod(path, 0600);
+    va_start(ap, fmt);
+    vfprintf(f, fmt, ap);
+    va_end(ap);
+    return fclose(f) == 0 ? 0 : -1;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -74,10 +86,12 @@ double bench_pick(double *v, size_t n, double p) {
     return v[i > 0 ? i - 1 : 0];
 }
 
+/* Busy (not idle, not iowait) and total jiffies of all CPUs. */
 static int read_cpu_jiffies(unsigned long long *busy, unsigned long long *total) {
     unsigned long long v[8] = {0};
     FILE *f = fopen("/proc/stat", "r");
     int n;
+
     if (!f)
         return -1;
     n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
@@ -88,73 +102,27 @@ static int read_cpu_jiffies(unsigned long long *busy, unsigned long long *total)
     *total = 0;
     for (int i = 0; i < 8; i++)
         *total += v[i];
-    *busy = *total - v[3] - v[4]; /* minus idle and iowait */
+    *busy = *total - v[3] - v[4];
     return 0;
 }
 
-/* Milliseconds the busiest block device spent doing I/O (io_ticks, the 10th
- * field of /sys/block/DEV/stat), over loop, RAM and zram devices excluded;
- * one value per device, at most max. */
-static int read_io_ticks(unsigned long long *ticks, int max) {
-    DIR *d = opendir("/sys/block");
-    struct dirent *e;
-    int n = 0;
-
-    if (!d)
-        return 0;
-    while ((e = readdir(d)) != NULL && n < max) {
-        char path[300];
-        unsigned long long v[10];
-        FILE *f;
-        if (e->d_name[0] == '.' || strncmp(e->d_name, "loop", 4) == 0 || strncmp(e->d_name, "ram", 3) == 0 ||
-            strncmp(e->d_name, "zram", 4) == 0)
-            continue;
-        snprintf(path, sizeof path, "/sys/block/%s/stat", e->d_name);
-        f = fopen(path, "r");
-        if (!f)
-            continue;
-        if (fscanf(f, "%llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
-                   &v[5], &v[6], &v[7], &v[8], &v[9]) == 10)
-            ticks[n++] = v[9];
-        fclose(f);
-    }
-    closedir(d);
-    return n;
-}
-
-void bench_machine_busy(int ms, double *cores, double *disk) {
-    unsigned long long b0, t0, b1, t1, io0[16], io1[16];
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    int n0 = read_io_ticks(io0, 16), n1, cpu_ok = read_cpu_jiffies(&b0, &t0) == 0;
-    double start = bench_now(), secs;
-
-    bench_sleep_ms(ms);
-    cpu_ok = cpu_ok && read_cpu_jiffies(&b1, &t1) == 0 && t1 > t0;
-    n1 = read_io_ticks(io1, 16);
-    secs = bench_now() - start;
-    *cores = cpu_ok ? (double)(b1 - b0) / (double)(t1 - t0) * (double)(cpus > 0 ? cpus : 1) : NAN;
-    *disk = n0 == n1 && n0 > 0 ? 0 : NAN;
-    /* Devices are read in the same order both times unless one appeared. */
-    for (int i = 0; i < n0 && n0 == n1; i++) {
-        double busy = (double)(io1[i] - io0[i]) / (secs * 1000.0);
-        if (busy > *disk)
-            *disk = busy;
-    }
-}
-
 void bench_probe(bench_t *b, const char *what) {
-    double cores, disk;
+    unsigned long long b0, t0, b1, t1;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    double cores;
 
-    bench_machine_busy(300, &cores, &disk);
-    if (!isnan(cores) && cores > b->busy_cores_max)
+    if (read_cpu_jiffies(&b0, &t0) != 0)
+        return;
+    bench_sleep_ms(300);
+    if (read_cpu_jiffies(&b1, &t1) != 0 || t1 <= t0)
+        return;
+    cores = (double)(b1 - b0) / (double)(t1 - t0) * (double)(cpus > 0 ? cpus : 1);
+    if (cores > b->busy_cores_max)
         b->busy_cores_max = cores;
-    if (!isnan(disk) && disk > b->busy_disk_max)
-        b->busy_disk_max = disk;
-    /* The bench's own servers idle at well under these. */
-    if (cores > 0.2 || disk > 0.2)
-        bench_note(b, "before %s: the machine was busy while the bench idled (%.2f cores, disk %.0f%% of the"
-                      " time): other work, or PostgreSQL still busy with the previous step",
-                   what, cores, disk * 100);
+    /* The bench's own servers idle at well under this. */
+    if (cores > 0.2)
+        bench_note(b, "before %s: the machine was busy while the bench idled (%.2f cores): other work, or"
+                      " PostgreSQL still busy with the previous step", what, cores);
 }
 
 void bench_log_tail(const char *path) {
@@ -189,6 +157,16 @@ int bench_wait_log(bench_child_t *c, const char *needle, double timeout_s) {
     return -1;
 }
 
+int bench_reap(pid_t pid, int sig, double timeout_ms, const char *what, const char *log) {
+    int st = proc_reap(pid, sig, timeout_ms);
+
+    if (st != 0) {
+        bench_log("%s exited with %d", what, st);
+        bench_log_tail(log);
+    }
+    return st == 0 ? 0 : -1;
+}
+
 const char *bench_bin(const bench_t *b, const char *name) {
     static char buf[4][700];
     static int i;
@@ -219,25 +197,68 @@ static int res_ok(PGconn *c, PGresult *res, const char *what) {
     return 0;
 }
 
-int db_exec(PGconn *c, const char *sql) {
-    PGresult *res = PQexec(c, sql);
-    int ok = res_ok(c, res, sql);
+int db_check(PGconn *c, PGresult *res, const char *what) {
+    int ok = res_ok(c, res, what);
     PQclear(res);
     return ok ? 0 : -1;
 }
 
-int db_num(PGconn *c, const char *sql, int nparams, const char *const *params, double *out) {
-    PGresult *res = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
-    int rc = -1;
+int db_exec(PGconn *c, const char *sql) {
+    return db_check(c, PQexec(c, sql), sql);
+}
 
-    if (res_ok(c, res, sql) && PQntuples(res) >= 1) {
-        *out = PQgetisnull(res, 0, 0) ? NAN : strtod(PQgetvalue(res, 0, 0), NULL);
-        rc = 0;
+int db_row(PGconn *c, const char *sql, int nparams, const char *const *params, double *out, int n) {
+    PGresult *res = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+    int ok = res_ok(c, res, sql) && PQntuples(res) == 1;
+
+    if (ok) {
+        for (int i = 0; i < n; i++)
+            out[i] = PQgetisnull(res, 0, i) ? NAN : strtod(PQgetvalue(res, 0, i), NULL);
     } else if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-        bench_log("%.200s: no row", sql);
+        bench_log("%.200s: %d rows, not one", sql, PQntuples(res));
     }
     PQclear(res);
-    return rc;
+    return ok ? 0 : -1;
+}
+
+int db_num(PGconn *c, const char *sql, const char *param, double *out) {
+    return db_row(c, sql, param != NULL, &param, out, 1);
+}
+
+int db_wait(PGconn *c, const char *sql, const char *param, double want, double sleep_ms, double timeout_s,
+            const bench_child_t *child, bench_wait_t *w) {
+    double deadline = bench_now() + timeout_s, v;
+    bench_wait_t own;
+
+    if (!w)
+        w = &own;
+    w->first_at = NAN;
+    while (!bench_stop && bench_now() < deadline) {
+        double asked = bench_now();
+        if (db_num(c, sql, param, &v) != 0)
+            return -1;
+        if (v > 0 && isnan(w->first_at)) {
+            w->first_at = asked;
+            w->first_n = v;
+        }
+        if (v >= want) {
+            w->done_at = asked;
+            return 0;
+        }
+        if (child && proc_exited(child->pid)) {
+            bench_log("%s: the process died", child->log);
+            bench_log_tail(child->log);
+            return -1;
+        }
+        bench_sleep_ms(sleep_ms);
+    }
+    if (!bench_stop)
+        bench_log("timed out waiting for %.0f: %.200s", want, sql);
+    return -1;
+}
+
+int relay_waiting(PGconn *c) {
+    return db_wait(c, BENCH_WAITING_SQL, NULL, 1, 1, 10, NULL, NULL);
 }
 
 int db_checkpoint(bench_t *b, PGconn *c) {
@@ -291,54 +312,23 @@ out:
 int db_prefill(bench_t *b, PGconn *c, long n, double *maxid) {
     char payload[16], aggs[16], count[24];
     const char *params[3] = {payload, aggs, count};
-    PGresult *res;
-    int ok;
 
     snprintf(payload, sizeof payload, "%d", b->payload);
     snprintf(aggs, sizeof aggs, "%d", b->aggregates);
     snprintf(count, sizeof count, "%ld", n);
     /* Payloads differ per row (the row number leads) and are plain ASCII. */
-    res = PQexecParams(c,
+    if (db_check(c, PQexecParams(c,
         "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
         " SELECT 'bench', 'agg-' || (g % $2::int), 'BenchEvent',"
         "        convert_to(rpad(g::text || ':', $1::int, 'abcdefghijklmnopqrstuvwxyz'), 'UTF8')"
         " FROM generate_series(1, $3::bigint) g",
-        3, NULL, params, NULL, NULL, 0);
-    ok = res_ok(c, res, "prefill");
-    PQclear(res);
-    if (!ok || db_exec(c, "VACUUM ANALYZE outbox") != 0)
+        3, NULL, params, NULL, NULL, 0), "prefill") != 0 || db_exec(c, "VACUUM ANALYZE outbox") != 0)
         return -1;
     db_checkpoint(b, c);
-    return db_num(c, "SELECT max(id) FROM outbox", 0, NULL, maxid);
+    return db_num(c, "SELECT max(id) FROM outbox", NULL, maxid);
 }
 
-int db_row(PGresult *res, double *out, int n, const char *what) {
-    int rc = -1;
-    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-        for (int i = 0; i < n; i++)
-            out[i] = PQgetisnull(res, 0, i) ? NAN : strtod(PQgetvalue(res, 0, i), NULL);
-        rc = 0;
-    } else {
-        bench_log("%s: %s", what, PQresultErrorMessage(res));
-    }
-    PQclear(res);
-    return rc;
-}
-
-int db_poll(PGconn *c, const char *sql, int nparams, const char *const *params, double timeout_s) {
-    double deadline = bench_now() + timeout_s, v;
-    while (!bench_stop && bench_now() < deadline) {
-        if (db_num(c, sql, nparams, params, &v) != 0)
-            return -1;
-        if (v > 0)
-            return 0;
-        bench_sleep_ms(1);
-    }
-    if (!bench_stop)
-        bench_log("timed out: %s", sql);
-    return -1;
-}
-
+/* Oldest first. */
 int db_backend_pids(PGconn *c, const char *application_name, pid_t *pids, int max) {
     const char *params[1] = {application_name};
     PGresult *res = PQexecParams(c,
@@ -449,13 +439,17 @@ int relay_start(bench_t *b, bench_child_t *r, const char *const *sets) {
 
 int relay_migrate(bench_t *b, const char *const *sets) {
     bench_child_t m;
-    int st = relay_spawn(b, &m, sets, "migrate") != 0 ? -1 : proc_reap(m.pid, 0, 60000);
 
-    if (st != 0) {
-        bench_log("outbox-relay migrate exited with %d", st);
-        bench_log_tail(m.log);
-    }
-    return st == 0 ? 0 : -1;
+    if (relay_spawn(b, &m, sets, "migrate") != 0)
+        return -1;
+    return bench_reap(m.pid, 0, 60000, "outbox-relay migrate", m.log);
+}
+
+int relay_stop(bench_child_t *r) {
+    pid_t pid = r->pid;
+
+    r->pid = -1;
+    return bench_reap(pid, SIGTERM, 30000, "the relay", r->log);
 }
 
 int scenario_end(bench_child_t *relay, PGconn *c, int rc) {
@@ -465,31 +459,19 @@ int scenario_end(bench_child_t *relay, PGconn *c, int rc) {
     return rc;
 }
 
-int relay_stop(bench_child_t *r) {
-    int rc = proc_reap(r->pid, SIGTERM, 30000);
-    r->pid = -1;
-    if (rc != 0) {
-        bench_log("relay exited with %d", rc);
-        bench_log_tail(r->log);
-    }
-    return rc == 0 ? 0 : -1;
-}
-
 int mock_start(bench_t *b) {
-    char log[600], shim[600], *argv[2];
-    int fds[2];
-    struct pollfd pfd;
-    ssize_t n = 0;
-    size_t len = 0;
-    double deadline = bench_now() + 15;
+    char log[600], shim[600], *argv[] = {(char *)bench_bin(b, "obx-mock-kafka"), NULL}, *text;
+    /* Its first stdout line is the bootstrap list: stdout goes to out.log, stderr to log. */
+    bench_child_t out = {.pid = -1};
+    int fd;
 
     snprintf(log, sizeof log, "%s/mock-kafka.log", b->workdir);
-    if (pipe2(fds, O_CLOEXEC) != 0) {
-        bench_log("pipe: %s", strerror(errno));
+    snprintf(out.log, sizeof out.log, "%s/mock-kafka.out", b->workdir);
+    fd = open(out.log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        bench_log("cannot write %s: %s", out.log, strerror(errno));
         return -1;
     }
-    argv[0] = (char *)bench_bin(b, "obx-mock-kafka");
-    argv[1] = NULL;
     /* Only the mock gets the shim (see nodelay.c): set for this one spawn.
      * No other thread runs now, so the environment is ours to change. */
     snprintf(shim, sizeof shim, "%s/bench/obx-bench-nodelay.so", b->build_root);
@@ -498,28 +480,15 @@ int mock_start(bench_t *b) {
         setenv("LD_PRELOAD", shim, 1);
     else
         bench_note(b, "%s missing: the mock keeps Nagle on and adds ~40 ms stalls to latencies", shim);
-    b->mock_pid = proc_spawn(argv, log, fds[1]);
+    out.pid = b->mock_pid = proc_spawn(argv, log, fd);
     unsetenv("LD_PRELOAD");
-    close(fds[1]);
-    /* Its first stdout line is the bootstrap list. */
-    pfd.fd = fds[0];
-    pfd.events = POLLIN;
-    while (b->mock_pid > 0 && len < sizeof b->bootstrap - 1 && !memchr(b->bootstrap, '\n', len) &&
-           bench_now() < deadline && !bench_stop) {
-        if (poll(&pfd, 1, 100) <= 0)
-            continue;
-        n = read(fds[0], b->bootstrap + len, sizeof b->bootstrap - 1 - len);
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-    }
-    close(fds[0]);
-    b->bootstrap[len] = '\0';
-    b->bootstrap[strcspn(b->bootstrap, "\n")] = '\0';
-    if (!*b->bootstrap) {
-        bench_log("obx-mock-kafka printed no bootstrap servers");
+    close(fd);
+    if (out.pid < 0 || bench_wait_log(&out, "\n", 15) != 0) {
         bench_log_tail(log);
         return -1;
     }
+    text = proc_read_file(out.log);
+    snprintf(b->bootstrap, sizeof b->bootstrap, "%.*s", text ? (int)strcspn(text, "\n") : 0, text ? text : "");
+    free(text);
     return 0;
 }

@@ -1,19 +1,15 @@
 /* Writer cost: pgbench writers beside a relay against the same writers
- * alone. One method serves two scenarios: writers (the relay draining a
- * backlog, the relay following) and retention (the relay following with
- * retention off, deleting, dropping partitions). */
+ * alone; one method for the writers and retention scenarios (BENCHMARKS.md). */
 #include "bench.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-/* One pgbench run of the writers' script. On the side, in every run so that
- * all pay the same: the relay's waiting flag sampled every 50 ms, the WAL
- * written, and, when a relay runs, its CPU and its PostgreSQL backends'. */
+/* One pgbench run. On the side, in every run so that all pay the same: the
+ * waiting flag sampled every 50 ms, the WAL, the relay's CPU if it runs. */
 typedef struct {
     double tps;
     double flag_share;      /* share of samples with the waiting flag set */
@@ -25,8 +21,6 @@ typedef struct {
     double mock_cores;      /* the bench's mock broker's CPU / run time; NAN without */
 } pgb_out_t;
 
-/* The relay's sessions: claims, marks and retention ("outbox-relay retention"). */
-#define RELAY_APP "outbox-relay"
 /* The identity's last value: rows ever inserted into the outbox. */
 #define OUTBOX_IDS_SQL "SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence('outbox', 'id')), 0)"
 
@@ -68,11 +62,10 @@ static void relay_cpu(const bench_t *b, const bench_child_t *relay, const pid_t 
 /* relay: the relay running beside the writers (NULL: none). */
 static int pgbench_run(bench_t *b, PGconn *mon, const bench_child_t *relay, const char *tag, pgb_out_t *o) {
     char out[600], lsn[64] = "", what[64];
-    const char *lsnp[1] = {lsn};
     char *text;
     double deadline, v, t0, c0[4], c1[4], mcpu0, wal, txns, secs;
     pid_t backends[4], retention;
-    int nb = relay ? db_backend_pids(mon, RELAY_APP, backends, 4) : 0;
+    int nb = relay ? db_backend_pids(mon, "outbox-relay", backends, 4) : 0;
     int nr = relay ? db_backend_pids(mon, BENCH_RETENTION_APP, &retention, 1) : 0;
     long samples = 0, set = 0;
     PGresult *res;
@@ -97,7 +90,7 @@ static int pgbench_run(bench_t *b, PGconn *mon, const bench_child_t *relay, cons
         return -1;
     deadline = t0 + b->duration_s + 60;
     while (!proc_exited(pid) && !bench_stop && bench_now() < deadline) {
-        if (db_num(mon, BENCH_WAITING_SQL, 0, NULL, &v) == 0) {
+        if (db_num(mon, BENCH_WAITING_SQL, NULL, &v) == 0) {
             samples++;
             set += v > 0;
         }
@@ -111,7 +104,7 @@ static int pgbench_run(bench_t *b, PGconn *mon, const bench_child_t *relay, cons
     o->relay_sleeps = (c1[3] - c0[3]) / secs;
     o->mock_cores = b->mock_pid > 0 ? (proc_cpu_s(b->mock_pid) - mcpu0) / secs : NAN;
     st = proc_reap(pid, proc_exited(pid) ? 0 : SIGINT, 5000);
-    if (!*lsn || db_num(mon, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)", 1, lsnp, &wal) != 0)
+    if (!*lsn || db_num(mon, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)", lsn, &wal) != 0)
         wal = NAN;
     text = proc_read_file(out);
     o->tps = pgbench_field(text, "\ntps = ");
@@ -127,22 +120,14 @@ static int pgbench_run(bench_t *b, PGconn *mon, const bench_child_t *relay, cons
     return 0;
 }
 
+/* One outbox insert per transaction, through outbox_enqueue as a service would. */
 static int write_pgbench_script(const bench_t *b) {
     char path[600];
-    FILE *f;
 
     snprintf(path, sizeof path, "%s/writer.sql", b->workdir);
-    f = fopen(path, "w");
-    if (!f) {
-        bench_log("cannot write %s: %s", path, strerror(errno));
-        return -1;
-    }
-    /* One outbox insert per transaction, through outbox_enqueue as a service would. */
-    fprintf(f, "\\set aid random(0, %d)\n"
-               "SELECT outbox_enqueue('bench', 'agg-' || :aid, 'BenchEvent', repeat('x', %d)::bytea);\n",
-            b->aggregates - 1, b->payload);
-    fclose(f);
-    return 0;
+    return bench_write(path, "\\set aid random(0, %d)\n"
+                             "SELECT outbox_enqueue('bench', 'agg-' || :aid, 'BenchEvent', repeat('x', %d)::bytea);\n",
+                       b->aggregates - 1, b->payload);
 }
 
 /* The reference: no trigger, no relay. It runs before and after every
@@ -188,36 +173,32 @@ typedef struct {
 #define ALONE_MAX (1 + MAX_VARIANTS * BENCH_MAX_ROUNDS)
 
 /* The outbox at a run's end: the rows written since the identity stood at
- * ids0, the rows left (the rest were deleted or dropped), its size with
- * indexes and TOAST and its dead tuples (statistics, which backends report
- * up to a second late), both summed over its partitions when it has any. */
+ * ids0, the rows left, its size and dead tuples (statistics, up to a second
+ * late), summed over its partitions (none listed for a plain table). */
 static int outbox_end(PGconn *c, double ids0, double out[END_N]) {
     char ids[32];
     const char *p[1] = {ids};
 
     snprintf(ids, sizeof ids, "%.0f", ids0);
-    /* pg_partition_tree lists no row for a plain table. */
-    return db_row(PQexecParams(c, "WITH t AS (SELECT 'outbox'::regclass AS relid UNION"
-                                  " SELECT relid FROM pg_partition_tree('outbox'))"
-                                  " SELECT (" OUTBOX_IDS_SQL ") - $1::bigint, (SELECT count(*) FROM outbox),"
-                                  " (SELECT sum(pg_total_relation_size(relid)) FROM t),"
-                                  " (SELECT sum(n_dead_tup) FROM pg_stat_user_tables WHERE relid IN (SELECT relid FROM t))",
-                               1, NULL, p, NULL, NULL, 0),
-                  out, END_N, "the outbox at the end");
+    return db_row(c, "WITH t AS (SELECT 'outbox'::regclass AS relid UNION SELECT relid FROM pg_partition_tree('outbox'))"
+                     " SELECT (" OUTBOX_IDS_SQL ") - $1::bigint, (SELECT count(*) FROM outbox),"
+                     " (SELECT sum(pg_total_relation_size(relid)) FROM t),"
+                     " (SELECT sum(n_dead_tup) FROM pg_stat_user_tables WHERE relid IN (SELECT relid FROM t))",
+                  1, p, out, END_N);
 }
 
 /* Seconds from t_db0 (PostgreSQL's clock) to the last mark of the rows up
  * to maxid; NAN while some are still unsent. */
 static int backlog_done_s(PGconn *c, double maxid, double t_db0, double *secs) {
-    char maxid_s[32];
-    const char *p[1] = {maxid_s};
-    double left, last;
+    char id[32];
+    const char *p[1] = {id};
+    double v[2];
 
-    snprintf(maxid_s, sizeof maxid_s, "%.0f", maxid);
-    if (db_num(c, "SELECT count(*) FROM outbox WHERE id <= $1::bigint AND sent_at IS NULL", 1, p, &left) != 0 ||
-        db_num(c, "SELECT extract(epoch FROM max(sent_at)) FROM outbox WHERE id <= $1::bigint", 1, p, &last) != 0)
+    snprintf(id, sizeof id, "%.0f", maxid);
+    if (db_row(c, "SELECT count(*) FILTER (WHERE sent_at IS NULL), extract(epoch FROM max(sent_at))"
+                  " FROM outbox WHERE id <= $1::bigint", 1, p, v, 2) != 0)
         return -1;
-    *secs = left > 0 ? NAN : last - t_db0;
+    *secs = v[0] > 0 ? NAN : v[1] - t_db0;
     return 0;
 }
 
@@ -246,23 +227,20 @@ static int variant_run(bench_t *b, PGconn *c, const variant_t *v, int round, ben
     if (!v->backlog)
         db_checkpoint(b, c);
     bench_probe(b, tag);
-    if (db_num(c, "SELECT extract(epoch FROM clock_timestamp())", 0, NULL, &t_db0) != 0 ||
-        db_num(c, OUTBOX_IDS_SQL, 0, NULL, &ids0) != 0 || relay_start(b, relay, v->sets) != 0 ||
-        (!v->backlog && db_poll(c, BENCH_WAITING_SQL, 0, NULL, 10) != 0) ||
-        (v->retention && db_poll(c, "SELECT count(*) FROM pg_stat_activity WHERE application_name = '"
-                                    BENCH_RETENTION_APP "'", 0, NULL, 10) != 0) ||
+    if (db_num(c, "SELECT extract(epoch FROM clock_timestamp())", NULL, &t_db0) != 0 ||
+        db_num(c, OUTBOX_IDS_SQL, NULL, &ids0) != 0 || relay_start(b, relay, v->sets) != 0 ||
+        (!v->backlog && relay_waiting(c) != 0) ||
+        (v->retention && db_wait(c, "SELECT count(*) FROM pg_stat_activity WHERE application_name = '"
+                                    BENCH_RETENTION_APP "'", NULL, 1, 1, 10, NULL, NULL) != 0) ||
         pgbench_run(b, c, relay, tag, &w->o[i]) != 0 || outbox_end(c, ids0, w->end[i]) != 0 ||
         (v->backlog && backlog_done_s(c, maxid, t_db0, &w->done_s[i]) != 0) || relay_stop(relay) != 0)
         return -1;
     return v->partitioned ? outbox_recreate(b, c, NULL) : 0;
 }
 
-/* The method of both scenarios: a fresh database, the writers' script, an
- * unreported warm-up (a fresh cluster creates, zero-fills and fsyncs its
- * WAL segments during its first run, which later runs recycle), the first
- * reference run alone[0], then --writers-rounds rounds of the nv variants,
- * each followed by a reference run whose mean with the one before is the
- * variant's reference. */
+/* Both scenarios' method: an unreported warm-up (a fresh cluster creates its
+ * WAL segments then), the reference run alone[0], then --writers-rounds
+ * rounds of the nv variants, each followed by a reference run. */
 static int writers_measure(bench_t *b, const variant_t *v, int nv, wvar_t *w, pgb_out_t *alone, int *na) {
     bench_child_t relay = {.pid = -1};
     PGconn *c = db_reset(b);
@@ -289,20 +267,21 @@ out:
 /* The reference runs' rows: their mean, WAL and spread. */
 static void alone_rows(bench_t *b, const char *sc, const pgb_out_t *alone, int na) {
     double sum = 0, lo = INFINITY, hi = 0;
-    char fig[72];
-    bench_row_t *r;
 
     for (int i = 0; i < na; i++) {
         sum += alone[i].tps;
         lo = alone[i].tps < lo ? alone[i].tps : lo;
         hi = alone[i].tps > hi ? alone[i].tps : hi;
     }
-    snprintf(fig, sizeof fig, "alone: no trigger, no relay (mean of %d runs)", na);
-    bench_row(b, sc, "alone_tps", fig, sum / na, "tps");
-    bench_row(b, sc, "alone_wal_per_txn", "  WAL per writer transaction (all sessions)", alone[0].wal_per_txn, "B");
-    snprintf(fig, sizeof fig, "  slowest of the %d runs (noise)", na);
-    r = bench_row(b, sc, "alone_spread", fig, lo, "tps");
-    bench_row_ref(r, "tps fastest", hi);
+    bench_row_t rows[] = {
+        {.key = "alone_tps", .value = sum / na, .unit = "tps"},
+        {.key = "alone_wal_per_txn", .figure = "  WAL per writer transaction (all sessions)",
+         .value = alone[0].wal_per_txn, .unit = "B"},
+        {.key = "alone_spread", .value = lo, .unit = "tps", .ref_name = "tps fastest", .ref = hi},
+    };
+    snprintf(rows[0].figure, sizeof rows[0].figure, "alone: no trigger, no relay (mean of %d runs)", na);
+    snprintf(rows[2].figure, sizeof rows[2].figure, "  slowest of the %d runs (noise)", na);
+    BENCH_ROWS(b, sc, rows);
 }
 
 /* The mean of a variant's rounds, field by field, and of its references. */
@@ -328,28 +307,28 @@ static double us_per_event(const pgb_out_t *o) {
     return (o->relay_cores + o->backend_cores) / o->tps * 1e6;
 }
 
-/* One row of a variant, keyed "<variant>_<suffix>". */
-static bench_row_t *vrow(bench_t *b, const char *sc, const variant_t *v, const char *suffix, const char *figure,
-                         double value, const char *unit) {
-    char k[48];
-    snprintf(k, sizeof k, "%s_%s", v->key, suffix);
-    return bench_row(b, sc, k, figure, value, unit);
+/* Adds rows keyed "<variant>_<their key>" (the first row: "<variant>"). */
+static void variant_add(bench_t *b, const char *sc, const variant_t *v, bench_row_t *rows, int n) {
+    char key[sizeof rows[0].key];
+
+    for (int i = 0; i < n; i++) {
+        snprintf(key, sizeof key, "%.20s%s%.26s", v->key, rows[i].key[0] ? "_" : "", rows[i].key);
+        memcpy(rows[i].key, key, sizeof key);
+    }
+    bench_rows(b, sc, rows, (size_t)n);
 }
 
-/* A variant's rows over its rounds: the mean tps against the mean of its
- * references, its rounds' lowest and highest ratio when more than one (the
- * noise the mean averages out), what the relay spent, the slowest round's
- * drain of a backlog, and with end set the outbox at the run's end (means
- * over the rounds). */
+/* A variant's rows: mean tps against the mean of its references, its
+ * rounds' lowest and highest ratio when several, what the relay spent, the
+ * slowest round's drain of a backlog, and with end_rows the outbox at the
+ * run's end (means over the rounds). */
 static void variant_rows(bench_t *b, const char *sc, const variant_t *v, const wvar_t *w,
                          const pgb_out_t *alone, int end_rows) {
     double ref, lo = INFINITY, hi = 0, done = 0, end[END_N] = {0};
     pgb_out_t m = pgb_mean(w, &ref);
-    bench_row_t *r = bench_row(b, sc, v->key, v->figure, m.tps, "tps");
+    bench_row_t r[16];
+    int n = 0;
 
-    bench_row_ref(r, "tps alone (runs around it)", ref);
-    if (v->target > 0)
-        bench_row_target(r, '>', 1, v->target);
     for (int i = 0; i < w->n; i++) {
         double x = w->o[i].tps / w->ref[i];
         lo = x < lo ? x : lo;
@@ -358,37 +337,47 @@ static void variant_rows(bench_t *b, const char *sc, const variant_t *v, const w
         for (int j = 0; j < END_N; j++)
             end[j] += w->end[i][j] / w->n;
     }
+    r[n] = (bench_row_t){.value = m.tps, .unit = "tps", .ref_name = "tps alone (runs around it)", .ref = ref,
+                         .target_op = v->target > 0 ? '>' : 0, .target_on_ratio = 1, .target = v->target};
+    snprintf(r[n++].figure, sizeof r[0].figure, "%s", v->figure);
     if (w->n > 1) {
-        vrow(b, sc, v, "ratio_lowest", "  lowest round's ratio to its alone runs", lo, "x");
-        vrow(b, sc, v, "ratio_highest", "  highest round's ratio", hi, "x");
+        r[n++] = (bench_row_t){.key = "ratio_lowest", .figure = "  lowest round's ratio to its alone runs",
+                               .value = lo, .unit = "x"};
+        r[n++] = (bench_row_t){.key = "ratio_highest", .figure = "  highest round's ratio", .value = hi, .unit = "x"};
     }
-    r = vrow(b, sc, v, "wal_per_txn", "  WAL per writer transaction (all sessions)", m.wal_per_txn, "B");
-    bench_row_ref(r, "B alone", alone->wal_per_txn);
-    vrow(b, sc, v, "relay_cores", "  its process CPU during the run", m.relay_cores, "cores");
-    vrow(b, sc, v, "relay_sleeps", "  its threads' sleeps (wake-ups) per writer event", m.relay_sleeps / m.tps, "");
-    vrow(b, sc, v, "backend_cores", "  its PostgreSQL backends' CPU during the run", m.backend_cores, "cores");
-    /* What publishing costs per event beside busy writers, and the share
-     * of the machine it takes from them. */
-    vrow(b, sc, v, "relay_us_per_event", "  it + backends CPU per writer event", us_per_event(&m), "us");
+    r[n++] = (bench_row_t){.key = "wal_per_txn", .figure = "  WAL per writer transaction (all sessions)",
+                           .value = m.wal_per_txn, .unit = "B", .ref_name = "B alone", .ref = alone->wal_per_txn};
+    r[n++] = (bench_row_t){.key = "relay_cores", .figure = "  its process CPU during the run",
+                           .value = m.relay_cores, .unit = "cores"};
+    r[n++] = (bench_row_t){.key = "relay_sleeps", .figure = "  its threads' sleeps (wake-ups) per writer event",
+                           .value = m.relay_sleeps / m.tps};
+    r[n++] = (bench_row_t){.key = "backend_cores", .figure = "  its PostgreSQL backends' CPU during the run",
+                           .value = m.backend_cores, .unit = "cores"};
+    r[n++] = (bench_row_t){.key = "relay_us_per_event", .figure = "  it + backends CPU per writer event",
+                           .value = us_per_event(&m), .unit = "us"};
     if (!isnan(m.retention_cores))
-        vrow(b, sc, v, "retention_us_per_event", "  of which its retention session's backend",
-             m.retention_cores / m.tps * 1e6, "us");
-    vrow(b, sc, v, "relay_share", "  it + backends share of the machine's CPU",
-         (m.relay_cores + m.backend_cores) / (double)sysconf(_SC_NPROCESSORS_ONLN) * 100, "%");
+        r[n++] = (bench_row_t){.key = "retention_us_per_event", .figure = "  of which its retention session's backend",
+                               .value = m.retention_cores / m.tps * 1e6, .unit = "us"};
     if (!isnan(m.mock_cores))
-        vrow(b, sc, v, "mock_cores", "  mock broker CPU during the run (same box)", m.mock_cores, "cores");
-    vrow(b, sc, v, "flag_share", "  waiting flag set (share of samples)", m.flag_share * 100, "%");
-    if (v->backlog) {
-        r = vrow(b, sc, v, "backlog_s", isnan(done) ? "  backlog NOT drained within the run"
-                                                    : "  backlog all marked after", done, "s");
-        bench_row_ref(r, "s run length", b->duration_s);
+        r[n++] = (bench_row_t){.key = "mock_cores", .figure = "  mock broker CPU during the run (same box)",
+                               .value = m.mock_cores, .unit = "cores"};
+    r[n++] = (bench_row_t){.key = "flag_share", .figure = "  waiting flag set (share of samples)",
+                           .value = m.flag_share * 100, .unit = "%"};
+    if (v->backlog)
+        r[n++] = (bench_row_t){.key = "backlog_s", .figure = "  backlog all marked after", .value = done, .unit = "s",
+                               .ref_name = "s run length", .ref = b->duration_s};
+    if (v->backlog && isnan(done))
+        snprintf(r[n - 1].figure, sizeof r[0].figure, "  backlog NOT drained within the run");
+    if (end_rows) {
+        r[n++] = (bench_row_t){.key = "deleted", .figure = "  rows removed during the run",
+                               .value = end[END_WRITTEN] - end[END_LEFT], .ref_name = "rows written",
+                               .ref = end[END_WRITTEN]};
+        r[n++] = (bench_row_t){.key = "outbox_mb", .figure = "  outbox at the end: total relation size",
+                               .value = end[END_BYTES] / 1048576, .unit = "MB"};
+        r[n++] = (bench_row_t){.key = "dead_tuples", .figure = "  outbox at the end: n_dead_tup",
+                               .value = end[END_DEAD]};
     }
-    if (!end_rows)
-        return;
-    r = vrow(b, sc, v, "deleted", "  rows removed during the run", end[END_WRITTEN] - end[END_LEFT], "");
-    bench_row_ref(r, "rows written", end[END_WRITTEN]);
-    vrow(b, sc, v, "outbox_mb", "  outbox at the end: total relation size", end[END_BYTES] / 1048576, "MB");
-    vrow(b, sc, v, "dead_tuples", "  outbox at the end: n_dead_tup", end[END_DEAD], "");
+    variant_add(b, sc, v, r, n);
 }
 
 int scenario_writers(bench_t *b) {
@@ -431,9 +420,7 @@ int scenario_retention(bench_t *b) {
     pgb_out_t alone[ALONE_MAX], m[NV];
     wvar_t w[NV];
     double ref[NV];
-    char fig[72];
     int na;
-    bench_row_t *r;
 
     if (writers_measure(b, v, NV, w, alone, &na) != 0)
         return -1;
@@ -443,12 +430,15 @@ int scenario_retention(bench_t *b) {
         m[k] = pgb_mean(&w[k], &ref[k]);
     }
     for (int k = 1; k < NV; k++) {
-        snprintf(fig, sizeof fig, "%s: its share of writers' tps, against off's", v[k].key);
-        r = vrow(b, "retention", &v[k], "vs_off", fig, m[k].tps / ref[k] * 100, "%");
-        bench_row_ref(r, "% off's share", m[0].tps / ref[0] * 100);
-        r = vrow(b, "retention", &v[k], "extra_us_per_event", "  extra CPU per writer event (it + backends)",
-                 us_per_event(&m[k]) - us_per_event(&m[0]), "us");
-        bench_row_ref(r, "us retention off", us_per_event(&m[0]));
+        bench_row_t r[] = {
+            {.key = "vs_off", .value = m[k].tps / ref[k] * 100, .unit = "%", .ref_name = "% off's share",
+             .ref = m[0].tps / ref[0] * 100},
+            {.key = "extra_us_per_event", .figure = "  extra CPU per writer event (it + backends)",
+             .value = us_per_event(&m[k]) - us_per_event(&m[0]), .unit = "us", .ref_name = "us retention off",
+             .ref = us_per_event(&m[0])},
+        };
+        snprintf(r[0].figure, sizeof r[0].figure, "%s: its share of writers' tps, against off's", v[k].key);
+        variant_add(b, "retention", &v[k], r, 2);
     }
     return 0;
 }
