@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts and stops a throwaway PostgreSQL cluster for tests and demos:
-# owned by the postgres user, in DIR, on a unix socket there and on
-# 127.0.0.1:PGPORT (for tests that put a fault proxy before the server).
+# owned by the postgres user, in DIR, on a unix socket there (trusted) and
+# on 127.0.0.1:PGPORT (password "postgres"; for tests that put a fault proxy
+# before the server).
 #   tests/pg.sh start DIR      initdb (first time) and start; prints the socket dir
 #   tests/pg.sh stop DIR       stop (fast), idempotent
 #   tests/pg.sh restart DIR [fast|immediate]
@@ -20,8 +21,14 @@ start() {
     dir=$(cd "$dir" && pwd)
     chown postgres: "$dir"
     if [ ! -f "$dir/data/PG_VERSION" ]; then
-        as_pg "$bindir/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --no-locale >"$dir/initdb.log" 2>&1 ||
+        # Over TCP the postgres role needs its password, "postgres", so that a
+        # wrong one fails as on a real server; the unix socket trusts.
+        echo postgres >"$dir/pwfile"
+        chown postgres: "$dir/pwfile"
+        as_pg "$bindir/initdb" -D "$dir/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+            --pwfile="$dir/pwfile" -E UTF8 --no-locale >"$dir/initdb.log" 2>&1 ||
             { cat "$dir/initdb.log" >&2; exit 1; }
+        rm -f "$dir/pwfile"
         cat >>"$dir/data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$dir'

@@ -522,8 +522,9 @@ static int pg_proxy_start(th_ctx_t *t, char *conninfo, size_t size) {
     snprintf(route, sizeof route, "%d:%d:raw", listen, atoi(getenv("OBX_TEST_PGPORT")));
     th_spawn_argv(t, argv, "proxy.log");
     th_wait_file_log(t, "proxy.log", "control on", 10000);
-    /* The last host= and port= win. */
-    ck_assert_msg(snprintf(conninfo, size, "%s host=127.0.0.1 port=%d", t->conninfo, listen) < (int)size,
+    /* The last host= and port= win; TCP needs the password (tests/pg.sh). */
+    ck_assert_msg(snprintf(conninfo, size, "%s host=127.0.0.1 port=%d password=postgres", t->conninfo, listen) <
+                      (int)size,
                   "conninfo longer than %zu: %s", size, t->conninfo);
     return ctl;
 }
