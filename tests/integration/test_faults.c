@@ -513,14 +513,14 @@ static int free_port(void) {
 }
 
 /* The relay's PostgreSQL sessions behind a fault proxy of their own (to
- * the server's 127.0.0.1:OBX_TEST_PGPORT). Returns its control port;
- * *conninfo is th_config's through the proxy. */
-static int pg_proxy_start(th_ctx_t *t, char *conninfo, size_t size) {
+ * the server's 127.0.0.1:OBX_TEST_PGPORT), started as *pid. Returns its
+ * control port; *conninfo is th_config's through the proxy. */
+static int pg_proxy_start(th_ctx_t *t, char *conninfo, size_t size, pid_t *pid) {
     int listen = free_port(), ctl = free_port();
     char route[48], ctls[16], *argv[] = {(char *)th_bin("tests/obx-faultproxy"), ctls, route, NULL};
     snprintf(ctls, sizeof ctls, "%d", ctl);
     snprintf(route, sizeof route, "%d:%d:raw", listen, atoi(getenv("OBX_TEST_PGPORT")));
-    th_spawn_argv(t, argv, "proxy.log");
+    *pid = th_spawn_argv(t, argv, "proxy.log");
     th_wait_file_log(t, "proxy.log", "control on", 10000);
     /* The last host= and port= win; TCP needs the password (tests/pg.sh). */
     ck_assert_msg(snprintf(conninfo, size, "%s host=127.0.0.1 port=%d password=postgres", t->conninfo, listen) <
@@ -538,7 +538,7 @@ START_TEST(claim_out_when_the_producer_fails_is_dropped) {
     th_ctx_t t, via;
     th_mock_t m;
     const char *conf;
-    pid_t relay;
+    pid_t relay, proxy;
     int ctl;
 
     th_mock_start(&m, 1);
@@ -546,7 +546,7 @@ START_TEST(claim_out_when_the_producer_fails_is_dropped) {
     mock_topic(&m, &t);
     ck_assert_int_eq(th_write(&t, 2, 1000, 20, 100, "order"), 1000);
     via = t;
-    ctl = pg_proxy_start(&t, via.conninfo, sizeof via.conninfo);
+    ctl = pg_proxy_start(&t, via.conninfo, sizeof via.conninfo, &proxy);
     th_proxy_fault(ctl, t.dir, 1, "latency 500");
     rd_kafka_mock_push_request_errors(m.mc, PRODUCE_API, 1, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);
     conf = th_config_level(&via, "relay.conf", m.bootstrap, "batch_size = 100;", ONE_IN_FLIGHT, "debug");
@@ -557,6 +557,7 @@ START_TEST(claim_out_when_the_producer_fails_is_dropped) {
     th_proxy_fault(ctl, t.dir, 1, "pass");
     check_all(&t, m.bootstrap, 1000);
     th_stop(relay, SIGTERM, 20000, 0);
+    th_stop(proxy, SIGTERM, 5000, 0);
     th_mock_stop(&m);
 }
 END_TEST

@@ -457,13 +457,16 @@ static void kill_while_retention_waits(const th_ctx_t *t, pid_t relay, const cha
                      " WHERE application_name = 'outbox-relay retention'", 1, 30000);
 }
 
-static const char partition_state_sql[] =
-    "SELECT count(*) FROM outbox_partitions('outbox', 2) WHERE part = '%s' AND state = '%s'";
+/* The query counting part in state (1 or 0), into sql. */
+static const char *partition_state_sql(char *sql, size_t size, const char *part, const char *state) {
+    snprintf(sql, size, "SELECT count(*) FROM outbox_partitions('outbox', 2) WHERE part = '%s' AND state = '%s'",
+             part, state);
+    return sql;
+}
 
 static long long partition_in_state(PGconn *c, const char *part, const char *state) {
     char sql[256];
-    snprintf(sql, sizeof sql, partition_state_sql, part, state);
-    return th_int(c, sql);
+    return th_int(c, partition_state_sql(sql, sizeof sql, part, state));
 }
 
 /* The relay is killed while its DETACH ... CONCURRENTLY of outbox_p101
@@ -496,8 +499,7 @@ START_TEST(partitions_kill_during_detach_is_finished_by_the_next_pass) {
     /* The operator deletes the parked event: it is expected nowhere now. */
     th_exec(c, "DELETE FROM outbox WHERE id = 50");
     th_exec(c, "DELETE FROM ledger WHERE id = 50");
-    snprintf(sql, sizeof sql, partition_state_sql, "outbox_p1", "droppable");
-    th_wait_count(&t, sql, 1, 30000);
+    th_wait_count(&t, partition_state_sql(sql, sizeof sql, "outbox_p1", "droppable"), 1, 30000);
     ck_assert_int_eq(partition_in_state(c, "outbox_p101", "pending"), 1);
 
     b = th_relay_start(&t, conf);
