@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <glob.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,8 +34,7 @@ static const struct {
 } scenarios[] = {
     {"drain", SC_DRAIN, scenario_drain},       {"footprint", SC_FOOTPRINT, NULL},
     {"steady", SC_STEADY, scenario_steady},    {"idle", SC_IDLE, scenario_idle},
-    {"writers", SC_WRITERS, scenario_writers}, {"retention", SC_RETENTION, scenario_retention},
-    {"consumer", SC_CONSUMER, scenario_consumer},
+    {"writers", SC_WRITERS, scenario_writers}, {"consumer", SC_CONSUMER, scenario_consumer},
 };
 
 /* One option: a number at off within min..max (kind 'i' int, 'l' long), a
@@ -121,14 +119,13 @@ static const opt_t options[] = {
     NUM("duration", "S", duration_s, 1, 3600, "length of each steady and pgbench run (default 10)"),
     NUM("writers", "N", writers, 1, 64, "concurrent writers, steady and pgbench (default 8)"),
     NUM("writers-rounds", "N", rounds, 1, BENCH_MAX_ROUNDS,
-        "rounds of the writers and retention scenarios' relay variants (default 1)"),
+        "rounds of the writers scenario's relay variants (default 1)"),
     NUM("idle-samples", "N", idle_samples, 1, 100000, "single inserts of the idle scenario (default 200)"),
     LONG("consumer-events", "N", consumer_events, 1, 100000000, "orders for the consumer scenario (default 20000)"),
     CALL("scenario", "NAME", parse_scenario,
-         "drain, footprint, steady, idle, writers, retention, consumer; repeatable (default: all)"),
+         "drain, footprint, steady, idle, writers, consumer; repeatable (default: all)"),
     CALL("relay-set", "G.KEY=V", parse_set,
-         "extra relay config setting, V as libconfig text (kafka.* also to raw producer (b))"),
-    FLAG("json", json, "one JSON object instead of the table"),
+         "extra relay config setting, V as libconfig text"),
     STR("pg-host", "HOST", pg_host_opt, "use this PostgreSQL instead of starting one (database " BENCH_DB ")"),
     NUM("pg-port", "PORT", pg_port, 1, 65535, "its port (default 5432; own server: " XSTR(OWN_PG_PORT) ")"),
     STR("bootstrap", "SERVERS", bootstrap_opt, "use this Kafka instead of starting obx-mock-kafka"),
@@ -214,54 +211,6 @@ static const char *env_or(const char *name, const char *def) {
     return v && *v ? v : def;
 }
 
-/* PG_BINDIR, else the newest /usr/lib/postgresql/N/bin (what tests/pg.sh uses). */
-static void find_pg_bindir(bench_t *b) {
-    glob_t g;
-    const char *best = NULL;
-
-    if (getenv("PG_BINDIR") && *getenv("PG_BINDIR")) {
-        snprintf(b->pg_bindir, sizeof b->pg_bindir, "%s", getenv("PG_BINDIR"));
-        return;
-    }
-    snprintf(b->pg_bindir, sizeof b->pg_bindir, "/usr/lib/postgresql/bin");
-    if (glob("/usr/lib/postgresql/*/bin", 0, NULL, &g) != 0)
-        return;
-    for (size_t i = 0; i < g.gl_pathc; i++)
-        if (!best || strverscmp(g.gl_pathv[i], best) > 0)
-            best = g.gl_pathv[i];
-    if (best)
-        snprintf(b->pg_bindir, sizeof b->pg_bindir, "%s", best);
-    globfree(&g);
-}
-
-static int check_bins(const bench_t *b) {
-    static const struct {
-        const char *name;
-        unsigned scenarios; /* needed by any of them; 0: whenever the bench starts the mock */
-    } bins[] = {
-        {"outbox-relay", SC_DRAIN | SC_STEADY | SC_IDLE | SC_WRITERS | SC_RETENTION | SC_CONSUMER},
-        {"obx-mock-kafka", 0},
-        {"obx-order-gen", SC_CONSUMER},
-        {"obx-stock-consumer", SC_CONSUMER},
-    };
-    char pgbench[600];
-    int bad = 0;
-
-    for (size_t i = 0; i < sizeof bins / sizeof bins[0]; i++) {
-        if ((bins[i].scenarios ? !(b->scenarios & bins[i].scenarios) : b->bootstrap_opt != NULL) ||
-            access(bench_bin(b, bins[i].name), X_OK) == 0)
-            continue;
-        bench_log("%s not found: build the project first (or set OBX_BUILD_ROOT)", bench_bin(b, bins[i].name));
-        bad = 1;
-    }
-    snprintf(pgbench, sizeof pgbench, "%s/pgbench", b->pg_bindir);
-    if ((b->scenarios & (SC_WRITERS | SC_RETENTION)) && access(pgbench, X_OK) != 0) {
-        bench_log("%s not found (set PG_BINDIR)", pgbench);
-        bad = 1;
-    }
-    return bad ? -1 : 0;
-}
-
 static int start_pg(bench_t *b) {
     char cmd[2200];
     size_t len;
@@ -340,22 +289,14 @@ static void drop_bench_db(const bench_t *b) {
 }
 
 static void startup_rows(bench_t *b) {
-    double v[BENCH_MAX_STARTS];
-
     if (b->nstarts == 0)
         return;
-    memcpy(v, b->starts_ms, sizeof v);
-    /* bench_pick sorts v: the slowest start is last afterwards. */
-    bench_row_t rows[] = {
-        {.key = "startup_ms_median", .value = bench_pick(v, (size_t)b->nstarts, 0.5), .unit = "ms", .ref_name = "ms bare connect+LISTEN",
-         .ref = b->raw_connect_ms, .target_op = '<', .target = 100},
-        {.key = "startup_ms_max", .figure = "start-up: the slowest start", .value = v[b->nstarts - 1],
-         .unit = "ms", .ref_name = "ms bare connect+LISTEN", .ref = b->raw_connect_ms},
-    };
-    snprintf(rows[0].figure, sizeof rows[0].figure, "start-up: exec -> 'postgres connected', median of %d",
-             b->nstarts);
-    BENCH_ROWS(b, "footprint", rows);
+    bench_row_t row = {.value = bench_pick(b->starts_ms, (size_t)b->nstarts, 0.5), .unit = "ms",
+                       .ref_name = "ms bare connect+LISTEN", .ref = b->raw_connect_ms, .target_op = '<', .target = 100};
+    snprintf(row.figure, sizeof row.figure, "start-up: exec -> 'postgres connected', median of %d", b->nstarts);
+    bench_rows(b, "footprint", &row, 1);
 }
+
 
 static int run_scenario(bench_t *b, const char *name, scenario_fn fn) {
     int rc;
@@ -396,9 +337,6 @@ int main(int argc, char **argv) {
     snprintf(b->build_root, sizeof b->build_root, "%s", env_or("OBX_BUILD_ROOT", OBX_BENCH_BUILD_ROOT));
     snprintf(b->source_root, sizeof b->source_root, "%s", env_or("OBX_SOURCE_ROOT", OBX_BENCH_SOURCE_ROOT));
     snprintf(b->topic_prefix, sizeof b->topic_prefix, "obxbench-%d", (int)getpid());
-    find_pg_bindir(b);
-    if (check_bins(b) != 0)
-        return 1;
     snprintf(b->workdir, sizeof b->workdir, "/tmp/obx-bench.XXXXXX");
     /* 0755: the postgres user must reach the cluster directory inside. */
     if (!mkdtemp(b->workdir) || chmod(b->workdir, 0755) != 0) {
@@ -431,10 +369,7 @@ int main(int argc, char **argv) {
     startup_rows(b);
     bench_note(b, "load probes (before each scenario and pgbench run): at most %.2f cores busy while the"
                   " bench idled", b->busy_cores_max);
-    if (b->json)
-        bench_report_json(b);
-    else
-        bench_report_table(b);
+    bench_report(b);
     rc = failed;
 out:
     if (b->mock_pid > 0)

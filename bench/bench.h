@@ -31,13 +31,11 @@ enum {
     SC_WRITERS = 1 << 3,
     SC_CONSUMER = 1 << 4,
     SC_FOOTPRINT = 1 << 5,
-    SC_RETENTION = 1 << 6,
 };
 
 /* One line of the report, written with designated initializers: a
  * reference is shown only with a ref_name, a target only with a target_op. */
 typedef struct {
-    char key[48];          /* JSON name, unique within the scenario */
     char figure[72];
     double value;          /* NAN: not measured */
     char unit[12];
@@ -62,7 +60,7 @@ typedef struct {
     int payload, aggregates, duration_s, writers, rounds, idle_samples;
     int rates[BENCH_MAX_RATES], nrates;
     unsigned scenarios;
-    int json, keep;
+    int keep;
     const char *pg_host_opt, *bootstrap_opt;
     int pg_port;
     /* GROUP.KEY=VALUE for the relay config: --relay-set's, then, past nsets
@@ -71,7 +69,7 @@ typedef struct {
     int nsets;
 
     /* environment */
-    char build_root[512], source_root[512], pg_bindir[512], workdir[512];
+    char build_root[512], source_root[512], workdir[512];
     char pghost[512];
     int own_pg;
     char bootstrap[256];
@@ -129,8 +127,6 @@ int bench_wait_log(bench_child_t *c, const char *needle, double timeout_s);
 void bench_log_tail(const char *path);
 /* Reaps pid after sig (0: waits for it to exit); logs a failure with log's tail. */
 int bench_reap(pid_t pid, int sig, double timeout_ms, const char *what, const char *log);
-/* The value of --relay-set number i when it is in group, its key in key; else NULL. */
-const char *bench_set(const bench_t *b, int i, const char *group, char *key, size_t keysize);
 const char *bench_bin(const bench_t *b, const char *name);
 
 PGconn *db_open(const bench_t *b, const char *dbname);
@@ -176,12 +172,10 @@ int scenario_drain(bench_t *b);
 int scenario_steady(bench_t *b);
 int scenario_idle(bench_t *b);
 int scenario_writers(bench_t *b);
-int scenario_retention(bench_t *b);
 int scenario_consumer(bench_t *b);
 
 void bench_rows(bench_t *b, const char *scenario, const bench_row_t *rows, size_t n);
 #define BENCH_ROWS(b, scenario, rows) bench_rows(b, scenario, rows, sizeof rows / sizeof rows[0])
-void bench_report_table(const bench_t *b);
-void bench_report_json(const bench_t *b);
+void bench_report(const bench_t *b);
 
 #endif

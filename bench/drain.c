@@ -5,7 +5,6 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 #define DRAIN_PAIRS 3
 
@@ -32,7 +31,7 @@ double drain_timeout(long rows) {
 typedef struct {
     double rate;           /* events/s, exec -> all marked */
     double publishing;     /* events/s, first mark -> last mark */
-    double cpu, bcpu, mcpu; /* relay, its backends, the mock: CPU seconds */
+    double cpu, bcpu;      /* relay, its backends: CPU seconds */
     double hwm;            /* relay peak RSS, MB */
     double secs, cold_ms;  /* exec -> all marked; exec -> first mark */
 } drain_t;
@@ -48,7 +47,6 @@ static int drain_once(bench_t *b, PGconn *c, drain_t *o) {
         db_num(c, "SELECT extract(epoch FROM clock_timestamp())", NULL, &t_db0) != 0)
         return scenario_end(&relay, NULL, -1);
     bench_log("drain: relay draining");
-    o->mcpu = b->mock_pid > 0 ? proc_cpu_s(b->mock_pid) : NAN;
     if (relay_start(b, &relay, NULL) != 0 || wait_marked(c, &relay, maxid, drain_timeout(b->events), &done) != 0)
         return scenario_end(&relay, NULL, -1);
     /* Read before stopping it: the figures are the drain's, not the shutdown's. */
@@ -56,7 +54,6 @@ static int drain_once(bench_t *b, PGconn *c, drain_t *o) {
     o->hwm = proc_hwm_mb(relay.pid);
     nb = db_backend_pids(c, "outbox-relay", backends, 4);
     o->bcpu = db_backend_cpu_s(b, backends, nb);
-    o->mcpu = b->mock_pid > 0 ? proc_cpu_s(b->mock_pid) - o->mcpu : NAN;
     /* The first and last marks and the rows of the first: the publishing
      * rate leaves out the start-up before the first mark. */
     if (relay_stop(&relay) != 0 ||
@@ -99,30 +96,26 @@ int scenario_drain(bench_t *b) {
     raw_med = bench_pick(raw, DRAIN_PAIRS, 0.5);
 
     bench_row_t drain[] = {
-        {.key = "events_per_s", .figure = "events/s, relay exec -> all marked (median)", .value = m->rate,
+        {.figure = "events/s, relay exec -> all marked (median)", .value = m->rate,
          .unit = "ev/s", .ref_name = "rows/s (a) median, same pairs", .ref = raw_med, .target_op = '>',
          .target_on_ratio = 1, .target = 1.2},
-        {.key = "pair_ratio_min", .figure = "  lowest pair's ratio, relay / loop (a)",
+        {.figure = "  lowest pair's ratio, relay / loop (a)",
          .value = bench_pick(ratio, DRAIN_PAIRS, 0), .unit = "x"},
-        {.key = "pair_ratio_max", .figure = "  highest pair's ratio", .value = bench_pick(ratio, DRAIN_PAIRS, 1),
+        {.figure = "  highest pair's ratio", .value = bench_pick(ratio, DRAIN_PAIRS, 1),
          .unit = "x"},
-        {.key = "publishing_events_per_s", .figure = "events/s, first mark -> last mark", .value = m->publishing,
+        {.figure = "events/s, first mark -> last mark", .value = m->publishing,
          .unit = "ev/s", .ref_name = "rows/s (a) median, same pairs", .ref = raw_med},
-        /* Loop (a) leaves Kafka out; the relay shares the cores with the broker. */
-        {.key = "busy_cores", .figure = "  CPU busy: relay + its backends + mock broker",
-         .value = (m->cpu + m->bcpu + m->mcpu) / m->secs, .unit = "cores", .ref_name = "cores on this machine",
-         .ref = (double)sysconf(_SC_NPROCESSORS_ONLN)},
     };
     bench_row_t footprint[] = {
-        {.key = "relay_peak_rss_mb", .figure = "relay peak RSS (VmHWM) after the drain", .value = m->hwm,
+        {.figure = "relay peak RSS (VmHWM) after the drain", .value = m->hwm,
          .unit = "MB", .ref_name = "MB (b) connected producer", .ref = b->raw_producer_hwm_mb},
-        {.key = "relay_cpu_s_per_100k", .figure = "relay CPU (utime+stime) per 100k events",
+        {.figure = "relay CPU (utime+stime) per 100k events",
          .value = m->cpu / (double)b->events * 1e5, .unit = "s", .ref_name = "s (a)+(b) client CPU",
          .ref = b->raw_cpu_100k},
-        {.key = "relay_backend_cpu_s_per_100k", .figure = "relay's PostgreSQL backends' CPU per 100k",
+        {.figure = "relay's PostgreSQL backends' CPU per 100k",
          .value = m->bcpu / (double)b->events * 1e5, .unit = "s", .ref_name = "s (a) loop's backend",
          .ref = b->raw_backend_cpu_100k},
-        {.key = "cold_first_mark_ms", .figure = "cold start: relay exec -> first row marked", .value = m->cold_ms,
+        {.figure = "cold start: relay exec -> first row marked", .value = m->cold_ms,
          .unit = "ms", .ref_name = "ms (b0) new -> first ack", .ref = b->raw_first_ack_ms},
     };
     BENCH_ROWS(b, "drain", drain);

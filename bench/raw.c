@@ -141,30 +141,6 @@ static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, raw_res
     return -1;
 }
 
-/* The relay's kafka.* settings of --relay-set, so both producers match:
- * "_" in the key reads as "." and quotes around the value are dropped. */
-static int conf_sets(const bench_t *b, rd_kafka_conf_t *conf, raw_result_t *r) {
-    for (int i = 0; i < b->nsets; i++) {
-        char key[128], val[256];
-        const char *v = bench_set(b, i, "kafka", key, sizeof key);
-        size_t vlen;
-        if (!v)
-            continue;
-        for (char *k = key; *k; k++)
-            if (*k == '_')
-                *k = '.';
-        snprintf(val, sizeof val, "%s", v);
-        vlen = strlen(val);
-        if (vlen >= 2 && val[0] == '"' && val[vlen - 1] == '"') {
-            memmove(val, val + 1, vlen - 2);
-            val[vlen - 2] = '\0';
-        }
-        if (conf_set(conf, key, val, r) != 0)
-            return -1;
-    }
-    return 0;
-}
-
 static rd_kafka_resp_err_t raw_send(rd_kafka_t *rk, const char *topic, long i, const bench_t *b,
                                     const char *payload) {
     char key[32];
@@ -192,7 +168,7 @@ static void raw_kafka(bench_t *b, raw_result_t *r) {
     /* linger.ms 0 and no Nagle like the relay's defaults, so (b1) is the floor the relay works against. */
     if (conf_set(conf, "bootstrap.servers", b->bootstrap, r) || conf_set(conf, "log_level", "3", r) ||
         conf_set(conf, "linger.ms", "0", r) || conf_set(conf, "socket.nagle.disable", "true", r) ||
-        conf_set(conf, "queue.buffering.max.messages", qmax, r) || conf_sets(b, conf, r) ||
+        conf_set(conf, "queue.buffering.max.messages", qmax, r) ||
         conf_set(conf, "enable.idempotence", "true", r))
         goto out;
     rd_kafka_conf_set_opaque(conf, &dr);
@@ -339,25 +315,25 @@ int scenario_raw(bench_t *b) {
     b->raw_connect_ms = connect_floor_ms(b);
 
     bench_row_t rows[] = {
-        {.key = "pg_rows_per_s", .figure = "(a) bare SELECT 1000 + UPDATE loop", .value = b->raw_pg_rate,
+        {.figure = "(a) bare SELECT 1000 + UPDATE loop", .value = b->raw_pg_rate,
          .unit = "rows/s"},
-        {.key = "pg_backend_cpu_s_per_100k", .figure = "(a) its PostgreSQL backend CPU per 100k",
+        {.figure = "(a) its PostgreSQL backend CPU per 100k",
          .value = b->raw_backend_cpu_100k, .unit = "s"},
-        {.key = "pg_single_ms_p50", .figure = "(a1) 1 row: SELECT + UPDATE round trip p50",
+        {.figure = "(a1) 1 row: SELECT + UPDATE round trip p50",
          .value = pg.single_p50_ms, .unit = "ms"},
-        {.key = "kafka_msgs_per_s", .figure = "(b) bare idempotent producer, keyed", .value = b->raw_kafka_rate,
+        {.figure = "(b) bare idempotent producer, keyed", .value = b->raw_kafka_rate,
          .unit = "msgs/s"},
-        {.key = "kafka_cpu_s_per_100k", .figure = "(b) producer process CPU per 100k",
+        {.figure = "(b) producer process CPU per 100k",
          .value = kafka.cpu_s / (double)kafka.n * 1e5, .unit = "s"},
-        {.key = "kafka_idle_rss_mb", .figure = "(b) producer peak RSS, connected, before its bulk",
+        {.figure = "(b) producer peak RSS, connected, before its bulk",
          .value = kafka.idle_hwm_mb, .unit = "MB"},
-        {.key = "kafka_first_ack_ms", .figure = "(b0) rd_kafka_new -> first ack, new topic",
+        {.figure = "(b0) rd_kafka_new -> first ack, new topic",
          .value = kafka.first_ms, .unit = "ms"},
-        {.key = "kafka_single_ms_p50", .figure = "(b1) 1 message: produce -> ack p50",
+        {.figure = "(b1) 1 message: produce -> ack p50",
          .value = kafka.single_p50_ms, .unit = "ms"},
-        {.key = "kafka_single_ms_p99", .figure = "(b1) 1 message: produce -> ack p99",
+        {.figure = "(b1) 1 message: produce -> ack p99",
          .value = kafka.single_p99_ms, .unit = "ms"},
-        {.key = "connect_listen_ms", .figure = "bare libpq connect + LISTEN (median of 5)",
+        {.figure = "bare libpq connect + LISTEN (median of 5)",
          .value = b->raw_connect_ms, .unit = "ms"},
     };
     BENCH_ROWS(b, "raw", rows);

@@ -354,7 +354,8 @@ double db_backend_cpu_s(const bench_t *b, const pid_t *pids, int n) {
     return sum;
 }
 
-const char *bench_set(const bench_t *b, int i, const char *group, char *key, size_t keysize) {
+/* The value of setting number i when it is in group, its key in key; else NULL. */
+static const char *bench_set(const bench_t *b, int i, const char *group, char *key, size_t keysize) {
     const char *s = b->sets[i], *eq = strchr(s, '=');
     size_t glen = strlen(group);
 

@@ -1,5 +1,6 @@
-/* Writer cost: pgbench writers beside a relay against the same writers
- * alone; one method for the writers and retention scenarios (BENCHMARKS.md). */
+/* Writer cost: pgbench writers beside a relay, following them with each
+ * retention mode or draining a backlog, against the same writers alone
+ * (BENCHMARKS.md, "writers"). */
 #include "bench.h"
 
 #include <math.h>
@@ -8,28 +9,25 @@
 #include <string.h>
 #include <unistd.h>
 
-/* One pgbench run. On the side, in every run so that all pay the same: the
- * waiting flag sampled every 50 ms, the WAL, the relay's CPU if it runs. */
+/* One pgbench run: the writers' tps and WAL, and the relay's CPU if it runs. */
 typedef struct {
     double tps;
-    double flag_share;      /* share of samples with the waiting flag set */
     double wal_per_txn;     /* bytes of WAL per writer transaction, everyone's */
     double relay_cores;     /* relay process CPU / run time; NAN without relay */
     double backend_cores;   /* its backends', likewise (the retention session's included) */
-    double retention_cores; /* its retention session's backend's, likewise; NAN without one */
-    double relay_sleeps;    /* times its threads went to sleep, likewise per second */
-    double mock_cores;      /* the bench's mock broker's CPU / run time; NAN without */
 } pgb_out_t;
 
 /* The identity's last value: rows ever inserted into the outbox. */
 #define OUTBOX_IDS_SQL "SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence('outbox', 'id')), 0)"
 
 static int pgbench_spawn(const bench_t *b, const char *out, pid_t *pid) {
+    const char *bindir = getenv("PG_BINDIR");
     char pgbench[600], script[600], clients[16], jobs[16], secs[16], port[16];
     char *argv[] = {pgbench, "-n", "-M", "prepared", "-c", clients, "-j", jobs, "-T", secs, "-f", script,
                     "-h", (char *)b->pghost, "-p", port, "-U", "postgres", BENCH_DB, NULL};
 
-    snprintf(pgbench, sizeof pgbench, "%s/pgbench", b->pg_bindir);
+    /* Debian's /usr/bin/pgbench runs the newest installed version. */
+    snprintf(pgbench, sizeof pgbench, "%s/pgbench", bindir && *bindir ? bindir : "/usr/bin");
     snprintf(script, sizeof script, "%s/writer.sql", b->workdir);
     snprintf(clients, sizeof clients, "%d", b->writers);
     snprintf(jobs, sizeof jobs, "%d", b->writers < 2 ? b->writers : 2);
@@ -49,69 +47,53 @@ static double pgbench_field(const char *text, const char *label) {
     return p ? strtod(p + strlen(label), NULL) : NAN;
 }
 
-/* CPU seconds so far of the relay, its backends, its retention session's
- * backend, and its threads' sleeps: NAN without a relay. */
-static void relay_cpu(const bench_t *b, const bench_child_t *relay, const pid_t *pids, int n,
-                      const pid_t *ret, int nr, double out[4]) {
+/* Bytes of WAL written since the cluster began. */
+#define WAL_SQL "SELECT pg_current_wal_lsn() - '0/0'"
+
+/* CPU seconds so far of the relay and of its backends: NAN without a relay. */
+static void relay_cpu(const bench_t *b, const bench_child_t *relay, const pid_t *pids, int n, double out[2]) {
     out[0] = relay ? proc_cpu_s(relay->pid) : NAN;
     out[1] = relay ? db_backend_cpu_s(b, pids, n) : NAN;
-    out[2] = relay ? db_backend_cpu_s(b, ret, nr) : NAN;
-    out[3] = relay ? proc_sleeps(relay->pid) : NAN;
 }
 
 /* relay: the relay running beside the writers (NULL: none). */
 static int pgbench_run(bench_t *b, PGconn *mon, const bench_child_t *relay, const char *tag, pgb_out_t *o) {
-    char out[600], lsn[64] = "", what[64];
+    char out[600], what[64];
     char *text;
-    double deadline, v, t0, c0[4], c1[4], mcpu0, wal, txns, secs;
-    pid_t backends[4], retention;
+    double deadline, t0, c0[2], c1[2], wal0, wal, txns, secs;
+    pid_t backends[4];
     int nb = relay ? db_backend_pids(mon, "outbox-relay", backends, 4) : 0;
-    int nr = relay ? db_backend_pids(mon, BENCH_RETENTION_APP, &retention, 1) : 0;
-    long samples = 0, set = 0;
-    PGresult *res;
     int st;
     pid_t pid;
 
     /* Numbered: every round runs the same tags. */
     snprintf(out, sizeof out, "%s/pgbench-%02d-%s.out", b->workdir, ++b->pgbench_seq, tag);
-    res = PQexec(mon, "SELECT pg_current_wal_lsn()");
-    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
-        snprintf(lsn, sizeof lsn, "%s", PQgetvalue(res, 0, 0));
-    PQclear(res);
+    if (db_num(mon, WAL_SQL, NULL, &wal0) != 0)
+        wal0 = NAN;
     snprintf(what, sizeof what, "writers %s", tag);
     /* With a relay running, the caller probed before starting it. */
     if (!relay)
         bench_probe(b, what);
     bench_log("writers: %s (%d clients, %d s)", tag, b->writers, b->duration_s);
     t0 = bench_now();
-    relay_cpu(b, relay, backends, nb, &retention, nr, c0);
-    mcpu0 = b->mock_pid > 0 ? proc_cpu_s(b->mock_pid) : NAN;
+    relay_cpu(b, relay, backends, nb, c0);
     if (pgbench_spawn(b, out, &pid) != 0)
         return -1;
     deadline = t0 + b->duration_s + 60;
-    while (!proc_exited(pid) && !bench_stop && bench_now() < deadline) {
-        if (db_num(mon, BENCH_WAITING_SQL, NULL, &v) == 0) {
-            samples++;
-            set += v > 0;
-        }
+    while (!proc_exited(pid) && !bench_stop && bench_now() < deadline)
         bench_sleep_ms(50);
-    }
     secs = bench_now() - t0;
-    relay_cpu(b, relay, backends, nb, &retention, nr, c1);
+    relay_cpu(b, relay, backends, nb, c1);
     o->relay_cores = (c1[0] - c0[0]) / secs;
     o->backend_cores = (c1[1] - c0[1]) / secs;
-    o->retention_cores = (c1[2] - c0[2]) / secs;
-    o->relay_sleeps = (c1[3] - c0[3]) / secs;
-    o->mock_cores = b->mock_pid > 0 ? (proc_cpu_s(b->mock_pid) - mcpu0) / secs : NAN;
     st = proc_reap(pid, proc_exited(pid) ? 0 : SIGINT, 5000);
-    if (!*lsn || db_num(mon, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)", lsn, &wal) != 0)
+    if (db_num(mon, WAL_SQL, NULL, &wal) != 0)
         wal = NAN;
     text = proc_read_file(out);
     o->tps = pgbench_field(text, "\ntps = ");
     txns = pgbench_field(text, "number of transactions actually processed: ");
     free(text);
-    o->flag_share = samples > 0 ? (double)set / (double)samples : NAN;
-    o->wal_per_txn = txns > 0 ? wal / txns : NAN;
+    o->wal_per_txn = txns > 0 ? (wal - wal0) / txns : NAN;
     if (st != 0 || isnan(o->tps)) {
         bench_log("pgbench %s failed (exit %d)", tag, st);
         bench_log_tail(out);
@@ -149,7 +131,7 @@ static int alone_run(bench_t *b, PGconn *c, int i, pgb_out_t *o) {
 
 /* A relay beside the writers. */
 typedef struct {
-    const char *tag, *key, *figure;
+    const char *tag, *figure;
     const char *sets[BENCH_SCENARIO_SETS + 1]; /* its config, NULL-terminated */
     int backlog;     /* it drains --events pre-filled rows as the writers start */
     int retention;   /* its retention session must be up for its CPU to count */
@@ -169,7 +151,7 @@ typedef struct {
     int n;
 } wvar_t;
 
-#define MAX_VARIANTS 3
+#define MAX_VARIANTS 4
 #define ALONE_MAX (1 + MAX_VARIANTS * BENCH_MAX_ROUNDS)
 
 /* The outbox at a run's end: the rows written since the identity stood at
@@ -238,34 +220,8 @@ static int variant_run(bench_t *b, PGconn *c, const variant_t *v, int round, ben
     return v->partitioned ? outbox_recreate(b, c, NULL) : 0;
 }
 
-/* Both scenarios' method: an unreported warm-up (a fresh cluster creates its
- * WAL segments then), the reference run alone[0], then --writers-rounds
- * rounds of the nv variants, each followed by a reference run. */
-static int writers_measure(bench_t *b, const variant_t *v, int nv, wvar_t *w, pgb_out_t *alone, int *na) {
-    bench_child_t relay = {.pid = -1};
-    PGconn *c = db_reset(b);
-    int rc = -1;
-
-    memset(w, 0, sizeof *w * (size_t)nv);
-    *na = 1;
-    if (!c || write_pgbench_script(b) != 0 || db_exec(c, "DROP TRIGGER outbox_notify ON outbox") != 0 ||
-        pgbench_run(b, c, NULL, "warm-up", &alone[0]) != 0 || alone_run(b, c, 0, &alone[0]) != 0)
-        goto out;
-    for (int round = 0; round < b->rounds; round++) {
-        for (int k = 0; k < nv; k++) {
-            if (variant_run(b, c, &v[k], round, &relay, &w[k]) != 0 || alone_run(b, c, *na, &alone[*na]) != 0)
-                goto out;
-            w[k].ref[w[k].n++] = (alone[*na - 1].tps + alone[*na].tps) / 2;
-            ++*na;
-        }
-    }
-    rc = 0;
-out:
-    return scenario_end(&relay, c, rc);
-}
-
 /* The reference runs' rows: their mean, WAL and spread. */
-static void alone_rows(bench_t *b, const char *sc, const pgb_out_t *alone, int na) {
+static void alone_rows(bench_t *b, const pgb_out_t *alone, int na) {
     double sum = 0, lo = INFINITY, hi = 0;
 
     for (int i = 0; i < na; i++) {
@@ -274,14 +230,13 @@ static void alone_rows(bench_t *b, const char *sc, const pgb_out_t *alone, int n
         hi = alone[i].tps > hi ? alone[i].tps : hi;
     }
     bench_row_t rows[] = {
-        {.key = "alone_tps", .value = sum / na, .unit = "tps"},
-        {.key = "alone_wal_per_txn", .figure = "  WAL per writer transaction (all sessions)",
-         .value = alone[0].wal_per_txn, .unit = "B"},
-        {.key = "alone_spread", .value = lo, .unit = "tps", .ref_name = "tps fastest", .ref = hi},
+        {.value = sum / na, .unit = "tps"},
+        {.figure = "  WAL per writer transaction (all sessions)", .value = alone[0].wal_per_txn, .unit = "B"},
+        {.value = lo, .unit = "tps", .ref_name = "tps fastest", .ref = hi},
     };
     snprintf(rows[0].figure, sizeof rows[0].figure, "alone: no trigger, no relay (mean of %d runs)", na);
     snprintf(rows[2].figure, sizeof rows[2].figure, "  slowest of the %d runs (noise)", na);
-    BENCH_ROWS(b, sc, rows);
+    BENCH_ROWS(b, "writers", rows);
 }
 
 /* The mean of a variant's rounds, field by field, and of its references. */
@@ -290,13 +245,9 @@ static pgb_out_t pgb_mean(const wvar_t *w, double *ref) {
     *ref = 0;
     for (int i = 0; i < w->n; i++) {
         m.tps += w->o[i].tps / w->n;
-        m.flag_share += w->o[i].flag_share / w->n;
         m.wal_per_txn += w->o[i].wal_per_txn / w->n;
         m.relay_cores += w->o[i].relay_cores / w->n;
         m.backend_cores += w->o[i].backend_cores / w->n;
-        m.retention_cores += w->o[i].retention_cores / w->n;
-        m.relay_sleeps += w->o[i].relay_sleeps / w->n;
-        m.mock_cores += w->o[i].mock_cores / w->n;
         *ref += w->ref[i] / w->n;
     }
     return m;
@@ -307,26 +258,14 @@ static double us_per_event(const pgb_out_t *o) {
     return (o->relay_cores + o->backend_cores) / o->tps * 1e6;
 }
 
-/* Adds rows keyed "<variant>_<their key>" (the first row: "<variant>"). */
-static void variant_add(bench_t *b, const char *sc, const variant_t *v, bench_row_t *rows, int n) {
-    char key[sizeof rows[0].key];
-
-    for (int i = 0; i < n; i++) {
-        snprintf(key, sizeof key, "%.20s%s%.26s", v->key, rows[i].key[0] ? "_" : "", rows[i].key);
-        memcpy(rows[i].key, key, sizeof key);
-    }
-    bench_rows(b, sc, rows, (size_t)n);
-}
-
 /* A variant's rows: mean tps against the mean of its references, its
- * rounds' lowest and highest ratio when several, what the relay spent, the
- * slowest round's drain of a backlog, and with end_rows the outbox at the
- * run's end (means over the rounds). */
-static void variant_rows(bench_t *b, const char *sc, const variant_t *v, const wvar_t *w,
-                         const pgb_out_t *alone, int end_rows) {
+ * rounds' lowest and highest ratio when several, what the relay spent, and
+ * the slowest round's drain of its backlog, or else the outbox at the run's
+ * end (means over the rounds). */
+static void variant_rows(bench_t *b, const variant_t *v, const wvar_t *w, const pgb_out_t *alone) {
     double ref, lo = INFINITY, hi = 0, done = 0, end[END_N] = {0};
     pgb_out_t m = pgb_mean(w, &ref);
-    bench_row_t r[16];
+    bench_row_t r[12];
     int n = 0;
 
     for (int i = 0; i < w->n; i++) {
@@ -341,104 +280,83 @@ static void variant_rows(bench_t *b, const char *sc, const variant_t *v, const w
                          .target_op = v->target > 0 ? '>' : 0, .target_on_ratio = 1, .target = v->target};
     snprintf(r[n++].figure, sizeof r[0].figure, "%s", v->figure);
     if (w->n > 1) {
-        r[n++] = (bench_row_t){.key = "ratio_lowest", .figure = "  lowest round's ratio to its alone runs",
-                               .value = lo, .unit = "x"};
-        r[n++] = (bench_row_t){.key = "ratio_highest", .figure = "  highest round's ratio", .value = hi, .unit = "x"};
+        r[n++] = (bench_row_t){.figure = "  lowest round's ratio to its alone runs", .value = lo, .unit = "x"};
+        r[n++] = (bench_row_t){.figure = "  highest round's ratio", .value = hi, .unit = "x"};
     }
-    r[n++] = (bench_row_t){.key = "wal_per_txn", .figure = "  WAL per writer transaction (all sessions)",
-                           .value = m.wal_per_txn, .unit = "B", .ref_name = "B alone", .ref = alone->wal_per_txn};
-    r[n++] = (bench_row_t){.key = "relay_cores", .figure = "  its process CPU during the run",
-                           .value = m.relay_cores, .unit = "cores"};
-    r[n++] = (bench_row_t){.key = "relay_sleeps", .figure = "  its threads' sleeps (wake-ups) per writer event",
-                           .value = m.relay_sleeps / m.tps};
-    r[n++] = (bench_row_t){.key = "backend_cores", .figure = "  its PostgreSQL backends' CPU during the run",
-                           .value = m.backend_cores, .unit = "cores"};
-    r[n++] = (bench_row_t){.key = "relay_us_per_event", .figure = "  it + backends CPU per writer event",
-                           .value = us_per_event(&m), .unit = "us"};
-    if (!isnan(m.retention_cores))
-        r[n++] = (bench_row_t){.key = "retention_us_per_event", .figure = "  of which its retention session's backend",
-                               .value = m.retention_cores / m.tps * 1e6, .unit = "us"};
-    if (!isnan(m.mock_cores))
-        r[n++] = (bench_row_t){.key = "mock_cores", .figure = "  mock broker CPU during the run (same box)",
-                               .value = m.mock_cores, .unit = "cores"};
-    r[n++] = (bench_row_t){.key = "flag_share", .figure = "  waiting flag set (share of samples)",
-                           .value = m.flag_share * 100, .unit = "%"};
-    if (v->backlog)
-        r[n++] = (bench_row_t){.key = "backlog_s", .figure = "  backlog all marked after", .value = done, .unit = "s",
+    r[n++] = (bench_row_t){.figure = "  WAL per writer transaction (all sessions)", .value = m.wal_per_txn,
+                           .unit = "B", .ref_name = "B alone", .ref = alone->wal_per_txn};
+    r[n++] = (bench_row_t){.figure = "  its process CPU during the run", .value = m.relay_cores, .unit = "cores"};
+    r[n++] = (bench_row_t){.figure = "  its PostgreSQL backends' CPU during the run", .value = m.backend_cores,
+                           .unit = "cores"};
+    r[n++] = (bench_row_t){.figure = "  it + backends CPU per writer event", .value = us_per_event(&m), .unit = "us"};
+    if (v->backlog) {
+        r[n++] = (bench_row_t){.figure = "  backlog all marked after", .value = done, .unit = "s",
                                .ref_name = "s run length", .ref = b->duration_s};
-    if (v->backlog && isnan(done))
-        snprintf(r[n - 1].figure, sizeof r[0].figure, "  backlog NOT drained within the run");
-    if (end_rows) {
-        r[n++] = (bench_row_t){.key = "deleted", .figure = "  rows removed during the run",
-                               .value = end[END_WRITTEN] - end[END_LEFT], .ref_name = "rows written",
-                               .ref = end[END_WRITTEN]};
-        r[n++] = (bench_row_t){.key = "outbox_mb", .figure = "  outbox at the end: total relation size",
-                               .value = end[END_BYTES] / 1048576, .unit = "MB"};
-        r[n++] = (bench_row_t){.key = "dead_tuples", .figure = "  outbox at the end: n_dead_tup",
-                               .value = end[END_DEAD]};
+        if (isnan(done))
+            snprintf(r[n - 1].figure, sizeof r[0].figure, "  backlog NOT drained within the run");
+    } else {
+        r[n++] = (bench_row_t){.figure = "  rows removed during the run", .value = end[END_WRITTEN] - end[END_LEFT],
+                               .ref_name = "rows written", .ref = end[END_WRITTEN]};
+        r[n++] = (bench_row_t){.figure = "  outbox at the end: total relation size", .value = end[END_BYTES] / 1048576,
+                               .unit = "MB"};
+        r[n++] = (bench_row_t){.figure = "  outbox at the end: n_dead_tup", .value = end[END_DEAD]};
     }
-    variant_add(b, sc, v, r, n);
+    bench_rows(b, "writers", r, (size_t)n);
 }
 
+/* An unreported warm-up (a fresh cluster creates its WAL segments then),
+ * the reference run alone[0], then --writers-rounds rounds of the
+ * variants, each run followed by a reference run; then the rows. The
+ * retention variants are set against the relay following with the default
+ * retention, which removes nothing within a run (keep_s 3600). keep_s 0
+ * and a pass every second: retention keeps pace with the writers from the
+ * run's first second. Partitions of 5,000 ids, 20 ahead: several fill and
+ * go in a run, and the writers never outrun them. */
 int scenario_writers(bench_t *b) {
     static const variant_t v[] = {
-        {.tag = "relay-draining", .key = "relay_draining", .figure = "relay draining the --events backlog",
-         .backlog = 1, .target = 0.9},
-        {.tag = "relay-idle", .key = "relay_idle", .figure = "relay idle at start, then following",
-         .target = 0.95},
-    };
-    enum { NV = sizeof v / sizeof v[0] };
-    pgb_out_t alone[ALONE_MAX];
-    wvar_t w[NV];
-    int na;
-
-    if (writers_measure(b, v, NV, w, alone, &na) != 0)
-        return -1;
-    alone_rows(b, "writers", alone, na);
-    for (int k = 0; k < NV; k++)
-        variant_rows(b, "writers", &v[k], &w[k], &alone[0], 0);
-    return 0;
-}
-
-/* The relay following the writers with retention off, deleting, and
- * dropping partitions, against the writers alone and against off. keep_s 0
- * and a pass every second: retention keeps pace with the writers from the
- * run's first second (see BENCHMARKS.md). Partitions of 5,000 ids, 20
- * ahead: several fill and go in a run, and the writers never outrun them. */
-int scenario_retention(bench_t *b) {
-    static const variant_t v[] = {
-        {.tag = "retention-off", .key = "off", .figure = "relay following, retention off",
-         .sets = {"retention.mode=\"off\""}},
-        {.tag = "retention-delete", .key = "delete", .figure = "relay following, retention delete",
+        {.tag = "relay-draining", .figure = "relay draining the --events backlog", .backlog = 1, .target = 0.9},
+        {.tag = "relay-following", .figure = "relay idle at start, then following", .target = 0.95},
+        {.tag = "retention-delete", .figure = "relay following, retention delete",
          .sets = {"retention.mode=\"delete\"", "retention.keep_s=0", "retention.interval_s=1"}, .retention = 1},
-        {.tag = "retention-partitions", .key = "partitions", .figure = "relay following, retention partitions",
+        {.tag = "retention-partitions", .figure = "relay following, retention partitions",
          .sets = {"retention.mode=\"partitions\"", "retention.keep_s=0", "retention.interval_s=1",
                   "retention.partition_rows=5000", "retention.partitions_ahead=20"},
          .retention = 1, .partitioned = 1},
     };
-    enum { NV = sizeof v / sizeof v[0] };
+    enum { NV = sizeof v / sizeof v[0], FOLLOWING = 1 };
+    bench_child_t relay = {.pid = -1};
+    PGconn *c = db_reset(b);
     pgb_out_t alone[ALONE_MAX], m[NV];
     wvar_t w[NV];
     double ref[NV];
-    int na;
+    int na = 1;
 
-    if (writers_measure(b, v, NV, w, alone, &na) != 0)
-        return -1;
-    alone_rows(b, "retention", alone, na);
+    memset(w, 0, sizeof w);
+    if (!c || write_pgbench_script(b) != 0 || db_exec(c, "DROP TRIGGER outbox_notify ON outbox") != 0 ||
+        pgbench_run(b, c, NULL, "warm-up", &alone[0]) != 0 || alone_run(b, c, 0, &alone[0]) != 0)
+        return scenario_end(&relay, c, -1);
+    for (int round = 0; round < b->rounds; round++) {
+        for (int k = 0; k < NV; k++, na++) {
+            if (variant_run(b, c, &v[k], round, &relay, &w[k]) != 0 || alone_run(b, c, na, &alone[na]) != 0)
+                return scenario_end(&relay, c, -1);
+            w[k].ref[w[k].n++] = (alone[na - 1].tps + alone[na].tps) / 2;
+        }
+    }
+    alone_rows(b, alone, na);
     for (int k = 0; k < NV; k++) {
-        variant_rows(b, "retention", &v[k], &w[k], &alone[0], 1);
+        variant_rows(b, &v[k], &w[k], &alone[0]);
         m[k] = pgb_mean(&w[k], &ref[k]);
     }
-    for (int k = 1; k < NV; k++) {
+    for (int k = FOLLOWING + 1; k < NV; k++) {
         bench_row_t r[] = {
-            {.key = "vs_off", .value = m[k].tps / ref[k] * 100, .unit = "%", .ref_name = "% off's share",
-             .ref = m[0].tps / ref[0] * 100},
-            {.key = "extra_us_per_event", .figure = "  extra CPU per writer event (it + backends)",
-             .value = us_per_event(&m[k]) - us_per_event(&m[0]), .unit = "us", .ref_name = "us retention off",
-             .ref = us_per_event(&m[0])},
+            {.value = m[k].tps / ref[k] * 100, .unit = "%", .ref_name = "% following's share",
+             .ref = m[FOLLOWING].tps / ref[FOLLOWING] * 100},
+            {.figure = "  extra CPU per writer event (it + backends)",
+             .value = us_per_event(&m[k]) - us_per_event(&m[FOLLOWING]), .unit = "us",
+             .ref_name = "us following", .ref = us_per_event(&m[FOLLOWING])},
         };
-        snprintf(r[0].figure, sizeof r[0].figure, "%s: its share of writers' tps, against off's", v[k].key);
-        variant_add(b, "retention", &v[k], r, 2);
+        snprintf(r[0].figure, sizeof r[0].figure, "%s vs following: writers' share", v[k].tag);
+        BENCH_ROWS(b, "writers", r);
     }
-    return 0;
+    return scenario_end(&relay, c, 0);
 }

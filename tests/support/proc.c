@@ -1,6 +1,5 @@
 #include "proc.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -118,28 +117,6 @@ double proc_cpu_s(pid_t pid) {
     if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
         return NAN;
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
-double proc_sleeps(pid_t pid) {
-    char path[320];
-    double sum = 0, v;
-    struct dirent *e;
-    DIR *d;
-
-    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
-    d = opendir(path);
-    if (!d)
-        return NAN;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof path, "/proc/%d/task/%s/status", (int)pid, e->d_name);
-        v = status_value(path, "voluntary_ctxt_switches");
-        if (!isnan(v)) /* a thread that just ended */
-            sum += v;
-    }
-    closedir(d);
-    return sum;
 }
 
 double proc_hwm_mb(pid_t pid) {

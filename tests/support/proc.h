@@ -17,11 +17,9 @@ int proc_exited(pid_t pid);
 /* Sends sig (0: none) and reaps within timeout_ms, else SIGKILLs and reaps.
  * Returns the exit code, 128+signal, or -1 on timeout. */
 int proc_reap(pid_t pid, int sig, double timeout_ms);
-/* CPU seconds of pid (utime + stime), its peak RSS in MB, and the times its
- * live threads went to sleep (voluntary context switches); NAN when unreadable. */
+/* CPU seconds of pid (utime + stime) and its peak RSS in MB; NAN when unreadable. */
 double proc_cpu_s(pid_t pid);
 double proc_hwm_mb(pid_t pid);
-double proc_sleeps(pid_t pid);
 /* The whole file, NUL-terminated, to free(); NULL when unreadable. */
 char *proc_read_file(const char *path);
 /* The last lines (at most `lines`) of the file at path into out; "(no
