@@ -548,6 +548,52 @@ START_TEST(partitions_kill_between_detach_and_drop_loses_nothing) {
 }
 END_TEST
 
+/* The relay is killed while outbox_drop_partition attaches outbox_p1
+ * again (it holds a row committed during the detach): the gate, an event
+ * trigger on that ATTACH, waits for a lock the test holds. The table is
+ * left detached with its row unsent and out of the outbox; the next relay
+ * attaches it again, publishes the row, and drops the partition once due. */
+START_TEST(partitions_kill_during_reattach_keeps_the_row) {
+    th_ctx_t t;
+    th_mock_t m;
+    const char *conf;
+    pid_t a, b;
+    PGconn *c, *w, *gate;
+
+    c = setup_partitioned(&t, &m, "retentionkillattach", &conf);
+    th_exec(c, "CREATE TABLE attach_gate (n int)");
+    th_exec(c, "CREATE FUNCTION attach_gate() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN"
+               " IF current_query() LIKE '%outbox_drop_partition%' THEN INSERT INTO attach_gate VALUES (1); END IF;"
+               " END $$");
+    th_exec(c, "CREATE EVENT TRIGGER attach_gate ON ddl_command_start WHEN TAG IN ('ALTER TABLE')"
+               " EXECUTE FUNCTION attach_gate()");
+    w = th_connect(&t);
+    th_exec(w, "BEGIN");
+    th_exec(w, "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) VALUES ('order', 'late', 'x', 'x')");
+    write_rounds(&t, 1);
+    gate = th_connect(&t);
+    th_exec(gate, "BEGIN");
+    th_exec(gate, "LOCK TABLE attach_gate IN EXCLUSIVE MODE");
+
+    a = th_spawn(&t, "outbox-relay", conf, "a.log");
+    th_wait_file_log(&t, "a.log", "step=detach", 30000);
+    th_exec(w, "COMMIT");
+    kill_while_retention_waits(&t, a, "outbox_drop_partition");
+    th_exec(gate, "COMMIT");
+    ck_assert_int_eq(partition_in_state(c, "outbox_p1", "detached"), 1);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox_p1 WHERE aggregate_id = 'late' AND sent_at IS NULL"), 1);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM outbox WHERE aggregate_id = 'late'"), 0);
+
+    b = th_relay_start(&t, conf);
+    th_wait_log(&t, "event=partition_reattached", 30000);
+    th_wait_count(&t, "SELECT count(*) FROM deleted", 100, 30000);
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM deleted WHERE id = 1 AND sent_at IS NOT NULL"), 1); /* the late row */
+    PQfinish(gate);
+    PQfinish(w);
+    assert_nothing_lost_and_stop(&t, &m, c, 101, b);
+}
+END_TEST
+
 /* The documented conversion of a live outbox: rows written before it are
  * published, and dropped with the old table once due; writers go on. */
 START_TEST(partitions_convert_an_existing_outbox) {
@@ -634,5 +680,6 @@ TH_MAIN("retention", 300, retention_deletes_rows_sent_long_enough_ago_and_nothin
         retention_without_delete_privilege_is_logged_and_publishing_goes_on, retention_refuses_bad_values,
         partitions_drop_only_partitions_sent_long_enough_ago_and_stay_ahead,
         partitions_keep_a_row_committed_during_the_detach, partitions_kill_during_detach_is_finished_by_the_next_pass,
-        partitions_kill_between_detach_and_drop_loses_nothing, partitions_convert_an_existing_outbox,
+        partitions_kill_between_detach_and_drop_loses_nothing, partitions_kill_during_reattach_keeps_the_row,
+        partitions_convert_an_existing_outbox,
         partitions_without_ownership_is_refused_and_publishing_goes_on)
