@@ -297,7 +297,6 @@ static void startup_rows(bench_t *b) {
     bench_rows(b, "footprint", &row, 1);
 }
 
-
 static int run_scenario(bench_t *b, const char *name, scenario_fn fn) {
     int rc;
 

@@ -12,8 +12,6 @@
 #include "proc.h"
 
 #define BENCH_DB "obx_bench"
-/* 1 while the relay says it is waiting (the trigger NOTIFYs), else 0. */
-#define BENCH_WAITING_SQL "SELECT COALESCE(pg_sequence_last_value('outbox_relay_waiting'), 0)"
 /* application_name of the relay's retention session (relay/relayd/retention.c). */
 #define BENCH_RETENTION_APP "outbox-relay retention"
 #define BENCH_MAX_RATES 8
@@ -21,7 +19,7 @@
 #define BENCH_SCENARIO_SETS 6
 #define BENCH_MAX_ROWS 200
 #define BENCH_MAX_NOTES 48
-#define BENCH_MAX_STARTS 32
+#define BENCH_MAX_STARTS 64
 #define BENCH_MAX_ROUNDS 10
 
 enum {
@@ -122,8 +120,6 @@ int bench_write(const char *path, const char *fmt, ...) __attribute__((format(pr
 double bench_pick(double *v, size_t n, double p);
 /* Notes other work on the machine (CPU busy over 300 ms while the bench idles). */
 void bench_probe(bench_t *b, const char *what);
-/* Waits for needle in the child's log; 0 when seen (sets c->ready). */
-int bench_wait_log(bench_child_t *c, const char *needle, double timeout_s);
 void bench_log_tail(const char *path);
 /* Reaps pid after sig (0: waits for it to exit); logs a failure with log's tail. */
 int bench_reap(pid_t pid, int sig, double timeout_ms, const char *what, const char *log);

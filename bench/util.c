@@ -130,7 +130,8 @@ void bench_log_tail(const char *path) {
     bench_log("last lines of %s:\n%s", path, proc_tail(path, 8, tail, sizeof tail));
 }
 
-int bench_wait_log(bench_child_t *c, const char *needle, double timeout_s) {
+/* Waits for needle in the child's log; 0 when seen (sets c->ready). */
+static int bench_wait_log(bench_child_t *c, const char *needle, double timeout_s) {
     double deadline = bench_now() + timeout_s;
 
     while (!bench_stop && bench_now() < deadline) {
@@ -258,7 +259,9 @@ int db_wait(PGconn *c, const char *sql, const char *param, double want, double s
 }
 
 int relay_waiting(PGconn *c) {
-    return db_wait(c, BENCH_WAITING_SQL, NULL, 1, 1, 10, NULL, NULL);
+    /* The sequence is 1 while the relay says it is waiting (the trigger NOTIFYs). */
+    return db_wait(c, "SELECT COALESCE(pg_sequence_last_value('outbox_relay_waiting'), 0)", NULL, 1, 1, 10, NULL,
+                   NULL);
 }
 
 int db_checkpoint(bench_t *b, PGconn *c) {

@@ -26,7 +26,7 @@ static int pgbench_spawn(const bench_t *b, const char *out, pid_t *pid) {
     char *argv[] = {pgbench, "-n", "-M", "prepared", "-c", clients, "-j", jobs, "-T", secs, "-f", script,
                     "-h", (char *)b->pghost, "-p", port, "-U", "postgres", BENCH_DB, NULL};
 
-    /* Debian's /usr/bin/pgbench runs the newest installed version. */
+    /* /usr/bin/pgbench: Debian's wrapper, which runs an installed version's. */
     snprintf(pgbench, sizeof pgbench, "%s/pgbench", bindir && *bindir ? bindir : "/usr/bin");
     snprintf(script, sizeof script, "%s/writer.sql", b->workdir);
     snprintf(clients, sizeof clients, "%d", b->writers);
@@ -151,9 +151,6 @@ typedef struct {
     int n;
 } wvar_t;
 
-#define MAX_VARIANTS 4
-#define ALONE_MAX (1 + MAX_VARIANTS * BENCH_MAX_ROUNDS)
-
 /* The outbox at a run's end: the rows written since the identity stood at
  * ids0, the rows left, its size and dead tuples (statistics, up to a second
  * late), summed over its partitions (none listed for a plain table). */
@@ -214,7 +211,7 @@ static int variant_run(bench_t *b, PGconn *c, const variant_t *v, int round, ben
         (!v->backlog && relay_waiting(c) != 0) ||
         (v->retention && db_wait(c, "SELECT count(*) FROM pg_stat_activity WHERE application_name = '"
                                     BENCH_RETENTION_APP "'", NULL, 1, 1, 10, NULL, NULL) != 0) ||
-        pgbench_run(b, c, relay, tag, &w->o[i]) != 0 || outbox_end(c, ids0, w->end[i]) != 0 ||
+        pgbench_run(b, c, relay, tag, &w->o[i]) != 0 || (!v->backlog && outbox_end(c, ids0, w->end[i]) != 0) ||
         (v->backlog && backlog_done_s(c, maxid, t_db0, &w->done_s[i]) != 0) || relay_stop(relay) != 0)
         return -1;
     return v->partitioned ? outbox_recreate(b, c, NULL) : 0;
@@ -315,7 +312,7 @@ static void variant_rows(bench_t *b, const variant_t *v, const wvar_t *w, const 
 int scenario_writers(bench_t *b) {
     static const variant_t v[] = {
         {.tag = "relay-draining", .figure = "relay draining the --events backlog", .backlog = 1, .target = 0.9},
-        {.tag = "relay-following", .figure = "relay idle at start, then following", .target = 0.95},
+        {.tag = "relay-following", .figure = "relay idle at start, then following", .retention = 1, .target = 0.95},
         {.tag = "retention-delete", .figure = "relay following, retention delete",
          .sets = {"retention.mode=\"delete\"", "retention.keep_s=0", "retention.interval_s=1"}, .retention = 1},
         {.tag = "retention-partitions", .figure = "relay following, retention partitions",
@@ -326,7 +323,7 @@ int scenario_writers(bench_t *b) {
     enum { NV = sizeof v / sizeof v[0], FOLLOWING = 1 };
     bench_child_t relay = {.pid = -1};
     PGconn *c = db_reset(b);
-    pgb_out_t alone[ALONE_MAX], m[NV];
+    pgb_out_t alone[1 + NV * BENCH_MAX_ROUNDS], m[NV];
     wvar_t w[NV];
     double ref[NV];
     int na = 1;
