@@ -47,7 +47,8 @@ static void assert_deleted_rows_were_due(PGconn *c, int keep_s) {
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* Ledger rows matching where that are not on the topic (msgs). */
+/* Ledger rows matching where that are not on the topic (msgs): lost, unless
+ * the caller expects them missing (parked rows). */
 static long ledger_missing(PGconn *c, const th_msgs_t *msgs, const char *where) {
     char sql[256];
     const char **ids = calloc(msgs->n + 1, sizeof *ids);
@@ -65,7 +66,7 @@ static long ledger_missing(PGconn *c, const th_msgs_t *msgs, const char *where) 
         const char *eid = PQgetvalue(res, i, 0);
         if (!bsearch(&eid, ids, msgs->n, sizeof *ids, cmp_str)) {
             if (missing < 5)
-                fprintf(stderr, "lost: event %s is in the ledger, not on the topic\n", eid);
+                fprintf(stderr, "not on the topic: event %s of the ledger (where %s)\n", eid, where);
             missing++;
         }
     }
