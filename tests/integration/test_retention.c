@@ -328,6 +328,19 @@ static void migrate_partitioned(const char *conf, PGconn *c) {
     ck_assert_int_eq(th_int(c, partitions_ahead_sql), 3);
 }
 
+/* A new session inside a transaction that ran sql and stays open (the
+ * caller commits): a writer's late row, or a lock the relay must wait for. */
+static PGconn *open_transaction(const th_ctx_t *t, const char *sql) {
+    PGconn *c = th_connect(t);
+    th_exec(c, "BEGIN");
+    th_exec(c, sql);
+    return c;
+}
+
+/* A row the writer's open transaction inserted (open_transaction). */
+#define LATE_ROW \
+    "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) VALUES ('order', 'late', 'x', 'x')"
+
 /* A test's partitioned outbox (migrate_partitioned) with its record, and
  * the relay config for it; returns a connection. */
 static PGconn *setup_partitioned(th_ctx_t *t, th_mock_t *m, const char *name, const char **conf) {
@@ -425,9 +438,7 @@ START_TEST(partitions_keep_a_row_committed_during_the_detach) {
     PGconn *c, *w;
 
     c = setup_partitioned(&t, &m, "retentionlate", &conf);
-    w = th_connect(&t);
-    th_exec(w, "BEGIN");
-    th_exec(w, "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) VALUES ('order', 'late', 'x', 'x')");
+    w = open_transaction(&t, LATE_ROW);
     write_rounds(&t, 1);
     relay = th_relay_start(&t, conf);
     th_wait_log(&t, "step=detach", 30000);
@@ -440,19 +451,15 @@ START_TEST(partitions_keep_a_row_committed_during_the_detach) {
 }
 END_TEST
 
-/* The retention session's step whose SQL has what, waiting for a lock. */
-static void wait_retention_waits(const th_ctx_t *t, const char *what) {
+/* Kills the relay while its retention step whose SQL has what waits for
+ * a lock; the server ends its session once the step's lock_timeout ends
+ * the wait (a dead client is not noticed before), rolling back what the
+ * step had not committed. */
+static void kill_while_retention_waits(const th_ctx_t *t, pid_t relay, const char *what) {
     char sql[512];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'outbox-relay retention'"
              " AND wait_event_type = 'Lock' AND query LIKE '%%%s%%'", what);
     th_wait_count(t, sql, 1, 30000);
-}
-
-/* Kills the relay while that step waits; the server ends its session once
- * the step's lock_timeout ends the wait (a dead client is not noticed
- * before), rolling back what the step had not committed. */
-static void kill_while_retention_waits(const th_ctx_t *t, pid_t relay, const char *what) {
-    wait_retention_waits(t, what);
     th_stop(relay, SIGKILL, 5000, 128 + SIGKILL);
     th_wait_count(t, "SELECT (count(*) = 0)::int FROM pg_stat_activity"
                      " WHERE application_name = 'outbox-relay retention'", 1, 30000);
@@ -487,9 +494,7 @@ START_TEST(partitions_kill_during_detach_is_finished_by_the_next_pass) {
     c = setup_partitioned(&t, &m, "retentionkilldetach", &conf);
     write_rounds(&t, 2);
     th_exec(c, "UPDATE outbox SET parked_at = now(), last_error = 'test' WHERE id = 50");
-    reader = th_connect(&t);
-    th_exec(reader, "BEGIN");
-    th_exec(reader, "SELECT count(*) FROM outbox_p101");
+    reader = open_transaction(&t, "SELECT count(*) FROM outbox_p101");
 
     a = th_spawn(&t, "outbox-relay", conf, "a.log");
     kill_while_retention_waits(&t, a, "DETACH PARTITION outbox_p101 CONCURRENTLY");
@@ -527,9 +532,8 @@ START_TEST(partitions_kill_between_detach_and_drop_loses_nothing) {
 
     c = setup_partitioned(&t, &m, "retentionkilldrop", &conf);
     write_rounds(&t, 1);
-    audit = th_connect(&t);
-    th_exec(audit, "BEGIN");
-    th_exec(audit, "LOCK TABLE deleted IN EXCLUSIVE MODE"); /* the drop's event trigger writes to it */
+    /* The drop's event trigger writes to deleted. */
+    audit = open_transaction(&t, "LOCK TABLE deleted IN EXCLUSIVE MODE");
 
     a = th_spawn(&t, "outbox-relay", conf, "a.log");
     kill_while_retention_waits(&t, a, "outbox_drop_partition");
@@ -568,13 +572,9 @@ START_TEST(partitions_kill_during_reattach_keeps_the_row) {
                " END $$");
     th_exec(c, "CREATE EVENT TRIGGER attach_gate ON ddl_command_start WHEN TAG IN ('ALTER TABLE')"
                " EXECUTE FUNCTION attach_gate()");
-    w = th_connect(&t);
-    th_exec(w, "BEGIN");
-    th_exec(w, "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) VALUES ('order', 'late', 'x', 'x')");
+    w = open_transaction(&t, LATE_ROW);
     write_rounds(&t, 1);
-    gate = th_connect(&t);
-    th_exec(gate, "BEGIN");
-    th_exec(gate, "LOCK TABLE attach_gate IN EXCLUSIVE MODE");
+    gate = open_transaction(&t, "LOCK TABLE attach_gate IN EXCLUSIVE MODE");
 
     a = th_spawn(&t, "outbox-relay", conf, "a.log");
     th_wait_file_log(&t, "a.log", "step=detach", 30000);
@@ -588,7 +588,8 @@ START_TEST(partitions_kill_during_reattach_keeps_the_row) {
     b = th_relay_start(&t, conf);
     th_wait_log(&t, "event=partition_reattached", 30000);
     th_wait_count(&t, "SELECT count(*) FROM deleted", 100, 30000);
-    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM deleted WHERE id = 1 AND sent_at IS NOT NULL"), 1); /* the late row */
+    /* The late row (id 1) went with the partition, once sent. */
+    ck_assert_int_eq(th_int(c, "SELECT count(*) FROM deleted WHERE id = 1 AND sent_at IS NOT NULL"), 1);
     PQfinish(gate);
     PQfinish(w);
     assert_nothing_lost_and_stop(&t, &m, c, 101, b);
